@@ -1,0 +1,176 @@
+//! The columnar batch the host passes between steps.
+//!
+//! A [`Batch`] is a list of named, typed columns of equal length: the same shape as the WIT
+//! `batch` record, so crossing into a plugin moves whole vectors instead of building a value per
+//! cell. The constructor checks the invariants once; every step can then rely on them.
+
+use std::fmt;
+
+/// The values of one column: one vector per type, as in the WIT `values` variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    F64(Vec<f64>),
+    S64(Vec<i64>),
+    String(Vec<String>),
+    Bool(Vec<bool>),
+}
+
+/// A column's type, as written in a spec (`"f64"`, `"s64"`, `"string"`, `"bool"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    F64,
+    S64,
+    String,
+    Bool,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ColumnType::F64 => "f64",
+            ColumnType::S64 => "s64",
+            ColumnType::String => "string",
+            ColumnType::Bool => "bool",
+        })
+    }
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F64(v) => v.len(),
+            Values::S64(v) => v.len(),
+            Values::String(v) => v.len(),
+            Values::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            Values::F64(_) => ColumnType::F64,
+            Values::S64(_) => ColumnType::S64,
+            Values::String(_) => ColumnType::String,
+            Values::Bool(_) => ColumnType::Bool,
+        }
+    }
+
+    /// An empty vector of the given type, with room for `capacity` values.
+    pub fn with_capacity(ty: ColumnType, capacity: usize) -> Values {
+        match ty {
+            ColumnType::F64 => Values::F64(Vec::with_capacity(capacity)),
+            ColumnType::S64 => Values::S64(Vec::with_capacity(capacity)),
+            ColumnType::String => Values::String(Vec::with_capacity(capacity)),
+            ColumnType::Bool => Values::Bool(Vec::with_capacity(capacity)),
+        }
+    }
+}
+
+/// One named column and its optional null mask (`true` = null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub values: Values,
+    pub nulls: Option<Vec<bool>>,
+}
+
+impl Column {
+    pub fn new(name: impl Into<String>, values: Values) -> Column {
+        Column { name: name.into(), values, nulls: None }
+    }
+
+    pub fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n[row])
+    }
+}
+
+/// A batch whose columns all have the same length and distinct names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Batch {
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+/// Why a list of columns is not a valid batch.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BatchError {
+    /// Two columns have different lengths.
+    #[error("columns of unequal length: `{first}` has {first_len} rows but `{column}` has {len}")]
+    UnequalLength { first: String, first_len: usize, column: String, len: usize },
+    /// A null mask does not have one entry per row.
+    #[error("column `{column}` has {len} values but a null mask of {mask_len}")]
+    NullMaskLength { column: String, len: usize, mask_len: usize },
+    /// Two columns share a name.
+    #[error("duplicate column name `{0}`")]
+    DuplicateName(String),
+}
+
+impl Batch {
+    /// Checks the invariants and builds the batch.
+    pub fn new(columns: Vec<Column>) -> Result<Batch, BatchError> {
+        let rows = columns.first().map_or(0, |c| c.values.len());
+        for (i, column) in columns.iter().enumerate() {
+            let len = column.values.len();
+            if len != rows {
+                return Err(BatchError::UnequalLength {
+                    first: columns[0].name.clone(),
+                    first_len: rows,
+                    column: column.name.clone(),
+                    len,
+                });
+            }
+            if let Some(mask) = &column.nulls
+                && mask.len() != len
+            {
+                return Err(BatchError::NullMaskLength { column: column.name.clone(), len, mask_len: mask.len() });
+            }
+            if columns[..i].iter().any(|c| c.name == column.name) {
+                return Err(BatchError::DuplicateName(column.name.clone()));
+            }
+        }
+        Ok(Batch { columns, rows })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    pub fn into_columns(self) -> Vec<Column> {
+        self.columns
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unequal_lengths_and_duplicates() {
+        let a = Column::new("a", Values::F64(vec![1.0, 2.0]));
+        let b = Column::new("b", Values::S64(vec![1]));
+        assert_eq!(
+            Batch::new(vec![a.clone(), b]).unwrap_err().to_string(),
+            "columns of unequal length: `a` has 2 rows but `b` has 1"
+        );
+        assert_eq!(Batch::new(vec![a.clone(), a.clone()]).unwrap_err(), BatchError::DuplicateName("a".into()));
+        let mut masked = a.clone();
+        masked.nulls = Some(vec![true]);
+        assert!(matches!(Batch::new(vec![masked]), Err(BatchError::NullMaskLength { .. })));
+    }
+}

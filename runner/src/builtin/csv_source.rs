@@ -1,0 +1,252 @@
+//! `kind = "csv"` source: reads a CSV object with a header row into typed batches.
+//!
+//! ```toml
+//! [source]
+//! kind = "csv"
+//! config = { url = "data/iris.csv", delimiter = ",", columns = { id = "s64" } }
+//! ```
+//!
+//! The object is streamed: a blocking thread parses it with the `csv` crate while bytes arrive
+//! from the store, and hands over one batch at a time through a small channel, so memory does not
+//! grow with the object. Column types come from `columns` when declared, otherwise from the
+//! first batch of rows, as pandas does: all integers → `s64`, all numbers → `f64`, all
+//! `true`/`false` → `bool`, else `string`. An empty field is a null.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{Context, anyhow, bail};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::batch::{Batch, Column, ColumnType, Values};
+use crate::object_url::ObjectUrl;
+use crate::step::Source;
+
+/// The `config` table of a `csv` source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// `url = "data/iris.csv"`: a path relative to the spec file, or `file:///...`.
+    pub url: String,
+    /// `delimiter = ";"`: the field separator, one ASCII character (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    /// `columns = { id = "s64", name = "string" }`: types of some or all columns; the others
+    /// are inferred from the first batch.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnType>,
+}
+
+fn comma() -> char {
+    ','
+}
+
+/// Batches in flight between the parsing thread and the pipeline.
+const READ_AHEAD: usize = 2;
+
+pub struct CsvSource {
+    batches: mpsc::Receiver<anyhow::Result<Batch>>,
+}
+
+impl CsvSource {
+    /// Starts reading `config.url` in the background.
+    pub fn open(config: CsvSourceConfig, url: ObjectUrl, batch_rows: usize) -> anyhow::Result<CsvSource> {
+        if !config.delimiter.is_ascii() {
+            bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
+        }
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            let object = match url.store.get(&url.path).await {
+                Ok(object) => object,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow!("{url}: {}", crate::object_url::describe_error(&e)))).await;
+                    return;
+                }
+            };
+            // The parser is synchronous; the bridge lets it pull bytes from the async stream.
+            let bytes = SyncIoBridge::new(StreamReader::new(object.into_stream().map_err(std::io::Error::other)));
+            let name = url.to_string();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = read_csv(bytes, &name, &config, batch_rows, &tx) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            })
+            .await;
+        });
+        Ok(CsvSource { batches: rx })
+    }
+}
+
+#[async_trait]
+impl Source for CsvSource {
+    async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+        self.batches.recv().await.transpose()
+    }
+}
+
+/// Parses the whole object, sending a batch every `batch_rows` rows. Returns early, without
+/// error, when the pipeline stops listening.
+fn read_csv(
+    bytes: impl Read,
+    name: &str,
+    config: &CsvSourceConfig,
+    batch_rows: usize,
+    tx: &mpsc::Sender<anyhow::Result<Batch>>,
+) -> anyhow::Result<()> {
+    let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
+    let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
+    if header.is_empty() {
+        tracing::warn!("{name}: empty object, no header row: no rows read");
+        return Ok(());
+    }
+    let mut names: Vec<String> = Vec::with_capacity(header.len());
+    for field in &header {
+        let column = std::str::from_utf8(field)
+            .with_context(|| format!("{name}:1: the header is not valid UTF-8"))?
+            .trim()
+            .to_string();
+        if names.contains(&column) {
+            bail!("{name}:1: duplicate column `{column}` in the header");
+        }
+        names.push(column);
+    }
+    for declared in config.columns.keys() {
+        if !names.contains(declared) {
+            bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
+        }
+    }
+
+    // The first batch is buffered to infer the types of undeclared columns.
+    let mut first = Vec::with_capacity(batch_rows.min(65_536));
+    let mut record = csv::ByteRecord::new();
+    while first.len() < batch_rows && csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+        first.push(record.clone());
+    }
+    let types: Vec<ColumnType> = names
+        .iter()
+        .enumerate()
+        .map(|(i, column)| config.columns.get(column).copied().unwrap_or_else(|| infer(first.iter().map(|r| &r[i]))))
+        .collect();
+
+    let mut builder = BatchBuilder::new(&names, &types, batch_rows);
+    for record in &first {
+        builder.push(record, name)?;
+    }
+    drop(first);
+    loop {
+        if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
+            return Ok(());
+        }
+        if !csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+            break;
+        }
+        builder.push(&record, name)?;
+    }
+    if builder.rows > 0 {
+        let _ = tx.blocking_send(Ok(builder.finish()?));
+    }
+    Ok(())
+}
+
+/// `file:line: message`, without the csv crate's own position wording.
+fn csv_error(name: &str, e: csv::Error) -> anyhow::Error {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            anyhow!("{name}:{line}: found {len} fields, but the header has {expected_len}")
+        }
+        csv::ErrorKind::Io(io) => anyhow!("{name}: read failed: {io}"),
+        _ => anyhow!("{name}:{line}: {e}"),
+    }
+}
+
+/// The narrowest type that holds every non-empty value seen.
+fn infer<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> ColumnType {
+    let present = values.filter_map(|v| std::str::from_utf8(v).ok().map(str::trim).filter(|v| !v.is_empty()));
+    if present.clone().all(|v| v.parse::<i64>().is_ok()) && present.clone().next().is_some() {
+        ColumnType::S64
+    } else if present.clone().all(|v| v.parse::<f64>().is_ok()) {
+        // Also the choice for a column with no values at all: pandas reads it as float NaN.
+        ColumnType::F64
+    } else if present.clone().all(|v| parse_bool(v).is_some()) {
+        ColumnType::Bool
+    } else {
+        ColumnType::String
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// Accumulates rows column by column.
+struct BatchBuilder<'a> {
+    names: &'a [String],
+    columns: Vec<(Values, Vec<bool>, bool)>,
+    rows: usize,
+    capacity: usize,
+}
+
+impl<'a> BatchBuilder<'a> {
+    fn new(names: &'a [String], types: &[ColumnType], capacity: usize) -> Self {
+        let capacity = capacity.min(65_536);
+        let columns =
+            types.iter().map(|&t| (Values::with_capacity(t, capacity), Vec::with_capacity(capacity), false)).collect();
+        BatchBuilder { names, columns, rows: 0, capacity }
+    }
+
+    fn push(&mut self, record: &csv::ByteRecord, name: &str) -> anyhow::Result<()> {
+        let line = record.position().map_or(0, |p| p.line());
+        for (i, ((values, nulls, any_null), field)) in self.columns.iter_mut().zip(record).enumerate() {
+            let text = std::str::from_utf8(field)
+                .with_context(|| format!("{name}:{line}: column `{}` is not valid UTF-8", self.names[i]))?;
+            let null = text.is_empty();
+            nulls.push(null);
+            *any_null |= null;
+            let bad = |ty: &str| {
+                let shown: String = text.chars().take(40).collect();
+                let more = if text.chars().count() > 40 { "..." } else { "" };
+                anyhow!("{name}:{line}: column `{}`: expected {ty}, found `{shown}{more}`", self.names[i])
+            };
+            let trimmed = text.trim();
+            match values {
+                Values::F64(v) => {
+                    v.push(if null { 0.0 } else { trimmed.parse().map_err(|_| bad("a number (f64)"))? })
+                }
+                Values::S64(v) => {
+                    v.push(if null { 0 } else { trimmed.parse().map_err(|_| bad("an integer (s64)"))? })
+                }
+                Values::Bool(v) => v.push(!null && parse_bool(trimmed).ok_or_else(|| bad("true or false"))?),
+                Values::String(v) => v.push(text.to_string()),
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The rows so far as a batch; the builder starts over empty.
+    fn finish(&mut self) -> anyhow::Result<Batch> {
+        let columns = self
+            .names
+            .iter()
+            .zip(&mut self.columns)
+            .map(|(name, (values, nulls, any_null))| {
+                let ty = values.column_type();
+                let values = std::mem::replace(values, Values::with_capacity(ty, self.capacity));
+                let nulls = std::mem::replace(nulls, Vec::with_capacity(self.capacity));
+                Column { name: name.clone(), values, nulls: std::mem::take(any_null).then_some(nulls) }
+            })
+            .collect();
+        self.rows = 0;
+        Ok(Batch::new(columns)?)
+    }
+}

@@ -1,0 +1,76 @@
+//! Steps built into the host, one file each, and the registry that maps a spec's `kind` to them.
+//!
+//! | role   | kind    | file              |
+//! |--------|---------|-------------------|
+//! | source | `csv`   | `csv_source.rs`   |
+//! | sink   | `csv`   | `file_sink.rs`    |
+//! | sink   | `jsonl` | `file_sink.rs`    |
+//!
+//! A step is *planned* first (its config decoded and checked: what `runner validate` does) and
+//! *opened* when the run starts.
+
+pub mod csv_source;
+pub mod file_sink;
+
+use crate::object_url::ObjectUrl;
+use crate::spec::{Role, Spec, SpecError, StepSpec};
+use crate::step::{Sink, Source, Transform};
+use csv_source::{CsvSource, CsvSourceConfig};
+use file_sink::{FileSink, FileSinkConfig, Format};
+
+/// The built-in kinds for each role, for `--help` and error messages.
+pub fn kinds(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Source => &["csv"],
+        Role::Transform => &[],
+        Role::Sink => &["csv", "jsonl"],
+    }
+}
+
+/// A built-in step with its decoded config, ready to open.
+#[derive(Debug)]
+pub enum Builtin {
+    CsvSource(CsvSourceConfig),
+    FileSink(FileSinkConfig, Format),
+}
+
+impl Builtin {
+    /// Decodes the config of built-in step `kind` in the role `step.role`.
+    pub fn plan(spec: &Spec, step: &StepSpec, kind: &str) -> Result<Builtin, SpecError> {
+        Ok(match (step.role, kind) {
+            (Role::Source, "csv") => Builtin::CsvSource(spec.decode_config(step)?),
+            (Role::Sink, "csv") => Builtin::FileSink(spec.decode_config(step)?, Format::Csv),
+            (Role::Sink, "jsonl") => Builtin::FileSink(spec.decode_config(step)?, Format::JsonLines),
+            (role, kind) => {
+                let known = kinds(role);
+                let expected = if known.is_empty() {
+                    format!("there are no built-in {role}s yet; use `plugin = ...`")
+                } else {
+                    format!("built-in {role}s: {}", known.join(", "))
+                };
+                return Err(spec.step_error(step, format!("unknown {role} kind `{kind}` ({expected})")));
+            }
+        })
+    }
+
+    pub fn open_source(self, spec: &Spec) -> anyhow::Result<Box<dyn Source>> {
+        match self {
+            Builtin::CsvSource(config) => {
+                let url = ObjectUrl::parse(&config.url, spec.base_dir())?;
+                Ok(Box::new(CsvSource::open(config, url, spec.pipeline.batch_rows.get())?))
+            }
+            other => unreachable!("{other:?} is not a source: `plan` checks roles"),
+        }
+    }
+
+    pub fn open_transform(self, _spec: &Spec) -> anyhow::Result<Box<dyn Transform>> {
+        unreachable!("{self:?} is not a transform: `plan` checks roles")
+    }
+
+    pub fn open_sink(self, spec: &Spec) -> anyhow::Result<Box<dyn Sink>> {
+        match self {
+            Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config, format, spec.base_dir())?)),
+            other => unreachable!("{other:?} is not a sink: `plan` checks roles"),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Text forms of values, shared by every step that writes values as text.
+
+use std::fmt::Write;
+
+/// Writes `x` as Python's `repr(float)` / `str(float)` does: the shortest text that reads back
+/// as the same float, with a `.0` on integral values, scientific notation when the decimal
+/// exponent is below -4 or at least 16 (`1e-05`, `1e+16`), and `nan`, `inf`, `-inf`.
+///
+/// Row keys must match the original Python flow byte for byte, and CSV output keeps floats
+/// recognisable as floats (`5.0`, not `5`) when read back.
+pub fn write_python_float(out: &mut String, x: f64) {
+    if x.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if x.is_infinite() {
+        out.push_str(if x > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    // Rust's `{:e}` prints the shortest round-trip digits: `d[.ddd]e[-]x`.
+    let mut sci = String::with_capacity(32);
+    write!(sci, "{x:e}").expect("writing to a String cannot fail");
+    let (mantissa, exponent) = sci.split_once('e').expect("`{:e}` always has an exponent");
+    let exponent: i32 = exponent.parse().expect("`{:e}` exponent is an integer");
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    if negative {
+        out.push('-');
+    }
+    // Python's repr switches to scientific notation when the point would be placed more than
+    // 16 digits right of the first digit or 4 or more zeros left of it.
+    let point = exponent + 1;
+    if !(-4 < point && point <= 16) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let sign = if exponent < 0 { '-' } else { '+' };
+        write!(out, "e{sign}{:02}", exponent.abs()).expect("writing to a String cannot fail");
+    } else if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.push_str(&digits);
+    } else if (point as usize) < digits.len() {
+        out.push_str(&digits[..point as usize]);
+        out.push('.');
+        out.push_str(&digits[point as usize..]);
+    } else {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+        out.push_str(".0");
+    }
+}
+
+/// [`write_python_float`] into a new string.
+pub fn python_float(x: f64) -> String {
+    let mut s = String::new();
+    write_python_float(&mut s, x);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_float;
+
+    #[test]
+    fn matches_python_repr() {
+        // Pairs printed by CPython 3.11's `repr`.
+        let cases = [
+            (5.0, "5.0"),
+            (5.1, "5.1"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (0.1, "0.1"),
+            (1e-4, "0.0001"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (123456.789, "123456.789"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.2345e16, "1.2345e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (1e300, "1e+300"),
+            (-2.5e-300, "-2.5e-300"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(python_float(x), want, "{x:?}");
+        }
+    }
+}

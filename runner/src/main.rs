@@ -1,0 +1,133 @@
+//! The `runner` command line: parses arguments, calls the library, maps outcomes to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use runner::pipeline::{Options, Plan};
+use runner::plugin::ComponentCache;
+use runner::spec::Spec;
+use tracing_subscriber::EnvFilter;
+
+/// Exit status when the run started but failed.
+const EXIT_RUN_FAILED: u8 = 1;
+/// Exit status when the spec (or a plugin it names) is invalid; clap uses it for bad usage too.
+const EXIT_INVALID: u8 = 2;
+
+/// Run ETL pipelines whose steps are built in or WebAssembly component plugins.
+#[derive(Parser)]
+#[command(
+    name = "runner",
+    version,
+    after_help = "Exit status: 0 on success, 1 when a run fails, 2 when the spec or the command line is invalid.\n\
+                  Logging: set RUST_LOG (e.g. RUST_LOG=debug); logs go to standard error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: stream every row from its source through its transforms to its sink,
+    /// then print a summary to standard error.
+    Run(RunArgs),
+    /// Check a pipeline spec and the plugins it names, without reading any data.
+    Validate(CommonArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// The pipeline spec, a TOML file.
+    spec: PathBuf,
+
+    /// A directory to look up `plugin = "name"` in, before the spec's `plugin_dir`. Repeatable.
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+
+    /// Where compiled plugins are cached [default: $RUNNER_CACHE_DIR, else ~/.cache/etl-runner].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile plugins without reading or writing the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Do not print the run summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl CommonArgs {
+    fn options(&self) -> Options {
+        let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
+        Options { plugin_dirs: self.plugin_dirs.clone(), cache }
+    }
+
+    fn plan(&self) -> Result<Plan, ExitCode> {
+        let spec = Spec::load(&self.spec).map_err(invalid)?;
+        Plan::new(spec, &self.options()).map_err(invalid)
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,runner=info,plugin=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate(args) => validate(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+    };
+    let plan = match args.common.plan() {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let report = runtime.block_on(plan.run());
+    if !args.quiet || report.error.is_some() {
+        eprint!("{report}");
+    }
+    match &report.error {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
+    }
+}
+
+fn validate(args: CommonArgs) -> ExitCode {
+    let plan = match args.plan() {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    println!("{}: ok", args.spec.display());
+    for step in &plan.steps {
+        println!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
+    }
+    ExitCode::SUCCESS
+}

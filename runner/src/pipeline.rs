@@ -1,0 +1,434 @@
+//! Builds the steps a spec declares, wires them with bounded channels, runs them, and reports.
+//!
+//! Two phases:
+//! - [`Plan::new`] checks everything that can be checked before data flows: each built-in
+//!   step's config, each plugin's file, component type, step kind and contract version. This is
+//!   all `runner validate` does, and its errors are spec errors.
+//! - [`Plan::run`] opens the steps and streams batches: source → transforms → sink, each stage
+//!   a task, joined by channels of [`CHANNEL_BATCHES`] batches. A slow stage makes the ones
+//!   before it wait (backpressure), so memory stays bounded by the batches in flight.
+//!
+//! This module knows the step traits, not the concrete steps: `builtin` and `plugin` build them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+use crate::builtin::Builtin;
+use crate::plugin::{
+    AssetBytes, ComponentCache, LoadedPlugin, PluginRuntime, PluginSink, PluginSource, PluginTransform,
+};
+use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
+use crate::step::{Sink, Source, Transform};
+
+/// Batches buffered between two stages.
+pub const CHANNEL_BATCHES: usize = 2;
+
+/// Where plugins are found and compiled components cached; from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Directories searched for `plugin = "name"`, before the spec's `plugin_dir`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The compiled-component cache.
+    pub cache: Option<PathBuf>,
+}
+
+/// A checked pipeline, ready to run.
+pub struct Plan {
+    pub spec: Spec,
+    pub steps: Vec<PlannedStep>,
+    runtime: Option<Arc<PluginRuntime>>,
+}
+
+pub struct PlannedStep {
+    pub spec: StepSpec,
+    pub implementation: PlannedImplementation,
+}
+
+pub enum PlannedImplementation {
+    Builtin(Builtin),
+    Plugin { plugin: LoadedPlugin, config: String },
+}
+
+impl PlannedStep {
+    /// `csv`, or `plugin derive.wasm`.
+    pub fn label(&self) -> String {
+        match (&self.implementation, &self.spec.implementation) {
+            (PlannedImplementation::Plugin { plugin, .. }, _) => format!("plugin {}", plugin.file_name()),
+            (_, Implementation::Builtin(kind)) => kind.clone(),
+            (_, Implementation::Plugin(name)) => name.clone(),
+        }
+    }
+}
+
+impl Plan {
+    /// Checks every step; loads (compiles or fetches from the cache) every plugin.
+    pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
+        let mut runtime: Option<Arc<PluginRuntime>> = None;
+        let mut steps = Vec::new();
+        for step in spec.steps() {
+            let implementation = match &step.implementation {
+                Implementation::Builtin(kind) => PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind)?),
+                Implementation::Plugin(name) => {
+                    let path = resolve_plugin(&spec, step, name, &options.plugin_dirs)?;
+                    let runtime = match &runtime {
+                        Some(r) => r,
+                        None => runtime
+                            .insert(Arc::new(PluginRuntime::new(ComponentCache::new(options.cache.clone())).map_err(
+                                |e| spec.step_error(step, format!("cannot start the plugin engine: {e:#}")),
+                            )?)),
+                    };
+                    tracing::debug!(step = %step.name, "loading plugin {}", path.display());
+                    let plugin = runtime.load(&path).map_err(|e| spec.step_error(step, format!("{e:#}")))?;
+                    plugin.expect_role(step.role).map_err(|e| spec.step_error(step, e))?;
+                    let config = spec.config_json(step)?;
+                    PlannedImplementation::Plugin { plugin, config }
+                }
+            };
+            steps.push(PlannedStep { spec: step.clone(), implementation });
+        }
+        Ok(Plan { spec, steps, runtime })
+    }
+
+    /// Opens every step and streams all data from the source to the sink.
+    pub async fn run(self) -> RunReport {
+        let started = Instant::now();
+        let pipeline = self.spec.name();
+        let mut steps: Vec<StepStats> = self.steps.iter().map(StepStats::new).collect();
+        let error = self.stream(&mut steps).await.err();
+        RunReport { pipeline, steps, elapsed: started.elapsed(), error }
+    }
+
+    async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
+        let Plan { spec, steps, runtime } = self;
+        let mut planned = steps.into_iter();
+        let first = planned.next().expect("a plan has a source");
+        let last = planned.next_back().expect("a plan has a sink");
+
+        let source = open_source(&spec, runtime.as_deref(), first).await?;
+        let mut transforms = Vec::new();
+        for step in planned {
+            transforms.push(open_transform(&spec, runtime.as_deref(), step).await?);
+        }
+        let sink = open_sink(&spec, runtime.as_deref(), last).await?;
+
+        // Set by the first stage that fails, before it hangs up: the stages after it then stop
+        // without calling `finish`, so a sink never commits the output of a failed run.
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
+        tasks.push(tokio::spawn(source_stage(source, tx, failed.clone())));
+        for transform in transforms {
+            let (tx, next) = mpsc::channel(CHANNEL_BATCHES);
+            tasks.push(tokio::spawn(transform_stage(transform, rx, tx, failed.clone())));
+            rx = next;
+        }
+        tasks.push(tokio::spawn(sink_stage(sink, rx, failed)));
+
+        let mut first_error = None;
+        for (task, stats) in tasks.into_iter().zip(stats.iter_mut()) {
+            let (counts, result) = task.await.context("a pipeline stage panicked")?;
+            stats.counts = counts;
+            if let Err(e) = result {
+                first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+type Opened<T> = anyhow::Result<Box<T>>;
+
+async fn open_source(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Source> {
+    let name = step.spec.name.clone();
+    let opened: Opened<dyn Source> = match step.implementation {
+        PlannedImplementation::Builtin(b) => b.open_source(spec),
+        PlannedImplementation::Plugin { plugin, config } => {
+            let runtime = runtime.expect("plugins were loaded");
+            PluginSource::open(runtime, &plugin, &name, &config, no_assets(), spec.pipeline.batch_rows.get())
+                .await
+                .map(|s| Box::new(s) as Box<dyn Source>)
+        }
+    };
+    opened.with_context(|| format!("step `{name}`"))
+}
+
+async fn open_transform(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Transform> {
+    let name = step.spec.name.clone();
+    let opened: Opened<dyn Transform> = match step.implementation {
+        PlannedImplementation::Builtin(b) => b.open_transform(spec),
+        PlannedImplementation::Plugin { plugin, config } => {
+            let runtime = runtime.expect("plugins were loaded");
+            PluginTransform::open(runtime, &plugin, &name, &config, no_assets())
+                .await
+                .map(|s| Box::new(s) as Box<dyn Transform>)
+        }
+    };
+    opened.with_context(|| format!("step `{name}`"))
+}
+
+async fn open_sink(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Sink> {
+    let name = step.spec.name.clone();
+    let opened: Opened<dyn Sink> = match step.implementation {
+        PlannedImplementation::Builtin(b) => b.open_sink(spec),
+        PlannedImplementation::Plugin { plugin, config } => {
+            let runtime = runtime.expect("plugins were loaded");
+            PluginSink::open(runtime, &plugin, &name, &config, no_assets()).await.map(|s| Box::new(s) as Box<dyn Sink>)
+        }
+    };
+    opened.with_context(|| format!("step `{name}`"))
+}
+
+fn no_assets() -> AssetBytes {
+    AssetBytes::default()
+}
+
+/// Finds the file of `plugin = "name"`: a path (has a `/` or ends in `.wasm`) is taken relative
+/// to the spec; a bare name is looked up as `name.wasm` (or with `-` as `_`, as Cargo names
+/// its outputs) in the `--plugin-dir` directories, then in the spec's `plugin_dir`.
+fn resolve_plugin(spec: &Spec, step: &StepSpec, name: &str, plugin_dirs: &[PathBuf]) -> Result<PathBuf, SpecError> {
+    if name.contains('/') || name.ends_with(".wasm") {
+        let path = spec.base_dir().join(name);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(spec.step_error(step, format!("plugin file {} not found", path.display())))
+        };
+    }
+    let mut dirs: Vec<PathBuf> = plugin_dirs.to_vec();
+    if let Some(dir) = &spec.pipeline.plugin_dir {
+        dirs.push(spec.base_dir().join(dir));
+    }
+    if dirs.is_empty() {
+        return Err(spec.step_error(
+            step,
+            format!("cannot find plugin `{name}`: no plugin directory (set `plugin_dir` under [pipeline], pass --plugin-dir, or give a path to the .wasm file)"),
+        ));
+    }
+    let files = [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))];
+    for dir in &dirs {
+        for file in &files {
+            let path = dir.join(file);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(spec.step_error(step, format!("plugin `{name}` not found: no {} in {}", files[0], looked.join(", "))))
+}
+
+async fn source_stage(mut source: Box<dyn Source>, tx: mpsc::Sender<Batch>, failed: Arc<AtomicBool>) -> StageResult {
+    let mut counts = Counts::default();
+    let result = async {
+        loop {
+            let started = Instant::now();
+            let batch = source.next_batch().await;
+            counts.busy += started.elapsed();
+            let Some(batch) = batch? else { return Ok(()) };
+            counts.batches += 1;
+            counts.rows_out += batch.rows() as u64;
+            if tx.send(batch).await.is_err() {
+                return Ok(()); // downstream stopped; it reports why
+            }
+        }
+    }
+    .await;
+    stage_done(counts, result, &failed)
+}
+
+async fn transform_stage(
+    mut transform: Box<dyn Transform>,
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+    failed: Arc<AtomicBool>,
+) -> StageResult {
+    let mut counts = Counts::default();
+    let result = async {
+        while let Some(batch) = rx.recv().await {
+            counts.batches += 1;
+            counts.rows_in += batch.rows() as u64;
+            let started = Instant::now();
+            let output = transform.process(batch).await;
+            counts.busy += started.elapsed();
+            let output = output?;
+            counts.rows_out += output.rows() as u64;
+            if tx.send(output).await.is_err() {
+                return Ok(());
+            }
+        }
+        if failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let rest = transform.finish().await;
+        counts.busy += started.elapsed();
+        if let Some(output) = rest? {
+            counts.rows_out += output.rows() as u64;
+            let _ = tx.send(output).await;
+        }
+        Ok(())
+    }
+    .await;
+    stage_done(counts, result, &failed)
+}
+
+async fn sink_stage(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Batch>, failed: Arc<AtomicBool>) -> StageResult {
+    let mut counts = Counts::default();
+    let result = async {
+        while let Some(batch) = rx.recv().await {
+            counts.batches += 1;
+            let rows = batch.rows() as u64;
+            counts.rows_in += rows;
+            let started = Instant::now();
+            let written = sink.write(batch).await;
+            counts.busy += started.elapsed();
+            written?;
+            counts.rows_out += rows;
+        }
+        if failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let finished = sink.finish().await;
+        counts.busy += started.elapsed();
+        finished
+    }
+    .await;
+    stage_done(counts, result, &failed)
+}
+
+type StageResult = (Counts, anyhow::Result<()>);
+
+fn stage_done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> StageResult {
+    if result.is_err() {
+        failed.store(true, Ordering::SeqCst);
+    }
+    (counts, result)
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub batches: u64,
+    pub rows_in: u64,
+    /// For a sink: rows it accepted.
+    pub rows_out: u64,
+    /// Time spent inside the step's own calls.
+    pub busy: Duration,
+}
+
+/// How a plugin step's component was loaded.
+#[derive(Debug, Clone)]
+pub struct PluginLoad {
+    /// `hit`, `miss` or `off`.
+    pub cache: String,
+    pub load_time: Duration,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    pub name: String,
+    pub role: Role,
+    /// `csv`, `plugin derive.wasm`.
+    pub label: String,
+    pub plugin: Option<PluginLoad>,
+    pub counts: Counts,
+}
+
+impl StepStats {
+    fn new(step: &PlannedStep) -> StepStats {
+        StepStats {
+            name: step.spec.name.clone(),
+            role: step.spec.role,
+            label: step.label(),
+            plugin: match &step.implementation {
+                PlannedImplementation::Plugin { plugin, .. } => {
+                    Some(PluginLoad { cache: plugin.cache.to_string(), load_time: plugin.load_time, size: plugin.size })
+                }
+                PlannedImplementation::Builtin(_) => None,
+            },
+            counts: Counts::default(),
+        }
+    }
+}
+
+/// The outcome of a run: counts per step, and the error if it failed.
+pub struct RunReport {
+    pub pipeline: String,
+    pub steps: Vec<StepStats>,
+    pub elapsed: Duration,
+    pub error: Option<anyhow::Error>,
+}
+
+impl RunReport {
+    /// Rows the source produced.
+    pub fn rows_read(&self) -> u64 {
+        self.steps.first().map_or(0, |s| s.counts.rows_out)
+    }
+
+    /// Rows the sink accepted.
+    pub fn rows_written(&self) -> u64 {
+        self.steps.last().map_or(0, |s| s.counts.rows_out)
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 { self.rows_read() as f64 / seconds } else { 0.0 };
+        let outcome = if self.error.is_some() { "FAILED after" } else { "finished in" };
+        writeln!(
+            f,
+            "pipeline `{}` {outcome} {seconds:.3} s: {} rows read, {} rows written, {rate:.0} rows/s",
+            self.pipeline,
+            self.rows_read(),
+            self.rows_written(),
+        )?;
+        let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+        let label_width = self.steps.iter().map(|s| s.label.len()).max().unwrap_or(0).max("implementation".len());
+        writeln!(
+            f,
+            "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
+            "step", "role", "implementation", "rows in", "rows out", "busy"
+        )?;
+        for step in &self.steps {
+            let rows_in = if step.role == Role::Source { "-".to_string() } else { step.counts.rows_in.to_string() };
+            write!(
+                f,
+                "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
+                step.name,
+                step.role.to_string(),
+                step.label,
+                rows_in,
+                step.counts.rows_out,
+                format_duration(step.counts.busy),
+            )?;
+            if let Some(load) = &step.plugin {
+                write!(
+                    f,
+                    "  (cache {}, loaded in {}, {} KiB)",
+                    load.cache,
+                    format_duration(load.load_time),
+                    load.size / 1024
+                )?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}

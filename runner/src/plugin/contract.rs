@@ -1,0 +1,122 @@
+//! Which world (step kind) and which contract version a component implements.
+//!
+//! A plugin exports exactly one of `etl:plugin/source`, `etl:plugin/transform` or
+//! `etl:plugin/sink`, and the export's name carries the WIT package version it was built
+//! against (`etl:plugin/transform@0.1.0`). Reading it before instantiation turns a wrong or
+//! outdated plugin into a one-line message instead of a linker error.
+
+use anyhow::bail;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::spec::Role;
+
+/// The WIT package this host implements.
+pub const PACKAGE: &str = "etl:plugin";
+/// Its version: keep in step with `package etl:plugin@…` in `wit/plugin.wit` (a test checks).
+pub const VERSION: &str = "0.1.0";
+
+/// What a component says it implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    pub role: Role,
+    /// The contract version it was built against.
+    pub version: String,
+}
+
+impl Contract {
+    /// Reads the contract from the component's exports.
+    pub fn of(component: &Component, engine: &Engine) -> anyhow::Result<Contract> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+        let mut found = Vec::new();
+        for name in &exports {
+            let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
+            let (interface, version) = rest.split_once('@').unwrap_or((rest, "?"));
+            let role = match interface {
+                "source" => Role::Source,
+                "transform" => Role::Transform,
+                "sink" => Role::Sink,
+                _ => continue,
+            };
+            found.push(Contract { role, version: version.to_string() });
+        }
+        let contract = match found.len() {
+            1 => found.remove(0),
+            0 => bail!(
+                "it exports no {PACKAGE} source, transform or sink interface, so it is not a plugin for this runner \
+                 (its exports: {})",
+                if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+            ),
+            _ => bail!("it exports several step interfaces ({}); a plugin implements exactly one", exports.join(", ")),
+        };
+        if !compatible(&contract.version, VERSION) {
+            bail!(
+                "it was built against contract {PACKAGE}@{}, but this runner speaks {PACKAGE}@{VERSION}: \
+                 rebuild the plugin against the runner's wit/ directory",
+                contract.version
+            );
+        }
+        Ok(contract)
+    }
+
+    /// The export that carries the contract: `etl:plugin/transform@0.1.0`.
+    pub fn export_name(&self) -> String {
+        format!("{PACKAGE}/{}@{}", self.role, self.version)
+    }
+}
+
+/// Semver compatibility as Cargo reads it: same major version, and while 0.x, same minor.
+fn compatible(plugin: &str, host: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(plugin), parse(host)) {
+        (Some((0, minor)), Some((0, host_minor))) => minor == host_minor,
+        (Some((major, _)), Some((host_major, _))) => major == host_major,
+        _ => false,
+    }
+}
+
+/// Rejects, with a precise reason, files that are not WebAssembly components at all.
+pub fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            bail!("it is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target")
+        }
+        Some([0, b'a', b's', b'm', ..]) => Ok(()),
+        _ => bail!("it is not WebAssembly (no `\\0asm` header)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_matches_the_wit_package() {
+        let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).unwrap();
+        assert!(
+            wit.contains(&format!("package {PACKAGE}@{VERSION};")),
+            "wit/plugin.wit and contract::VERSION disagree"
+        );
+    }
+
+    #[test]
+    fn compatibility_follows_cargo_semver() {
+        assert!(compatible("0.1.0", "0.1.3"));
+        assert!(compatible("0.1.5", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("2.0.0", "1.0.0"));
+        assert!(!compatible("?", "0.1.0"));
+    }
+
+    #[test]
+    fn headers() {
+        assert!(check_header(b"not wasm").unwrap_err().to_string().contains("not WebAssembly"));
+        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("core WebAssembly module"));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

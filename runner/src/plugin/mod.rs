@@ -1,0 +1,121 @@
+//! WebAssembly component plugins: loading, sandboxing, and adapters to the step traits.
+//!
+//! - `bindings`: host bindings generated from `wit/plugin.wit`.
+//! - `cache`: compiled components on disk, so only the first run pays for Cranelift.
+//! - `contract`: which world (step kind) and contract version a component implements.
+//! - `state`: the per-instance store data: the WASI context (which grants nothing by default)
+//!   and the host functions plugins import (`log`, `asset`).
+//! - `convert`: moving batches across the boundary.
+//! - `steps`: `PluginSource`, `PluginTransform`, `PluginSink`, the adapters the pipeline drives.
+
+mod bindings;
+pub mod cache;
+pub mod contract;
+mod convert;
+mod state;
+mod steps;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine, Store};
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use contract::Contract;
+pub use steps::{PluginSink, PluginSource, PluginTransform};
+
+use crate::spec::Role;
+use state::State;
+
+/// The bytes of a step's assets, by the name the spec gives them.
+pub type AssetBytes = Arc<BTreeMap<String, Arc<Vec<u8>>>>;
+
+/// The wasmtime engine, the linker with everything plugins may import, and the compile cache.
+/// One per run: every plugin step shares it.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache: ComponentCache,
+}
+
+/// A component compiled, checked against the contract, and ready to instantiate.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    pub contract: Contract,
+    /// The component's size in bytes.
+    pub size: u64,
+    pub cache: CacheOutcome,
+    /// Time to compile or to load from the cache.
+    pub load_time: Duration,
+    pre: InstancePre<State>,
+}
+
+impl PluginRuntime {
+    pub fn new(cache: ComponentCache) -> anyhow::Result<PluginRuntime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        Ok(PluginRuntime { engine, linker, cache })
+    }
+
+    pub fn cache(&self) -> &ComponentCache {
+        &self.cache
+    }
+
+    /// Reads, compiles (or loads from the cache) and checks the component at `path`.
+    /// Errors are one-line explanations meant for the user; the caller adds the step's name.
+    pub fn load(&self, path: &Path) -> anyhow::Result<LoadedPlugin> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
+        contract::check_header(&bytes).with_context(|| format!("{} is not a plugin", path.display()))?;
+        let (component, cache) = self
+            .cache
+            .load(&self.engine, &bytes)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        let contract = Contract::of(&component, &self.engine).with_context(|| path.display().to_string())?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{} needs an import the runner does not provide: {e}", path.display()))?;
+        Ok(LoadedPlugin {
+            path: path.to_path_buf(),
+            contract,
+            size: bytes.len() as u64,
+            cache,
+            load_time: started.elapsed(),
+            pre,
+        })
+    }
+
+    fn store(&self, step: &str, assets: AssetBytes) -> Store<State> {
+        Store::new(&self.engine, State::new(step, assets))
+    }
+}
+
+impl LoadedPlugin {
+    /// The file name, for messages: `derive.wasm`.
+    pub fn file_name(&self) -> String {
+        self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// Fails unless the component implements the world for `role`.
+    pub fn expect_role(&self, role: Role) -> anyhow::Result<()> {
+        if self.contract.role == role {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} is a {} plugin (it exports {}), but this step is a {role}",
+                self.file_name(),
+                self.contract.role,
+                self.contract.export_name()
+            )
+        }
+    }
+}

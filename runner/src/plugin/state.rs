@@ -1,0 +1,61 @@
+//! The data each plugin instance's store holds, and the host functions plugins import.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::AssetBytes;
+use super::bindings::{host, types};
+
+pub struct State {
+    /// WASI as the plugin sees it. Built with nothing granted: no preopened directories, no
+    /// environment variables, no arguments, and no socket address is allowed.
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The step's name, to tag the plugin's log lines.
+    step: Arc<str>,
+    assets: AssetBytes,
+}
+
+impl State {
+    pub fn new(step: &str, assets: AssetBytes) -> State {
+        State { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), step: step.into(), assets }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for State {}
+
+impl host::Host for State {
+    fn log(&mut self, level: host::Level, message: String) {
+        let step = &*self.step;
+        // `tracing` needs the level at compile time, hence one arm per level.
+        match level {
+            host::Level::Trace => tracing::trace!(target: "plugin", step, "{message}"),
+            host::Level::Debug => tracing::debug!(target: "plugin", step, "{message}"),
+            host::Level::Info => tracing::info!(target: "plugin", step, "{message}"),
+            host::Level::Warn => tracing::warn!(target: "plugin", step, "{message}"),
+            host::Level::Error => tracing::error!(target: "plugin", step, "{message}"),
+        }
+    }
+
+    fn asset(&mut self, name: String) -> Result<Vec<u8>, String> {
+        match self.assets.get(&name) {
+            Some(bytes) => Ok(bytes.as_ref().clone()),
+            None if self.assets.is_empty() => {
+                Err(format!("step `{}` declares no assets; add `[..assets] {name} = \"url\"`", self.step))
+            }
+            None => Err(format!(
+                "step `{}` declares no asset `{name}` (it declares: {})",
+                self.step,
+                self.assets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The one seam of the pipeline: what a source, a transform and a sink can do.
+//!
+//! Built-in steps (`builtin/`) and plugin adapters (`plugin/`) both implement these traits, so
+//! `pipeline.rs` never knows which kind of step it drives.
+
+use async_trait::async_trait;
+
+use crate::batch::Batch;
+
+/// Produces batches until it is exhausted.
+#[async_trait]
+pub trait Source: Send {
+    /// The next batch, or `None` when there is no more data.
+    async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>>;
+}
+
+/// Turns each batch into another.
+#[async_trait]
+pub trait Transform: Send {
+    /// Transforms one batch. The output may have other columns and another number of rows.
+    async fn process(&mut self, batch: Batch) -> anyhow::Result<Batch>;
+
+    /// Called once after the last batch; returns whatever the step still holds.
+    async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
+        Ok(None)
+    }
+}
+
+/// Consumes batches.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes one batch.
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<()>;
+
+    /// Called once after the last batch: flush and close. Data is durable only after this.
+    async fn finish(&mut self) -> anyhow::Result<()>;
+}

@@ -1,0 +1,181 @@
+//! End to end: the `runner` binary runs real pipelines with real plugins built from `plugins/`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{plugin, plugin_dir, plugins, root, run, stderr, stdout, temp};
+use runner::format::python_float;
+
+/// Splits CSV text (no quoted fields) into its header and rows of fields.
+fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines().map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>());
+    let header = lines.next().expect("a header row");
+    (header, lines.collect())
+}
+
+/// A spec in a temporary directory, reading the Iris CSV and finding plugins where they are built.
+fn spec(dir: &Path, transforms: &str, sink: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[pipeline]\nplugin_dir = \"{plugins}\"\n\n[source]\nkind = \"csv\"\nconfig = {{ url = \"{data}\" }}\n\n{transforms}\n\n{sink}\n",
+        plugins = plugin_dir().display(),
+        data = root().join("models/iris/iris.csv").display(),
+    );
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The shipped example pipeline prints all 150 rows with two derived columns, values exact,
+/// and its summary.
+#[test]
+fn petals_pipeline_derives_columns_row_by_row() {
+    plugins();
+    let output = run(&["run", "pipelines/petals.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
+
+    let (input_header, input) = parse_csv(&std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap());
+    let (header, rows) = parse_csv(&stdout(&output));
+    let mut expected_header = input_header.clone();
+    expected_header.extend(["petal_area".to_string(), "sepal_ratio".to_string()]);
+    assert_eq!(header, expected_header);
+    assert_eq!(rows.len(), 150);
+    for (i, (row, source)) in rows.iter().zip(&input).enumerate() {
+        let x: Vec<f64> = source.iter().map(|v| v.parse().unwrap()).collect();
+        let mut expected = source.clone();
+        expected.push(python_float(x[2] * x[3]));
+        expected.push(python_float(x[0] / x[1]));
+        assert_eq!(row, &expected, "row {}", i + 1);
+    }
+}
+
+/// `validate` checks the plugin and lists every step with its implementation.
+#[test]
+fn validate_lists_the_steps() {
+    plugins();
+    let output = run(&["validate", "pipelines/petals.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("pipelines/petals.toml: ok"), "{out}");
+    assert!(out.contains("transform  ratios           plugin derive.wasm"), "{out}");
+}
+
+/// A JSON-lines sink on standard output: one object per row, typed values.
+#[test]
+fn jsonl_sink_writes_objects_to_stdout() {
+    let dir = temp();
+    let transform =
+        "[[transform]]\nplugin = \"derive\"\nconfig = { columns = [{ name = \"twice\", expr = \"2 * petal_width\" }] }";
+    let path = spec(dir.path(), transform, "[sink]\nkind = \"jsonl\"\nconfig = { url = \"-\" }");
+    plugins();
+    let output = run(&["run", "--quiet", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 150);
+    assert_eq!(lines[0], r#"{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2,"twice":0.4}"#);
+    assert_eq!(stderr(&output), "", "--quiet prints nothing on success");
+}
+
+/// A plugin name that matches no file is a spec error (exit 2) naming the step, the file and
+/// where it looked.
+#[test]
+fn missing_plugin_is_a_spec_error() {
+    let dir = temp();
+    let path = spec(
+        dir.path(),
+        "[[transform]]\nplugin = \"no-such-plugin\"",
+        "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }",
+    );
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains("spec.toml:9:10: step `no-such-plugin`: plugin `no-such-plugin` not found"), "{err}");
+    assert!(err.contains(&plugin_dir().display().to_string()), "names where it looked: {err}");
+}
+
+/// Files that are not components are refused before anything runs, with the reason.
+#[test]
+fn non_component_plugins_are_refused() {
+    let dir = temp();
+    for (bytes, reason) in [
+        (&b"#!/bin/sh\necho hi\n"[..], "is not a plugin: it is not WebAssembly"),
+        (&b"\0asm\x01\0\0\0"[..], "is not a plugin: it is a core WebAssembly module, not a component"),
+        (&b"\0asm\x0d\0\x01\0garbage"[..], "is not a valid WebAssembly component"),
+    ] {
+        std::fs::write(dir.path().join("fake.wasm"), bytes).unwrap();
+        let path = spec(
+            dir.path(),
+            "[[transform]]\nplugin = \"fake.wasm\"",
+            "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }",
+        );
+        let output = run(&["validate", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2));
+        let err = stderr(&output);
+        assert!(err.contains("step `fake`: ") && err.contains(&format!("fake.wasm {reason}")), "{err}");
+    }
+}
+
+/// A transform plugin used as a sink is refused, naming both kinds.
+#[test]
+fn plugin_of_the_wrong_kind_is_refused() {
+    let dir = temp();
+    let sink = format!("[sink]\nplugin = \"{}\"", plugin("derive").display());
+    let path = spec(dir.path(), "", &sink);
+    let output = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "derive.wasm is a transform plugin (it exports etl:plugin/transform@0.1.0), but this step is a sink"
+        ),
+        "{err}"
+    );
+}
+
+/// A plugin that returns columns of unequal length fails the run (exit 1) with the plugin's
+/// name, and the file sink leaves no partial output behind.
+#[test]
+fn malformed_batch_from_a_plugin_is_rejected() {
+    let dir = temp();
+    let out = dir.path().join("out.csv");
+    let sink = format!("[sink]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}", out.display());
+    let path = spec(dir.path(), "[[transform]]\nname = \"broken\"\nplugin = \"bad-batch\"", &sink);
+    plugins();
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "error: step `broken`: plugin `bad_batch.wasm` returned a malformed batch: columns of unequal length: \
+             `sepal_length` has 150 rows but `short` has 149"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("FAILED"), "prints the partial summary: {err}");
+    assert!(!out.exists(), "a failed run must not leave an output file");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left either");
+}
+
+/// A data error names the object and the line.
+#[test]
+fn bad_data_names_the_file_and_line() {
+    let dir = temp();
+    let data = dir.path().join("bad.csv");
+    std::fs::write(&data, "a,b\n1,2\n3,x\n").unwrap();
+    let text = format!(
+        "[source]\nkind = \"csv\"\nconfig = {{ url = \"bad.csv\", columns = {{ b = \"s64\" }} }}\n\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"-\" }}\n"
+    );
+    std::fs::write(dir.path().join("spec.toml"), text).unwrap();
+    let output = run(&["run", dir.path().join("spec.toml").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "error: step `source`: {}:3: column `b`: expected an integer (s64), found `x`",
+            data.display()
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,109 @@
+//! `cargo xtask <task>`: the project's entry points, so a newcomer needs two commands.
+//!
+//! - `cargo xtask run [SPEC] [-- ARGS]`: build the plugins and the host, then run a pipeline
+//!   (default: `pipelines/petals.toml`, which needs no servers).
+//! - `cargo xtask test`: build the plugins, run every test of the host and the plugins, and
+//!   check formatting and lints. `.ci/run` calls exactly this.
+//! - `cargo xtask build`: build the plugins and the host only.
+//! - `cargo xtask plugins`: build the plugins only.
+//!
+//! Plugins live in their own workspace (`plugins/`) because they build for `wasm32-wasip2`;
+//! this tool is the one place that knows how to build both sides.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const DEFAULT_SPEC: &str = "pipelines/petals.toml";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        Some("build") => build_plugins().and_then(|()| build_host()),
+        Some("plugins") => build_plugins(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 run [SPEC] [-- ARGS]  build everything, then `runner run SPEC` (default {DEFAULT_SPEC})\n  \
+                 test                  build the plugins, run all tests, check formatting and lints\n  \
+                 build                 build the plugins and the host\n  \
+                 plugins               build the plugins (wasm32-wasip2 components)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn step(what: &str, command: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = command.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what}: failed ({status})")) }
+}
+
+fn build_plugins() -> Result<(), String> {
+    step(
+        "building plugins (wasm32-wasip2)",
+        cargo().current_dir(root().join("plugins")).args(["build", "--release", "--target", "wasm32-wasip2"]),
+    )
+}
+
+fn build_host() -> Result<(), String> {
+    step("building the runner", cargo().args(["build", "--package", "runner"]))
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (spec, rest) = match args.first() {
+        Some(first) if first != "--" => (first.as_str(), &args[1..]),
+        _ => (DEFAULT_SPEC, args),
+    };
+    let rest: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
+    build_plugins()?;
+    step(
+        &format!("runner run {spec}"),
+        cargo().args(["run", "--quiet", "--package", "runner", "--", "run", spec]).args(rest),
+    )
+}
+
+fn test() -> Result<(), String> {
+    build_plugins()?;
+    step("testing plugins", cargo().current_dir(root().join("plugins")).args(["test", "--workspace"]))?;
+    step("testing the runner", cargo().args(["test", "--workspace"]))?;
+    step("checking formatting", cargo().args(["fmt", "--all", "--check"]))?;
+    step(
+        "checking formatting (plugins)",
+        cargo().current_dir(root().join("plugins")).args(["fmt", "--all", "--check"]),
+    )?;
+    step("linting", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step(
+        "linting plugins",
+        cargo().current_dir(root().join("plugins")).args([
+            "clippy",
+            "--workspace",
+            "--target",
+            "wasm32-wasip2",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )
+}
