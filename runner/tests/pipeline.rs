@@ -164,9 +164,8 @@ fn bad_data_names_the_file_and_line() {
     let dir = temp();
     let data = dir.path().join("bad.csv");
     std::fs::write(&data, "a,b\n1,2\n3,x\n").unwrap();
-    let text = format!(
-        "[source]\nkind = \"csv\"\nconfig = {{ url = \"bad.csv\", columns = {{ b = \"s64\" }} }}\n\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"-\" }}\n"
-    );
+    let text = "[source]\nkind = \"csv\"\nconfig = { url = \"bad.csv\", columns = { b = \"s64\" } }\n\n\
+                [sink]\nkind = \"csv\"\nconfig = { url = \"-\" }\n";
     std::fs::write(dir.path().join("spec.toml"), text).unwrap();
     let output = run(&["run", dir.path().join("spec.toml").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
