@@ -10,16 +10,19 @@
 //!
 //! This module knows the step traits, not the concrete steps: `builtin` and `plugin` build them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::builtin::Builtin;
+use crate::object_url::{ObjectUrl, describe_error};
 use crate::plugin::{
     AssetBytes, ComponentCache, LoadedPlugin, PluginRuntime, PluginSink, PluginSource, PluginTransform,
 };
@@ -52,7 +55,13 @@ pub struct PlannedStep {
 
 pub enum PlannedImplementation {
     Builtin(Builtin),
-    Plugin { plugin: LoadedPlugin, config: String },
+    Plugin {
+        plugin: LoadedPlugin,
+        /// The step's `config` table as JSON.
+        config: String,
+        /// Asset name → URL, fetched when the step opens.
+        assets: BTreeMap<String, String>,
+    },
 }
 
 impl PlannedStep {
@@ -72,7 +81,11 @@ impl Plan {
         let mut runtime: Option<Arc<PluginRuntime>> = None;
         let mut steps = Vec::new();
         for step in spec.steps() {
+            let assets = spec.assets(step)?;
             let implementation = match &step.implementation {
+                Implementation::Builtin(_) if !assets.is_empty() => {
+                    return Err(spec.step_error(step, "`assets` are for plugins; built-in steps take none"));
+                }
                 Implementation::Builtin(kind) => PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind)?),
                 Implementation::Plugin(name) => {
                     let path = resolve_plugin(&spec, step, name, &options.plugin_dirs)?;
@@ -87,7 +100,7 @@ impl Plan {
                     let plugin = runtime.load(&path).map_err(|e| spec.step_error(step, format!("{e:#}")))?;
                     plugin.expect_role(step.role).map_err(|e| spec.step_error(step, e))?;
                     let config = spec.config_json(step)?;
-                    PlannedImplementation::Plugin { plugin, config }
+                    PlannedImplementation::Plugin { plugin, config, assets }
                 }
             };
             steps.push(PlannedStep { spec: step.clone(), implementation });
@@ -145,47 +158,82 @@ impl Plan {
 type Opened<T> = anyhow::Result<Box<T>>;
 
 async fn open_source(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Source> {
-    let name = step.spec.name.clone();
+    let name = step.spec.name;
     let opened: Opened<dyn Source> = match step.implementation {
         PlannedImplementation::Builtin(b) => b.open_source(spec),
-        PlannedImplementation::Plugin { plugin, config } => {
+        PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
-            PluginSource::open(runtime, &plugin, &name, &config, no_assets(), spec.pipeline.batch_rows.get())
-                .await
-                .map(|s| Box::new(s) as Box<dyn Source>)
+            let batch_rows = spec.pipeline.batch_rows.get();
+            match fetch_assets(spec, &assets).await {
+                Ok(bytes) => PluginSource::open(runtime, &plugin, &name, &config, bytes, batch_rows)
+                    .await
+                    .map(|s| Box::new(s) as Box<dyn Source>)
+                    .map_err(|e| with_assets(e, &assets)),
+                Err(e) => Err(e),
+            }
         }
     };
     opened.with_context(|| format!("step `{name}`"))
 }
 
 async fn open_transform(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Transform> {
-    let name = step.spec.name.clone();
+    let name = step.spec.name;
     let opened: Opened<dyn Transform> = match step.implementation {
         PlannedImplementation::Builtin(b) => b.open_transform(spec),
-        PlannedImplementation::Plugin { plugin, config } => {
+        PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
-            PluginTransform::open(runtime, &plugin, &name, &config, no_assets())
-                .await
-                .map(|s| Box::new(s) as Box<dyn Transform>)
+            match fetch_assets(spec, &assets).await {
+                Ok(bytes) => PluginTransform::open(runtime, &plugin, &name, &config, bytes)
+                    .await
+                    .map(|s| Box::new(s) as Box<dyn Transform>)
+                    .map_err(|e| with_assets(e, &assets)),
+                Err(e) => Err(e),
+            }
         }
     };
     opened.with_context(|| format!("step `{name}`"))
 }
 
 async fn open_sink(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Sink> {
-    let name = step.spec.name.clone();
+    let name = step.spec.name;
     let opened: Opened<dyn Sink> = match step.implementation {
         PlannedImplementation::Builtin(b) => b.open_sink(spec),
-        PlannedImplementation::Plugin { plugin, config } => {
+        PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
-            PluginSink::open(runtime, &plugin, &name, &config, no_assets()).await.map(|s| Box::new(s) as Box<dyn Sink>)
+            match fetch_assets(spec, &assets).await {
+                Ok(bytes) => PluginSink::open(runtime, &plugin, &name, &config, bytes)
+                    .await
+                    .map(|s| Box::new(s) as Box<dyn Sink>)
+                    .map_err(|e| with_assets(e, &assets)),
+                Err(e) => Err(e),
+            }
         }
     };
     opened.with_context(|| format!("step `{name}`"))
 }
 
-fn no_assets() -> AssetBytes {
-    AssetBytes::default()
+/// Reads every asset a plugin step declares, through the same stores as the data.
+async fn fetch_assets(spec: &Spec, assets: &BTreeMap<String, String>) -> anyhow::Result<AssetBytes> {
+    let mut bytes = BTreeMap::new();
+    for (name, url) in assets {
+        let location = ObjectUrl::parse(url, spec.base_dir()).with_context(|| format!("asset `{name}`"))?;
+        let data = match location.store.get(&location.path).await {
+            Ok(object) => object.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| anyhow::anyhow!("asset `{name}` ({location}): {}", describe_error(&e)))?;
+        bytes.insert(name.clone(), Arc::new(data.to_vec()));
+    }
+    Ok(Arc::new(bytes))
+}
+
+/// A plugin that fails to open often fails on an asset: say where each one came from.
+fn with_assets(error: anyhow::Error, assets: &BTreeMap<String, String>) -> anyhow::Error {
+    if assets.is_empty() {
+        return error;
+    }
+    let list: Vec<String> = assets.iter().map(|(name, url)| format!("{name} = {url}")).collect();
+    anyhow::anyhow!("{error:#} (assets: {})", list.join(", "))
 }
 
 /// Finds the file of `plugin = "name"`: a path (has a `/` or ends in `.wasm`) is taken relative

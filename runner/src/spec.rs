@@ -30,6 +30,7 @@
 //! [`Spec::decode_config`], into its own typed struct. Both phases deserialize straight from
 //! toml's spanned document, so an error deep inside a step's config still points at its line.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::ops::Range;
@@ -176,6 +177,9 @@ struct RawStep {
     /// `config = { ... }`: decoded by the step itself; only its shape (a table) is checked here.
     #[allow(dead_code)]
     config: Option<toml::Table>,
+    /// `assets = { model = "s3://bucket/model.onnx" }`: files the host fetches for a plugin.
+    #[allow(dead_code)]
+    assets: Option<BTreeMap<String, String>>,
 }
 
 impl Spec {
@@ -287,9 +291,19 @@ impl Spec {
     /// Decodes a step's `config` table (an empty table when absent) into `T`, after `${...}`
     /// interpolation. Errors point at the offending key or value.
     pub fn decode_config<T: DeserializeOwned>(&self, step: &StepSpec) -> Result<T, SpecError> {
+        self.decode_table(step, "config")
+    }
+
+    /// A step's `assets` table (name → URL, interpolated); empty when absent.
+    pub fn assets(&self, step: &StepSpec) -> Result<BTreeMap<String, String>, SpecError> {
+        self.decode_table(step, "assets")
+    }
+
+    /// Decodes the table `key` of a step (an empty table when absent).
+    fn decode_table<T: DeserializeOwned>(&self, step: &StepSpec, key: &str) -> Result<T, SpecError> {
         let doc = Document { path: &self.path, text: &self.text };
         let root = doc.parse()?;
-        let (config, interpolated) = doc.step_config(&root, step)?;
+        let (config, interpolated) = doc.step_table(&root, step, key)?;
         T::deserialize(ValueDeserializer::from(config)).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             let mut error = doc.toml_error(e, &root);
@@ -378,18 +392,19 @@ impl<'a> Document<'a> {
         self.error_at(span, message)
     }
 
-    /// A step's config table with `${...}` interpolated, and the spans of interpolated strings.
-    fn step_config(
+    /// A step's table `key` with `${...}` interpolated, and the spans of interpolated strings.
+    fn step_table(
         &self,
         root: &Spanned<DeValue<'a>>,
         step: &StepSpec,
+        key: &str,
     ) -> Result<(Spanned<DeValue<'a>>, Vec<Range<usize>>), SpecError> {
         let table = match &step.table {
             TablePath::Source => root.get_ref().get("source"),
             TablePath::Sink => root.get_ref().get("sink"),
             TablePath::Transform(i) => root.get_ref().get("transform").and_then(|t| t.get_ref().get(*i)),
         };
-        let config = table.and_then(|t| t.get_ref().get("config")).cloned();
+        let config = table.and_then(|t| t.get_ref().get(key)).cloned();
         let mut config = config.unwrap_or_else(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
         let mut interpolated = Vec::new();
         self.interpolate(root, &mut config, &mut interpolated)?;

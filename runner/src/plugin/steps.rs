@@ -39,8 +39,8 @@ impl<B> Instance<B> {
             .map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))
     }
 
-    fn rejected_config(plugin: &str, message: String) -> anyhow::Error {
-        anyhow::anyhow!("plugin `{plugin}` rejected its config: {message}")
+    fn failed_to_open(plugin: &str, message: String) -> anyhow::Error {
+        anyhow::anyhow!("plugin `{plugin}` failed to open: {message}")
     }
 }
 
@@ -64,7 +64,7 @@ impl PluginTransform {
             .call_open(&mut store, config)
             .await
             .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::rejected_config(&name, m))?;
+            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
         Ok(PluginTransform(Instance { store, bindings, handle, plugin: name }))
     }
 }
@@ -117,7 +117,7 @@ impl PluginSource {
             .call_open(&mut store, config)
             .await
             .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::rejected_config(&name, m))?;
+            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
         let batch_rows = u32::try_from(batch_rows).unwrap_or(u32::MAX);
         Ok(PluginSource { instance: Instance { store, bindings, handle, plugin: name }, batch_rows })
     }
@@ -156,7 +156,7 @@ impl PluginSink {
             .call_open(&mut store, config)
             .await
             .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::rejected_config(&name, m))?;
+            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
         Ok(PluginSink(Instance { store, bindings, handle, plugin: name }))
     }
 }

@@ -1,0 +1,126 @@
+//! Loads a tabular ONNX model with tract and scores row-major `f32` inputs, one call per batch.
+//! Target-independent: the plugin runs it inside WebAssembly, the benchmark runs it natively.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
+
+/// Which implementation scores tree ensembles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeEngine {
+    /// Ours: compiled, flat, blocked ([`forest`]).
+    #[default]
+    Fast,
+    /// tract's own `TreeEnsembleClassifier` (for comparison; no regressor).
+    Tract,
+}
+
+/// The labels a classifier predicts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+/// What a model returned for a batch of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Classifiers: one label per row.
+    pub labels: Option<Labels>,
+    /// Class probabilities (classifiers) or values (regressors): `rows × width`, row-major.
+    pub scores: Option<Vec<f32>>,
+    /// Values per row in `scores`.
+    pub width: usize,
+}
+
+pub struct Predictor {
+    plan: Arc<TypedRunnableModel>,
+    features: usize,
+    label_output: Option<usize>,
+    score_output: Option<usize>,
+    width: usize,
+}
+
+impl Predictor {
+    /// Loads `bytes` as an ONNX model taking `features` float features per row.
+    pub fn load(bytes: &[u8], features: usize, engine: TreeEngine) -> Result<Predictor, String> {
+        let mut onnx = tract_onnx::onnx();
+        if engine == TreeEngine::Fast {
+            crate::ops::register(&mut onnx);
+        }
+        let mut model = onnx.model_for_read(&mut &*bytes).map_err(|e| format!("not a valid ONNX model: {e:#}"))?;
+        if model.inputs.len() != 1 {
+            return Err(format!(
+                "the model has {} inputs; a tabular model has one, [rows, features]",
+                model.inputs.len()
+            ));
+        }
+        // The declared width, when the model states it, must match the configured columns.
+        let declared = model.input_fact(0).map_err(|e| e.to_string())?.shape.dims().nth(1).and_then(|d| d.concretize());
+        if let Some(width) = declared.and_then(|d| d.to_i64().ok())
+            && width as usize != features
+        {
+            return Err(format!("the model takes {width} input features, but {features} columns are configured"));
+        }
+        // The number of rows is left symbolic: any batch size runs on the same plan.
+        let rows = model.symbols.sym("N");
+        model
+            .set_input_fact(0, f32::fact([rows.to_dim(), features.to_dim()]).into())
+            .map_err(|e| format!("cannot set the input shape: {e:#}"))?;
+        let model = model
+            .into_optimized()
+            .map_err(|e| format!("the model does not fit [rows, {features}] float input: {e:#}"))?;
+
+        // Labels: an integer or string vector. Scores: a float matrix (or vector).
+        let mut label_output = None;
+        let mut score_output = None;
+        let mut width = 1;
+        for (i, outlet) in model.output_outlets().map_err(|e| e.to_string())?.iter().enumerate() {
+            let fact = model.outlet_fact(*outlet).map_err(|e| e.to_string())?;
+            let rank = fact.rank();
+            match fact.datum_type {
+                DatumType::I64 | DatumType::I32 | DatumType::String if rank == 1 && label_output.is_none() => {
+                    label_output = Some(i)
+                }
+                DatumType::F32 if rank <= 2 && score_output.is_none() => {
+                    score_output = Some(i);
+                    if rank == 2 {
+                        width = fact.shape[1]
+                            .to_usize()
+                            .map_err(|_| "the model's output width is not fixed".to_string())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if label_output.is_none() && score_output.is_none() {
+            return Err("the model has neither a label output nor a float output".into());
+        }
+        let plan = model.into_runnable().map_err(|e| format!("cannot plan the model: {e:#}"))?;
+        Ok(Predictor { plan, features, label_output, score_output, width })
+    }
+
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Scores `rows` rows of `features()` values each.
+    pub fn predict(&self, input: &[f32], rows: usize) -> Result<Prediction, String> {
+        let input = Tensor::from_shape(&[rows, self.features], input).map_err(|e| e.to_string())?;
+        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| format!("scoring failed: {e:#}"))?;
+        let labels = match self.label_output.map(|i| &outputs[i]) {
+            None => None,
+            Some(out) if out.datum_type() == DatumType::String => Some(Labels::Text(to_vec::<String>(out)?)),
+            Some(out) => Some(Labels::Int(to_vec::<i64>(&*out.cast_to::<i64>().map_err(|e| e.to_string())?)?)),
+        };
+        let scores = self.score_output.map(|i| to_vec::<f32>(&outputs[i])).transpose()?;
+        Ok(Prediction { labels, scores, width: self.width })
+    }
+}
+
+fn to_vec<T: Datum>(tensor: &Tensor) -> Result<Vec<T>, String> {
+    Ok(tensor.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<T>().map_err(|e| e.to_string())?.to_vec())
+}
