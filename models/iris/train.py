@@ -9,9 +9,12 @@ Writes, next to this script (deterministic: fixed seeds, single thread):
   expected.csv           per row: XGBoost's own label, class name and class probabilities
   logreg.onnx            a second model, scikit-learn logistic regression via skl2onnx (no ZipMap)
   expected-logreg.csv    per row: scikit-learn's label, class name and probabilities
+  expected-keys.csv      per row: the original flow's Redis key (sha256 of the row as text) and
+                         value (XGBoost's class name): what `pipelines/iris.toml` must write
 
 Retrain:  pip install -r requirements.txt && python3 train.py
 """
+import hashlib
 import os
 
 import numpy as np
@@ -68,6 +71,12 @@ def main() -> None:
     labels = model.predict(x64)
     probabilities = model.predict_proba(x64)
     write_expected(out("expected.csv"), labels, probabilities)
+
+    # The original flow's keys, computed as it computes them (seed_flow.py, batch_processing).
+    data = pd.read_csv(out("iris.csv"))
+    texts = data.apply(lambda row: " ".join(map(str, row)), axis=1)
+    keys = texts.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+    pd.DataFrame({"key": keys, "value": [CLASSES[i] for i in labels]}).to_csv(out("expected-keys.csv"), index=False)
 
     onnx_model = convert_xgboost(model, initial_types=[("input", FloatTensorType([None, len(COLUMNS)]))])
     onnx.save_model(onnx_model, out("model.onnx"))

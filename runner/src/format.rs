@@ -17,16 +17,11 @@ pub fn write_python_float(out: &mut String, x: f64) {
         out.push_str(if x > 0.0 { "inf" } else { "-inf" });
         return;
     }
-    // Rust's `{:e}` prints the shortest round-trip digits: `d[.ddd]e[-]x`.
-    let mut sci = String::with_capacity(32);
-    write!(sci, "{x:e}").expect("writing to a String cannot fail");
-    let (mantissa, exponent) = sci.split_once('e').expect("`{:e}` always has an exponent");
-    let exponent: i32 = exponent.parse().expect("`{:e}` exponent is an integer");
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    // The shortest digits that read back as `x`; among several, the closest to `x`, ties to
+    // even, as CPython's dtoa does. (Rust's own `{:e}` breaks such ties upwards:
+    // 1000000000000000.25 is `...0.2` in Python but `...0.3` in Rust.) Ryu follows Python.
+    let mut buffer = ryu::Buffer::new();
+    let (negative, digits, exponent) = decompose(buffer.format_finite(x));
     if negative {
         out.push('-');
     }
@@ -54,6 +49,28 @@ pub fn write_python_float(out: &mut String, x: f64) {
         out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
         out.push_str(".0");
     }
+}
+
+/// Splits ryu's text (`-1.25e-7`, `123.45`, `0.001`) into sign, significant digits (no leading
+/// or trailing zeros; `"0"` for zero) and the decimal exponent of the first digit.
+fn decompose(text: &str) -> (bool, String, i32) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().expect("ryu writes integer exponents")),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int.chars().chain(frac.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0');
+    if digits.is_empty() {
+        return (negative, "0".to_string(), 0);
+    }
+    // The first significant digit sits at 10^(len(int) - 1 - leading + exponent).
+    (negative, digits.to_string(), int.len() as i32 - 1 - leading as i32 + exponent)
 }
 
 /// [`write_python_float`] into a new string.

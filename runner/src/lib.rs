@@ -8,6 +8,7 @@
 //! - [`step`]: the `Source` / `Transform` / `Sink` traits, the one seam of the pipeline.
 //! - [`pipeline`]: plans a spec (checks every step), runs it as a chain of tasks joined by
 //!   bounded channels, and reports per-step counts and timings.
+//! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
 //! - [`builtin`]: the steps built into the host, one file each, and the `kind` registry.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.
@@ -24,5 +25,6 @@ pub mod format;
 pub mod object_url;
 pub mod pipeline;
 pub mod plugin;
+pub mod report;
 pub mod spec;
 pub mod step;

@@ -59,9 +59,20 @@ struct RunArgs {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// Do not print the run summary.
+    /// Do not print the run summary (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
+
+    /// The summary's format: a table for people, or one line of JSON for scripts. Both go to
+    /// standard error, after any log lines.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    report: ReportFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 impl CommonArgs {
@@ -108,16 +119,22 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let report = runtime.block_on(plan.run());
-    if !args.quiet || report.error.is_some() {
-        eprint!("{report}");
-    }
-    match &report.error {
-        None => ExitCode::SUCCESS,
-        Some(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_RUN_FAILED)
+    let error = report.error.as_ref().map(|e| format!("error: {e:#}"));
+    match args.report {
+        // The JSON line comes last, so a script can read the final line.
+        ReportFormat::Json => {
+            error.iter().for_each(|e| eprintln!("{e}"));
+            eprintln!("{}", report.to_json());
+        }
+        // The error comes last, where a person looks first.
+        ReportFormat::Text => {
+            if !args.quiet || error.is_some() {
+                eprint!("{report}");
+            }
+            error.iter().for_each(|e| eprintln!("{e}"));
         }
     }
+    if report.error.is_some() { ExitCode::from(EXIT_RUN_FAILED) } else { ExitCode::SUCCESS }
 }
 
 fn validate(args: CommonArgs) -> ExitCode {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use object_store::ObjectStoreExt;
@@ -26,7 +26,8 @@ use crate::object_url::{ObjectUrl, describe_error};
 use crate::plugin::{
     AssetBytes, ComponentCache, LoadedPlugin, PluginRuntime, PluginSink, PluginSource, PluginTransform,
 };
-use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
+use crate::report::{Counts, PluginLoad, RunReport, StepStats};
+use crate::spec::{Implementation, Spec, SpecError, StepSpec};
 use crate::step::{Sink, Source, Transform};
 
 /// Batches buffered between two stages.
@@ -112,7 +113,7 @@ impl Plan {
     pub async fn run(self) -> RunReport {
         let started = Instant::now();
         let pipeline = self.spec.name();
-        let mut steps: Vec<StepStats> = self.steps.iter().map(StepStats::new).collect();
+        let mut steps: Vec<StepStats> = self.steps.iter().map(PlannedStep::stats).collect();
         let error = self.stream(&mut steps).await.err();
         RunReport { pipeline, steps, elapsed: started.elapsed(), error }
     }
@@ -360,43 +361,14 @@ fn stage_done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -
     (counts, result)
 }
 
-/// What one stage did.
-#[derive(Debug, Clone, Default)]
-pub struct Counts {
-    pub batches: u64,
-    pub rows_in: u64,
-    /// For a sink: rows it accepted.
-    pub rows_out: u64,
-    /// Time spent inside the step's own calls.
-    pub busy: Duration,
-}
-
-/// How a plugin step's component was loaded.
-#[derive(Debug, Clone)]
-pub struct PluginLoad {
-    /// `hit`, `miss` or `off`.
-    pub cache: String,
-    pub load_time: Duration,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepStats {
-    pub name: String,
-    pub role: Role,
-    /// `csv`, `plugin derive.wasm`.
-    pub label: String,
-    pub plugin: Option<PluginLoad>,
-    pub counts: Counts,
-}
-
-impl StepStats {
-    fn new(step: &PlannedStep) -> StepStats {
+impl PlannedStep {
+    /// Counters for this step, zero until it runs.
+    fn stats(&self) -> StepStats {
         StepStats {
-            name: step.spec.name.clone(),
-            role: step.spec.role,
-            label: step.label(),
-            plugin: match &step.implementation {
+            name: self.spec.name.clone(),
+            role: self.spec.role,
+            label: self.label(),
+            plugin: match &self.implementation {
                 PlannedImplementation::Plugin { plugin, .. } => {
                     Some(PluginLoad { cache: plugin.cache.to_string(), load_time: plugin.load_time, size: plugin.size })
                 }
@@ -404,79 +376,5 @@ impl StepStats {
             },
             counts: Counts::default(),
         }
-    }
-}
-
-/// The outcome of a run: counts per step, and the error if it failed.
-pub struct RunReport {
-    pub pipeline: String,
-    pub steps: Vec<StepStats>,
-    pub elapsed: Duration,
-    pub error: Option<anyhow::Error>,
-}
-
-impl RunReport {
-    /// Rows the source produced.
-    pub fn rows_read(&self) -> u64 {
-        self.steps.first().map_or(0, |s| s.counts.rows_out)
-    }
-
-    /// Rows the sink accepted.
-    pub fn rows_written(&self) -> u64 {
-        self.steps.last().map_or(0, |s| s.counts.rows_out)
-    }
-}
-
-impl std::fmt::Display for RunReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let seconds = self.elapsed.as_secs_f64();
-        let rate = if seconds > 0.0 { self.rows_read() as f64 / seconds } else { 0.0 };
-        let outcome = if self.error.is_some() { "FAILED after" } else { "finished in" };
-        writeln!(
-            f,
-            "pipeline `{}` {outcome} {seconds:.3} s: {} rows read, {} rows written, {rate:.0} rows/s",
-            self.pipeline,
-            self.rows_read(),
-            self.rows_written(),
-        )?;
-        let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-        let label_width = self.steps.iter().map(|s| s.label.len()).max().unwrap_or(0).max("implementation".len());
-        writeln!(
-            f,
-            "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
-            "step", "role", "implementation", "rows in", "rows out", "busy"
-        )?;
-        for step in &self.steps {
-            let rows_in = if step.role == Role::Source { "-".to_string() } else { step.counts.rows_in.to_string() };
-            write!(
-                f,
-                "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
-                step.name,
-                step.role.to_string(),
-                step.label,
-                rows_in,
-                step.counts.rows_out,
-                format_duration(step.counts.busy),
-            )?;
-            if let Some(load) = &step.plugin {
-                write!(
-                    f,
-                    "  (cache {}, loaded in {}, {} KiB)",
-                    load.cache,
-                    format_duration(load.load_time),
-                    load.size / 1024
-                )?;
-            }
-            writeln!(f)?;
-        }
-        Ok(())
-    }
-}
-
-fn format_duration(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{:.2} s", d.as_secs_f64())
-    } else {
-        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
     }
 }

@@ -3,27 +3,33 @@
 //! | role   | kind    | file              |
 //! |--------|---------|-------------------|
 //! | source | `csv`   | `csv_source.rs`   |
+//! | transform | `row-key` | `row_key.rs`   |
 //! | sink   | `csv`   | `file_sink.rs`    |
 //! | sink   | `jsonl` | `file_sink.rs`    |
+//! | sink   | `discard` | `discard_sink.rs` |
 //!
 //! A step is *planned* first (its config decoded and checked: what `runner validate` does) and
 //! *opened* when the run starts.
 
 pub mod csv_source;
+pub mod discard_sink;
 pub mod file_sink;
+pub mod row_key;
 
 use crate::object_url::ObjectUrl;
 use crate::spec::{Role, Spec, SpecError, StepSpec};
 use crate::step::{Sink, Source, Transform};
 use csv_source::{CsvSource, CsvSourceConfig};
+use discard_sink::{DiscardConfig, DiscardSink};
 use file_sink::{FileSink, FileSinkConfig, Format};
+use row_key::{RowKey, RowKeyConfig};
 
 /// The built-in kinds for each role, for `--help` and error messages.
 pub fn kinds(role: Role) -> &'static [&'static str] {
     match role {
         Role::Source => &["csv"],
-        Role::Transform => &[],
-        Role::Sink => &["csv", "jsonl"],
+        Role::Transform => &["row-key"],
+        Role::Sink => &["csv", "jsonl", "discard"],
     }
 }
 
@@ -31,7 +37,9 @@ pub fn kinds(role: Role) -> &'static [&'static str] {
 #[derive(Debug)]
 pub enum Builtin {
     CsvSource(CsvSourceConfig),
+    RowKey(RowKeyConfig),
     FileSink(FileSinkConfig, Format),
+    Discard(DiscardConfig),
 }
 
 impl Builtin {
@@ -39,16 +47,13 @@ impl Builtin {
     pub fn plan(spec: &Spec, step: &StepSpec, kind: &str) -> Result<Builtin, SpecError> {
         Ok(match (step.role, kind) {
             (Role::Source, "csv") => Builtin::CsvSource(spec.decode_config(step)?),
+            (Role::Transform, "row-key") => Builtin::RowKey(spec.decode_config(step)?),
             (Role::Sink, "csv") => Builtin::FileSink(spec.decode_config(step)?, Format::Csv),
             (Role::Sink, "jsonl") => Builtin::FileSink(spec.decode_config(step)?, Format::JsonLines),
+            (Role::Sink, "discard") => Builtin::Discard(spec.decode_config(step)?),
             (role, kind) => {
-                let known = kinds(role);
-                let expected = if known.is_empty() {
-                    format!("there are no built-in {role}s yet; use `plugin = ...`")
-                } else {
-                    format!("built-in {role}s: {}", known.join(", "))
-                };
-                return Err(spec.step_error(step, format!("unknown {role} kind `{kind}` ({expected})")));
+                let known = kinds(role).join(", ");
+                return Err(spec.step_error(step, format!("unknown {role} kind `{kind}` (built-in {role}s: {known})")));
             }
         })
     }
@@ -64,12 +69,16 @@ impl Builtin {
     }
 
     pub fn open_transform(self, _spec: &Spec) -> anyhow::Result<Box<dyn Transform>> {
-        unreachable!("{self:?} is not a transform: `plan` checks roles")
+        match self {
+            Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config))),
+            other => unreachable!("{other:?} is not a transform: `plan` checks roles"),
+        }
     }
 
     pub fn open_sink(self, spec: &Spec) -> anyhow::Result<Box<dyn Sink>> {
         match self {
             Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config, format, spec.base_dir())?)),
+            Builtin::Discard(_) => Ok(Box::new(DiscardSink)),
             other => unreachable!("{other:?} is not a sink: `plan` checks roles"),
         }
     }

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Scoring benchmark: the predictor plugin in WebAssembly, the same code natively, tract's own
+tree op, and onnxruntime, on the same rows and the same model. Prints one table.
+
+Usage (from the repository root; builds what it needs in release mode):
+  python3 bench/scoring.py [--rows 100000] [--model models/iris/model.onnx] [--tract-rows 2000]
+
+Needs: Python with onnxruntime, numpy and pandas (models/iris/requirements.txt).
+Per-row times divide the time spent scoring by the rows scored; model loading is excluded
+everywhere. tract's own tree op runs on fewer rows (--tract-rows): it takes milliseconds a row.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+CLASSES = ["setosa", "versicolor", "virginica"]
+BATCH = 4096
+
+
+def sh(*args, **kwargs):
+    return subprocess.run(args, check=True, cwd=ROOT, **kwargs)
+
+
+def build():
+    sh("cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", cwd=os.path.join(ROOT, "plugins"))
+    sh("cargo", "build", "--quiet", "--release", "--example", "score", "-p", "onnx-predictor", cwd=os.path.join(ROOT, "plugins"))
+    sh("cargo", "build", "--quiet", "--release", "-p", "runner")
+
+
+def make_rows(rows: int, path: str):
+    with open(path, "w") as out:
+        sh(sys.executable, "bench/make_rows.py", "models/iris/iris.csv", str(rows), "--seed", "0", stdout=out)
+
+
+def write_spec(path: str, data: str, model: str, engine: str):
+    with open(path, "w") as f:
+        f.write(
+            f"""[pipeline]
+batch_rows = {BATCH}
+plugin_dir = "{ROOT}/plugins/target/wasm32-wasip2/release"
+
+[source]
+kind = "csv"
+config = {{ url = "{data}" }}
+
+[[transform]]
+name = "score"
+plugin = "onnx-predictor"
+assets = {{ model = "{model}" }}
+[transform.config]
+features = {json.dumps(FEATURES)}
+classes = {json.dumps(CLASSES)}
+tree_engine = "{engine}"
+
+[sink]
+kind = "discard"
+"""
+        )
+
+
+def runner(spec: str, cache: str) -> dict:
+    """Runs the release runner; returns its JSON report and the wall time."""
+    env = dict(os.environ, RUNNER_CACHE_DIR=cache, RUST_LOG="error")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [f"{ROOT}/target/release/runner", "run", "--report", "json", spec], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"runner failed:\n{done.stderr}")
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    report["wall"] = wall
+    return report
+
+
+def wasm(spec: str, cache: str) -> float:
+    report = runner(spec, cache)
+    step = next(s for s in report["steps"] if s["name"] == "score")
+    return step["busy_seconds"] * 1e6 / step["rows_in"]
+
+
+def native(model: str, data: str, engine: str, rows: int) -> float:
+    done = sh(
+        f"{ROOT}/plugins/target/release/examples/score", model, data, "--engine", engine, "--rows", str(rows),
+        "--batch", str(BATCH), capture_output=True, text=True,
+    )
+    return json.loads(done.stdout)["us_per_row"]
+
+
+def onnxruntime_us(model: str, data: str) -> float:
+    import numpy as np
+    import onnxruntime
+    import pandas as pd
+
+    x = pd.read_csv(data).to_numpy(dtype=np.float32)
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x[:BATCH]})  # warm up
+    started = time.perf_counter()
+    for start in range(0, len(x), BATCH):
+        session.run(None, {name: x[start : start + BATCH]})
+    return (time.perf_counter() - started) * 1e6 / len(x)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--model", default="models/iris/model.onnx")
+    p.add_argument("--tract-rows", type=int, default=2000)
+    a = p.parse_args()
+    model = os.path.join(ROOT, a.model)
+
+    build()
+    work = tempfile.mkdtemp(prefix="bench-scoring-")
+    try:
+        data = os.path.join(work, "rows.csv")
+        make_rows(a.rows, data)
+        small = os.path.join(work, "small.csv")
+        with open(data) as src, open(small, "w") as dst:
+            for i, line in enumerate(src):
+                if i > a.tract_rows:
+                    break
+                dst.write(line)
+        cache = os.path.join(work, "cache")
+        fast_spec, tract_spec = os.path.join(work, "fast.toml"), os.path.join(work, "tract.toml")
+        write_spec(fast_spec, data, model, "fast")
+        write_spec(tract_spec, small, model, "tract")
+
+        cold = runner(fast_spec, cache)  # empty cache: Cranelift compiles the plugin
+        warm_us = wasm(fast_spec, cache)
+        warm = runner(fast_spec, cache)
+        load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
+        load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
+        results = [
+            ("plugin in WASM (our trees)", a.rows, warm_us),
+            ("same code, native", a.rows, native(model, data, "fast", a.rows)),
+            ("tract's own tree op, native", a.tract_rows, native(model, small, "tract", a.tract_rows)),
+            ("tract's own tree op, in WASM", a.tract_rows, wasm(tract_spec, cache)),
+            ("onnxruntime (Python)", a.rows, onnxruntime_us(model, data)),
+        ]
+        ort = results[-1][2]
+        print(f"\nScoring {os.path.relpath(model, ROOT)}, batches of {BATCH} rows, {os.cpu_count()} cores")
+        print(f"{'implementation':<32} {'rows':>8} {'us/row':>10} {'vs onnxruntime':>15}")
+        for name, rows, us in results:
+            print(f"{name:<32} {rows:>8} {us:>10.2f} {us / ort:>14.2f}x")
+        size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
+        print(f"\nWASM / native (same code): {results[0][2] / results[1][2]:.2f}x")
+        print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+//! What a run did: counts and timings per step, as a text table or as JSON (`--report json`).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::spec::Role;
+
+/// What one stage did.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub batches: u64,
+    pub rows_in: u64,
+    /// For a sink: rows it accepted.
+    pub rows_out: u64,
+    /// Time spent inside the step's own calls.
+    pub busy: Duration,
+}
+
+/// How a plugin step's component was loaded.
+#[derive(Debug, Clone)]
+pub struct PluginLoad {
+    /// `hit`, `miss` or `off`.
+    pub cache: String,
+    pub load_time: Duration,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    pub name: String,
+    pub role: Role,
+    /// `csv`, `plugin derive.wasm`.
+    pub label: String,
+    pub plugin: Option<PluginLoad>,
+    pub counts: Counts,
+}
+
+/// The outcome of a run: counts per step, and the error if it failed.
+pub struct RunReport {
+    pub pipeline: String,
+    pub steps: Vec<StepStats>,
+    pub elapsed: Duration,
+    pub error: Option<anyhow::Error>,
+}
+
+impl RunReport {
+    /// Rows the source produced.
+    pub fn rows_read(&self) -> u64 {
+        self.steps.first().map_or(0, |s| s.counts.rows_out)
+    }
+
+    /// Rows the sink accepted.
+    pub fn rows_written(&self) -> u64 {
+        self.steps.last().map_or(0, |s| s.counts.rows_out)
+    }
+}
+
+impl RunReport {
+    /// The report as one JSON object, for scripts and benchmarks.
+    pub fn to_json(&self) -> serde_json::Value {
+        let steps: Vec<_> = self
+            .steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "role": s.role.to_string(),
+                    "implementation": s.label,
+                    "batches": s.counts.batches,
+                    "rows_in": s.counts.rows_in,
+                    "rows_out": s.counts.rows_out,
+                    "busy_seconds": s.counts.busy.as_secs_f64(),
+                    "plugin": s.plugin.as_ref().map(|p| json!({
+                        "cache": p.cache,
+                        "load_seconds": p.load_time.as_secs_f64(),
+                        "bytes": p.size,
+                    })),
+                })
+            })
+            .collect();
+        json!({
+            "pipeline": self.pipeline,
+            "ok": self.error.is_none(),
+            "error": self.error.as_ref().map(|e| format!("{e:#}")),
+            "seconds": self.elapsed.as_secs_f64(),
+            "rows_read": self.rows_read(),
+            "rows_written": self.rows_written(),
+            "steps": steps,
+        })
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 { self.rows_read() as f64 / seconds } else { 0.0 };
+        let outcome = if self.error.is_some() { "FAILED after" } else { "finished in" };
+        writeln!(
+            f,
+            "pipeline `{}` {outcome} {seconds:.3} s: {} rows read, {} rows written, {rate:.0} rows/s",
+            self.pipeline,
+            self.rows_read(),
+            self.rows_written(),
+        )?;
+        let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+        let label_width = self.steps.iter().map(|s| s.label.len()).max().unwrap_or(0).max("implementation".len());
+        writeln!(
+            f,
+            "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
+            "step", "role", "implementation", "rows in", "rows out", "busy"
+        )?;
+        for step in &self.steps {
+            let rows_in = if step.role == Role::Source { "-".to_string() } else { step.counts.rows_in.to_string() };
+            write!(
+                f,
+                "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
+                step.name,
+                step.role.to_string(),
+                step.label,
+                rows_in,
+                step.counts.rows_out,
+                format_duration(step.counts.busy),
+            )?;
+            if let Some(load) = &step.plugin {
+                write!(
+                    f,
+                    "  (cache {}, loaded in {}, {} KiB)",
+                    load.cache,
+                    format_duration(load.load_time),
+                    load.size / 1024
+                )?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
