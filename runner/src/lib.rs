@@ -12,6 +12,7 @@
 //! - [`builtin`]: the steps built into the host, one file each, and the `kind` registry.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.
+//! - [`lookup`]: `runner lookup`: a row's key, computed as the pipeline does, and its value.
 //! - [`object_url`]: resolves data and asset URLs to an `object_store` store and path.
 //! - [`format`]: text forms of values (Python-compatible floats).
 //!
@@ -22,6 +23,7 @@
 pub mod batch;
 pub mod builtin;
 pub mod format;
+pub mod lookup;
 pub mod object_url;
 pub mod pipeline;
 pub mod plugin;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use runner::lookup::Stored;
 use runner::pipeline::{Options, Plan};
 use runner::plugin::ComponentCache;
 use runner::spec::Spec;
@@ -34,6 +35,23 @@ enum Command {
     Run(RunArgs),
     /// Check a pipeline spec and the plugins it names, without reading any data.
     Validate(CommonArgs),
+    /// Print what the pipeline stored for one row: the row's key is computed from VALUES as the
+    /// pipeline's `row-key` step computes it, then read from the pipeline's Redis sink.
+    Lookup(LookupArgs),
+}
+
+#[derive(Args)]
+struct LookupArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// The row's values for the key columns, in order (e.g. 5.1 3.5 1.4 0.2).
+    #[arg(required = true, allow_hyphen_values = true)]
+    values: Vec<String>,
+
+    /// Also print the key.
+    #[arg(long)]
+    show_key: bool,
 }
 
 #[derive(Args)]
@@ -103,6 +121,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
+        Command::Lookup(args) => lookup(args),
     }
 }
 
@@ -145,6 +164,39 @@ fn validate(args: CommonArgs) -> ExitCode {
     println!("{}: ok", args.spec.display());
     for step in &plan.steps {
         println!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
+    }
+    ExitCode::SUCCESS
+}
+
+fn lookup(args: LookupArgs) -> ExitCode {
+    let plan = match args.common.plan() {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let found = match tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(runner::lookup::lookup(plan, &args.values)))
+    {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+    };
+    if args.show_key {
+        println!("key: {}", found.key);
+    }
+    match found.stored {
+        Some(Stored::Value(value)) => println!("{value}"),
+        Some(Stored::Hash(fields)) => fields.iter().for_each(|(field, value)| println!("{field}: {value}")),
+        None => {
+            eprintln!(
+                "error: nothing is stored under key {} (the row {} was not written by this pipeline)",
+                found.key,
+                args.values.join(" ")
+            );
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
     }
     ExitCode::SUCCESS
 }

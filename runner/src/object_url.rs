@@ -1,24 +1,65 @@
 //! Turns the URLs a spec uses for data and assets into an `object_store` store and a path.
 //!
-//! Accepted forms: a plain path (relative to the spec file's directory) or `file:///abs/path`.
-//! Every reader in the host (sources, assets) goes through here, so adding a scheme adds it
-//! everywhere at once.
+//! Accepted forms: a plain path (relative to the spec file's directory), `file:///abs/path`,
+//! and `s3://bucket/key`. A URL ending in `/` names every object under that prefix (a local
+//! directory, or an S3 prefix), read in the order of their names. Every reader in the host
+//! (sources, assets) goes through here, so a scheme added here works everywhere at once.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use object_store::ObjectStore;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use serde::Deserialize;
 
-/// An object (or, with a trailing `/`, every object under a prefix) in some store.
+/// `[s3]`: how to reach `s3://` URLs. Every field falls back to the standard AWS environment
+/// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`), then to AWS's defaults.
+///
+/// ```toml
+/// [s3]
+/// endpoint = "${S3_ENDPOINT:-http://127.0.0.1:9000}"   # MinIO or another S3-compatible server
+/// region = "us-east-1"
+/// access_key_id = "${MINIO_ROOT_USER}"                  # never write a secret here: use ${...}
+/// secret_access_key = "${MINIO_ROOT_PASSWORD}"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// `endpoint = "http://127.0.0.1:9000"`: an S3-compatible server instead of AWS.
+    pub endpoint: Option<String>,
+    /// `region = "us-east-1"` (default: `$AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// `path_style = true`: the bucket goes in the path, not the host name. Default: true when
+    /// an endpoint is set (MinIO needs it), false for AWS.
+    pub path_style: Option<bool>,
+    /// `access_key_id = "${...}"` (default: `$AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// `secret_access_key = "${...}"` (default: `$AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// `session_token = "${...}"` (default: `$AWS_SESSION_TOKEN`).
+    pub session_token: Option<String>,
+    /// `anonymous = true`: send unsigned requests (public buckets); no credentials needed.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// `timeout_seconds = 30`: give up on a request (and its retries) after this long.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// An object, or with a trailing `/` every object under a prefix, in some store.
 #[derive(Clone)]
 pub struct ObjectUrl {
     pub store: Arc<dyn ObjectStore>,
     pub path: ObjectPath,
-    /// How to show it to a human: the URL as written, resolved, never with credentials.
+    /// The URL names a prefix (it ends with `/`): read every object under it.
+    pub is_prefix: bool,
+    /// How to show it to a human: resolved, and never with credentials.
     display: String,
 }
 
@@ -35,25 +76,163 @@ impl fmt::Debug for ObjectUrl {
 }
 
 impl ObjectUrl {
-    /// Resolves `url`; relative paths are taken from `base_dir`.
-    pub fn parse(url: &str, base_dir: &Path) -> anyhow::Result<ObjectUrl> {
+    /// Resolves `url`; relative paths are taken from `base_dir`, `s3://` uses `s3`.
+    pub fn parse(url: &str, base_dir: &Path, s3: &S3Options) -> anyhow::Result<ObjectUrl> {
+        let is_prefix = url.ends_with('/');
         let local = match url.split_once("://") {
             None => base_dir.join(url),
             Some(("file", rest)) => PathBuf::from(rest),
-            Some((scheme, _)) => bail!("`{url}`: unsupported scheme `{scheme}://` (expected a path or file://)"),
+            Some(("s3", rest)) => return Self::s3(rest, is_prefix, s3),
+            Some((scheme, _)) => {
+                bail!("`{url}`: unsupported scheme `{scheme}://` (expected a path, file:// or s3://)")
+            }
         };
         let absolute = normalize(&std::path::absolute(&local).with_context(|| format!("`{url}`: bad path"))?);
         let path = ObjectPath::from_absolute_path(&absolute).with_context(|| format!("`{url}`: bad path"))?;
-        Ok(ObjectUrl { store: Arc::new(LocalFileSystem::new()), path, display: absolute.display().to_string() })
+        let mut display = absolute.display().to_string();
+        if is_prefix {
+            display.push('/');
+        }
+        Ok(ObjectUrl { store: Arc::new(LocalFileSystem::new()), path, is_prefix, display })
+    }
+
+    fn s3(rest: &str, is_prefix: bool, options: &S3Options) -> anyhow::Result<ObjectUrl> {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("`s3://{rest}`: no bucket name");
+        }
+        // Client options first: `with_client_options` replaces what `with_allow_http` sets.
+        let timeout = Duration::from_secs(options.timeout_seconds.unwrap_or(30));
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_client_options(
+            ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(timeout),
+        );
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(!options.path_style.unwrap_or(true));
+        } else if let Some(path_style) = options.path_style {
+            builder = builder.with_virtual_hosted_style_request(!path_style);
+        }
+        let region = options.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+        builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        if let Some(key) = &options.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(token) = &options.session_token {
+            builder = builder.with_token(token);
+        }
+        if options.anonymous {
+            builder = builder.with_skip_signature(true);
+        } else if options.access_key_id.is_none() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            // Without this check object_store would look for a cloud metadata service, and on a
+            // machine outside AWS the user would wait for a timeout instead of reading a reason.
+            bail!(
+                "s3://{bucket}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 or `access_key_id`/`secret_access_key` under [s3], or `anonymous = true`"
+            );
+        }
+        // Fail within the timeout instead of object_store's default of retrying for minutes.
+        builder = builder.with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: timeout,
+        });
+        let store = builder.build().with_context(|| format!("s3://{bucket}"))?;
+        let mut display = format!("s3://{bucket}/{key}");
+        if let Some(endpoint) = &options.endpoint {
+            display.push_str(&format!(" (at {endpoint})"));
+        }
+        Ok(ObjectUrl { store: Arc::new(store), path: ObjectPath::from(key), is_prefix, display })
+    }
+
+    /// The objects this URL names: itself, or every object under the prefix, by name.
+    pub async fn objects(&self) -> anyhow::Result<Vec<ObjectPath>> {
+        if !self.is_prefix {
+            return Ok(vec![self.path.clone()]);
+        }
+        let mut found: Vec<ObjectPath> = self
+            .store
+            .list(Some(&self.path))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("{self}: {}", describe_error(&e)))?;
+        // A stable order: reruns, and shards of a run, see the objects in the same sequence.
+        found.sort();
+        Ok(found)
+    }
+
+    /// Checks that the object exists and is readable; the error names the URL and says whether
+    /// the object or the whole bucket is missing (a HEAD response has no body to tell).
+    pub async fn check_readable(&self) -> anyhow::Result<()> {
+        match self.store.head(&self.path).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if self.display.starts_with("s3://") => {
+                let bucket_missing = match self.store.list_with_delimiter(None).await {
+                    Err(object_store::Error::NotFound { .. }) => true,
+                    Err(e) => format!("{e:#}").contains("NoSuchBucket"),
+                    Ok(_) => false,
+                };
+                bail!("{self}: {}", if bucket_missing { "no such bucket" } else { "no such object" })
+            }
+            Err(e) => bail!("{self}: {}", describe_error(&e)),
+        }
+    }
+
+    /// How to name one object of this URL in messages.
+    pub fn name_of(&self, object: &ObjectPath) -> String {
+        if !self.is_prefix {
+            return self.display.clone();
+        }
+        match self.display.split_once(" (at ") {
+            Some((_, endpoint)) => format!("{}{} (at {endpoint}", self.prefix_root(), object),
+            None => format!("{}{}", self.prefix_root(), object),
+        }
+    }
+
+    /// `s3://bucket/` or `/` for a local path: what goes before an object's full path.
+    fn prefix_root(&self) -> String {
+        match self.display.strip_prefix("s3://") {
+            Some(rest) => format!("s3://{}/", rest.split('/').next().unwrap_or_default()),
+            None => "/".into(),
+        }
     }
 }
 
-/// A one-line description of a store error, without the store's internal details (and never
-/// credentials): the caller prefixes the URL.
+/// A one-line description of a store error, without credentials: the caller adds the URL.
 pub fn describe_error(e: &object_store::Error) -> String {
-    match e {
+    let text = match e {
+        object_store::Error::NotFound { source, .. } if source.to_string().contains("NoSuchBucket") => {
+            "no such bucket".to_string()
+        }
         object_store::Error::NotFound { .. } => "no such object".to_string(),
-        other => other.to_string(),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            "access denied: check the credentials".to_string()
+        }
+        other => {
+            let text = format!("{other:#}");
+            // S3 rejects bad credentials with 403 and one of these codes in its XML body.
+            if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
+                .iter()
+                .any(|code| text.contains(code))
+            {
+                "access denied: check the credentials".to_string()
+            } else if text.contains("Connection refused") || text.contains("error sending request") {
+                "cannot connect to the S3 endpoint (is the server running?)".to_string()
+            } else {
+                text
+            }
+        }
+    };
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > 300 {
+        format!("{}...", line.chars().take(300).collect::<String>())
+    } else {
+        line.to_string()
     }
 }
 
@@ -77,15 +256,38 @@ fn normalize(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn parse(url: &str, base: &str) -> anyhow::Result<ObjectUrl> {
+        ObjectUrl::parse(url, Path::new(base), &S3Options::default())
+    }
+
     #[test]
     fn relative_paths_resolve_against_the_base() {
-        let url = ObjectUrl::parse("../data/x.csv", Path::new("/srv/pipelines")).unwrap();
+        let url = parse("../data/x.csv", "/srv/pipelines").unwrap();
         assert_eq!(url.to_string(), "/srv/data/x.csv");
         assert_eq!(url.path.as_ref(), "srv/data/x.csv");
-        let url = ObjectUrl::parse("file:///tmp/./y.csv", Path::new("/ignored")).unwrap();
+        assert!(!url.is_prefix);
+        let url = parse("file:///tmp/./y.csv", "/ignored").unwrap();
         assert_eq!(url.to_string(), "/tmp/y.csv");
-        assert!(
-            ObjectUrl::parse("ftp://host/x", Path::new("/")).unwrap_err().to_string().contains("unsupported scheme")
-        );
+        let url = parse("data/", "/srv").unwrap();
+        assert!(url.is_prefix);
+        assert_eq!(url.name_of(&ObjectPath::from("srv/data/a.csv")), "/srv/data/a.csv");
+        assert!(parse("ftp://host/x", "/").unwrap_err().to_string().contains("unsupported scheme"));
+    }
+
+    #[test]
+    fn s3_urls_name_bucket_and_endpoint_but_no_secret() {
+        let options = S3Options {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            access_key_id: Some("minio".into()),
+            secret_access_key: Some("hunter2".into()),
+            ..S3Options::default()
+        };
+        let url = ObjectUrl::parse("s3://batch/data/", Path::new("/"), &options).unwrap();
+        assert!(url.is_prefix);
+        assert_eq!(url.path.as_ref(), "data");
+        assert_eq!(url.to_string(), "s3://batch/data/ (at http://127.0.0.1:9000)");
+        assert_eq!(url.name_of(&ObjectPath::from("data/a.csv")), "s3://batch/data/a.csv (at http://127.0.0.1:9000)");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(ObjectUrl::parse("s3:///key", Path::new("/"), &options).unwrap_err().to_string().contains("no bucket"));
     }
 }

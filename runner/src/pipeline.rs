@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::builtin::Builtin;
-use crate::object_url::{ObjectUrl, describe_error};
+use crate::object_url::{ObjectUrl, S3Options, describe_error};
 use crate::plugin::{
     AssetBytes, ComponentCache, LoadedPlugin, PluginRuntime, PluginSink, PluginSource, PluginTransform,
 };
@@ -46,6 +46,8 @@ pub struct Options {
 pub struct Plan {
     pub spec: Spec,
     pub steps: Vec<PlannedStep>,
+    /// How to reach `s3://` URLs (the spec's `[s3]` table).
+    pub s3: S3Options,
     runtime: Option<Arc<PluginRuntime>>,
 }
 
@@ -79,6 +81,7 @@ impl PlannedStep {
 impl Plan {
     /// Checks every step; loads (compiles or fetches from the cache) every plugin.
     pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
+        let s3 = spec.s3()?;
         let mut runtime: Option<Arc<PluginRuntime>> = None;
         let mut steps = Vec::new();
         for step in spec.steps() {
@@ -106,7 +109,7 @@ impl Plan {
             };
             steps.push(PlannedStep { spec: step.clone(), implementation });
         }
-        Ok(Plan { spec, steps, runtime })
+        Ok(Plan { spec, steps, s3, runtime })
     }
 
     /// Opens every step and streams all data from the source to the sink.
@@ -118,18 +121,28 @@ impl Plan {
         RunReport { pipeline, steps, elapsed: started.elapsed(), error }
     }
 
+    /// Opens only the source and reads its first batch: how `runner lookup` learns the types.
+    pub async fn first_batch(self) -> anyhow::Result<Option<Batch>> {
+        let Plan { spec, steps, s3, runtime } = self;
+        let context = OpenContext { spec: &spec, s3: &s3, runtime: runtime.as_deref() };
+        let source = steps.into_iter().next().expect("a plan has a source");
+        let name = source.spec.name.clone();
+        open_source(&context, source).await?.next_batch().await.with_context(|| format!("step `{name}`"))
+    }
+
     async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
-        let Plan { spec, steps, runtime } = self;
+        let Plan { spec, steps, s3, runtime } = self;
+        let context = OpenContext { spec: &spec, s3: &s3, runtime: runtime.as_deref() };
         let mut planned = steps.into_iter();
         let first = planned.next().expect("a plan has a source");
         let last = planned.next_back().expect("a plan has a sink");
 
-        let source = open_source(&spec, runtime.as_deref(), first).await?;
+        let source = open_source(&context, first).await?;
         let mut transforms = Vec::new();
         for step in planned {
-            transforms.push(open_transform(&spec, runtime.as_deref(), step).await?);
+            transforms.push(open_transform(&context, step).await?);
         }
-        let sink = open_sink(&spec, runtime.as_deref(), last).await?;
+        let sink = open_sink(&context, last).await?;
 
         // Set by the first stage that fails, before it hangs up: the stages after it then stop
         // without calling `finish`, so a sink never commits the output of a failed run.
@@ -158,14 +171,22 @@ impl Plan {
 
 type Opened<T> = anyhow::Result<Box<T>>;
 
-async fn open_source(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Source> {
+/// What opening a step needs besides the step itself.
+pub struct OpenContext<'a> {
+    pub spec: &'a Spec,
+    pub s3: &'a S3Options,
+    runtime: Option<&'a PluginRuntime>,
+}
+
+async fn open_source(context: &OpenContext<'_>, step: PlannedStep) -> Opened<dyn Source> {
+    let (spec, runtime) = (context.spec, context.runtime);
     let name = step.spec.name;
     let opened: Opened<dyn Source> = match step.implementation {
-        PlannedImplementation::Builtin(b) => b.open_source(spec),
+        PlannedImplementation::Builtin(b) => b.open_source(context).await,
         PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
             let batch_rows = spec.pipeline.batch_rows.get();
-            match fetch_assets(spec, &assets).await {
+            match fetch_assets(context, &assets).await {
                 Ok(bytes) => PluginSource::open(runtime, &plugin, &name, &config, bytes, batch_rows)
                     .await
                     .map(|s| Box::new(s) as Box<dyn Source>)
@@ -177,13 +198,14 @@ async fn open_source(spec: &Spec, runtime: Option<&PluginRuntime>, step: Planned
     opened.with_context(|| format!("step `{name}`"))
 }
 
-async fn open_transform(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Transform> {
+async fn open_transform(context: &OpenContext<'_>, step: PlannedStep) -> Opened<dyn Transform> {
+    let runtime = context.runtime;
     let name = step.spec.name;
     let opened: Opened<dyn Transform> = match step.implementation {
-        PlannedImplementation::Builtin(b) => b.open_transform(spec),
+        PlannedImplementation::Builtin(b) => b.open_transform(context),
         PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
-            match fetch_assets(spec, &assets).await {
+            match fetch_assets(context, &assets).await {
                 Ok(bytes) => PluginTransform::open(runtime, &plugin, &name, &config, bytes)
                     .await
                     .map(|s| Box::new(s) as Box<dyn Transform>)
@@ -195,13 +217,14 @@ async fn open_transform(spec: &Spec, runtime: Option<&PluginRuntime>, step: Plan
     opened.with_context(|| format!("step `{name}`"))
 }
 
-async fn open_sink(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedStep) -> Opened<dyn Sink> {
+async fn open_sink(context: &OpenContext<'_>, step: PlannedStep) -> Opened<dyn Sink> {
+    let runtime = context.runtime;
     let name = step.spec.name;
     let opened: Opened<dyn Sink> = match step.implementation {
-        PlannedImplementation::Builtin(b) => b.open_sink(spec),
+        PlannedImplementation::Builtin(b) => b.open_sink(context).await,
         PlannedImplementation::Plugin { plugin, config, assets } => {
             let runtime = runtime.expect("plugins were loaded");
-            match fetch_assets(spec, &assets).await {
+            match fetch_assets(context, &assets).await {
                 Ok(bytes) => PluginSink::open(runtime, &plugin, &name, &config, bytes)
                     .await
                     .map(|s| Box::new(s) as Box<dyn Sink>)
@@ -214,10 +237,11 @@ async fn open_sink(spec: &Spec, runtime: Option<&PluginRuntime>, step: PlannedSt
 }
 
 /// Reads every asset a plugin step declares, through the same stores as the data.
-async fn fetch_assets(spec: &Spec, assets: &BTreeMap<String, String>) -> anyhow::Result<AssetBytes> {
+async fn fetch_assets(context: &OpenContext<'_>, assets: &BTreeMap<String, String>) -> anyhow::Result<AssetBytes> {
     let mut bytes = BTreeMap::new();
     for (name, url) in assets {
-        let location = ObjectUrl::parse(url, spec.base_dir()).with_context(|| format!("asset `{name}`"))?;
+        let location =
+            ObjectUrl::parse(url, context.spec.base_dir(), context.s3).with_context(|| format!("asset `{name}`"))?;
         let data = match location.store.get(&location.path).await {
             Ok(object) => object.bytes().await,
             Err(e) => Err(e),

@@ -42,6 +42,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use crate::object_url::S3Options;
+
 /// Rows per batch when the spec does not say.
 pub const DEFAULT_BATCH_ROWS: usize = 4096;
 
@@ -163,6 +165,9 @@ struct RawSpec {
     transform: Vec<Spanned<RawStep>>,
     /// `[sink]`
     sink: Option<Spanned<RawStep>>,
+    /// `[s3]`: decoded by [`Spec::s3`], after interpolation; only its shape is checked here.
+    #[allow(dead_code)]
+    s3: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -299,11 +304,24 @@ impl Spec {
         self.decode_table(step, "assets")
     }
 
+    /// The `[s3]` table: how to reach `s3://` URLs (defaults when absent).
+    pub fn s3(&self) -> Result<S3Options, SpecError> {
+        self.decode(None, "s3")
+    }
+
     /// Decodes the table `key` of a step (an empty table when absent).
     fn decode_table<T: DeserializeOwned>(&self, step: &StepSpec, key: &str) -> Result<T, SpecError> {
+        self.decode(Some(step), key).map_err(|mut error| {
+            error.message = format!("step `{}`: {}", step.name, error.message);
+            error
+        })
+    }
+
+    /// Decodes the table `key` of a step, or of the document for `None`, after interpolation.
+    fn decode<T: DeserializeOwned>(&self, step: Option<&StepSpec>, key: &str) -> Result<T, SpecError> {
         let doc = Document { path: &self.path, text: &self.text };
         let root = doc.parse()?;
-        let (config, interpolated) = doc.step_table(&root, step, key)?;
+        let (config, interpolated) = doc.table(&root, step, key)?;
         T::deserialize(ValueDeserializer::from(config)).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             let mut error = doc.toml_error(e, &root);
@@ -313,7 +331,6 @@ impl Spec {
                 error.message =
                     format!("`{}`: invalid value (taken from an environment variable, not shown)", key_path(&root, at));
             }
-            error.message = format!("step `{}`: {}", step.name, error.message);
             error
         })
     }
@@ -392,17 +409,18 @@ impl<'a> Document<'a> {
         self.error_at(span, message)
     }
 
-    /// A step's table `key` with `${...}` interpolated, and the spans of interpolated strings.
-    fn step_table(
+    /// A step's (or the document's) table `key` with `${...}` interpolated, and the spans of interpolated strings.
+    fn table(
         &self,
         root: &Spanned<DeValue<'a>>,
-        step: &StepSpec,
+        step: Option<&StepSpec>,
         key: &str,
     ) -> Result<(Spanned<DeValue<'a>>, Vec<Range<usize>>), SpecError> {
-        let table = match &step.table {
-            TablePath::Source => root.get_ref().get("source"),
-            TablePath::Sink => root.get_ref().get("sink"),
-            TablePath::Transform(i) => root.get_ref().get("transform").and_then(|t| t.get_ref().get(*i)),
+        let table = match step.map(|s| &s.table) {
+            None => Some(root),
+            Some(TablePath::Source) => root.get_ref().get("source"),
+            Some(TablePath::Sink) => root.get_ref().get("sink"),
+            Some(TablePath::Transform(i)) => root.get_ref().get("transform").and_then(|t| t.get_ref().get(*i)),
         };
         let config = table.and_then(|t| t.get_ref().get(key)).cloned();
         let mut config = config.unwrap_or_else(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));

@@ -1,10 +1,13 @@
-//! `kind = "csv"` source: reads a CSV object with a header row into typed batches.
+//! `kind = "csv"` source: reads CSV objects with a header row into typed batches.
 //!
 //! ```toml
 //! [source]
 //! kind = "csv"
 //! config = { url = "data/iris.csv", delimiter = ",", columns = { id = "s64" } }
 //! ```
+//!
+//! `url` is a path, `file://`, or `s3://bucket/key`; ending in `/` it names every object under
+//! a prefix, read one after the other in name order, each with the same header.
 //!
 //! The object is streamed: a blocking thread parses it with the `csv` crate while bytes arrive
 //! from the store, and hands over one batch at a time through a small channel, so memory does not
@@ -14,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
@@ -24,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
-use crate::object_url::ObjectUrl;
+use crate::object_url::{ObjectUrl, describe_error};
 use crate::step::Source;
 
 /// The `config` table of a `csv` source.
@@ -54,29 +58,21 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
-    /// Starts reading `config.url` in the background.
-    pub fn open(config: CsvSourceConfig, url: ObjectUrl, batch_rows: usize) -> anyhow::Result<CsvSource> {
+    /// Checks that the data is there (so a wrong URL or credentials fail before anything else
+    /// starts), then reads it in the background.
+    pub async fn open(config: CsvSourceConfig, url: ObjectUrl, batch_rows: usize) -> anyhow::Result<CsvSource> {
         if !config.delimiter.is_ascii() {
             bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
         }
+        let objects = url.objects().await?;
+        if !url.is_prefix {
+            url.check_readable().await?;
+        }
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            let object = match url.store.get(&url.path).await {
-                Ok(object) => object,
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow!("{url}: {}", crate::object_url::describe_error(&e)))).await;
-                    return;
-                }
-            };
-            // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-            let bytes = SyncIoBridge::new(StreamReader::new(object.into_stream().map_err(std::io::Error::other)));
-            let name = url.to_string();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = read_csv(bytes, &name, &config, batch_rows, &tx) {
-                    let _ = tx.blocking_send(Err(e));
-                }
-            })
-            .await;
+            if let Err(e) = read_objects(config, url, objects, batch_rows, tx.clone()).await {
+                let _ = tx.send(Err(e)).await;
+            }
         });
         Ok(CsvSource { batches: rx })
     }
@@ -89,20 +85,53 @@ impl Source for CsvSource {
     }
 }
 
-/// Parses the whole object, sending a batch every `batch_rows` rows. Returns early, without
-/// error, when the pipeline stops listening.
+/// The columns and types of the first object; every later object must have the same header.
+type Schema = (Vec<String>, Vec<ColumnType>);
+
+/// Reads every object the URL names, in order, one after the other.
+async fn read_objects(
+    config: CsvSourceConfig,
+    url: ObjectUrl,
+    objects: Vec<object_store::path::Path>,
+    batch_rows: usize,
+    tx: mpsc::Sender<anyhow::Result<Batch>>,
+) -> anyhow::Result<()> {
+    if objects.is_empty() {
+        tracing::warn!("{url}: no objects under this prefix: no rows read");
+    }
+    let config = Arc::new(config);
+    let mut schema: Option<Schema> = None;
+    for object in objects {
+        let name = url.name_of(&object);
+        let body = url.store.get(&object).await.map_err(|e| anyhow!("{name}: {}", describe_error(&e)))?;
+        // The parser is synchronous; the bridge lets it pull bytes from the async stream.
+        let bytes = SyncIoBridge::new(StreamReader::new(body.into_stream().map_err(std::io::Error::other)));
+        let (config, tx) = (config.clone(), tx.clone());
+        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &config, batch_rows, schema, &tx));
+        match parsed.await? {
+            Ok(Some(read)) => schema = Some(read),
+            Ok(None) => return Ok(()), // the pipeline stopped listening
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Parses one object, sending a batch every `batch_rows` rows (and what is left at its end).
+/// Returns the schema, or `None` when the pipeline stopped listening.
 fn read_csv(
     bytes: impl Read,
     name: &str,
     config: &CsvSourceConfig,
     batch_rows: usize,
+    schema: Option<Schema>,
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Schema>> {
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
     let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
     if header.is_empty() {
         tracing::warn!("{name}: empty object, no header row: no rows read");
-        return Ok(());
+        return Ok(schema);
     }
     let mut names: Vec<String> = Vec::with_capacity(header.len());
     for field in &header {
@@ -120,6 +149,15 @@ fn read_csv(
             bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
         }
     }
+    if let Some((first_names, _)) = &schema
+        && *first_names != names
+    {
+        bail!(
+            "{name}:1: the header ({}) differs from the first object's ({})",
+            names.join(", "),
+            first_names.join(", ")
+        );
+    }
 
     // The first batch is buffered to infer the types of undeclared columns.
     let mut first = Vec::with_capacity(batch_rows.min(65_536));
@@ -127,11 +165,16 @@ fn read_csv(
     while first.len() < batch_rows && csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
         first.push(record.clone());
     }
-    let types: Vec<ColumnType> = names
-        .iter()
-        .enumerate()
-        .map(|(i, column)| config.columns.get(column).copied().unwrap_or_else(|| infer(first.iter().map(|r| &r[i]))))
-        .collect();
+    let types: Vec<ColumnType> = match schema {
+        Some((_, types)) => types,
+        None => names
+            .iter()
+            .enumerate()
+            .map(|(i, column)| {
+                config.columns.get(column).copied().unwrap_or_else(|| infer(first.iter().map(|r| &r[i])))
+            })
+            .collect(),
+    };
 
     let mut builder = BatchBuilder::new(&names, &types, batch_rows);
     for record in &first {
@@ -140,17 +183,17 @@ fn read_csv(
     drop(first);
     loop {
         if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
-            return Ok(());
+            return Ok(None);
         }
         if !csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
             break;
         }
         builder.push(&record, name)?;
     }
-    if builder.rows > 0 {
-        let _ = tx.blocking_send(Ok(builder.finish()?));
+    if builder.rows > 0 && tx.blocking_send(Ok(builder.finish()?)).is_err() {
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some((names, types)))
 }
 
 /// `file:line: message`, without the csv crate's own position wording.

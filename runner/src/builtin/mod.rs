@@ -6,6 +6,7 @@
 //! | transform | `row-key` | `row_key.rs`   |
 //! | sink   | `csv`   | `file_sink.rs`    |
 //! | sink   | `jsonl` | `file_sink.rs`    |
+//! | sink   | `redis` | `redis_sink.rs`   |
 //! | sink   | `discard` | `discard_sink.rs` |
 //!
 //! A step is *planned* first (its config decoded and checked: what `runner validate` does) and
@@ -14,14 +15,17 @@
 pub mod csv_source;
 pub mod discard_sink;
 pub mod file_sink;
+pub mod redis_sink;
 pub mod row_key;
 
 use crate::object_url::ObjectUrl;
+use crate::pipeline::OpenContext;
 use crate::spec::{Role, Spec, SpecError, StepSpec};
 use crate::step::{Sink, Source, Transform};
 use csv_source::{CsvSource, CsvSourceConfig};
 use discard_sink::{DiscardConfig, DiscardSink};
 use file_sink::{FileSink, FileSinkConfig, Format};
+use redis_sink::{RedisSink, RedisSinkConfig};
 use row_key::{RowKey, RowKeyConfig};
 
 /// The built-in kinds for each role, for `--help` and error messages.
@@ -29,7 +33,7 @@ pub fn kinds(role: Role) -> &'static [&'static str] {
     match role {
         Role::Source => &["csv"],
         Role::Transform => &["row-key"],
-        Role::Sink => &["csv", "jsonl", "discard"],
+        Role::Sink => &["csv", "jsonl", "redis", "discard"],
     }
 }
 
@@ -39,6 +43,7 @@ pub enum Builtin {
     CsvSource(CsvSourceConfig),
     RowKey(RowKeyConfig),
     FileSink(FileSinkConfig, Format),
+    Redis(RedisSinkConfig),
     Discard(DiscardConfig),
 }
 
@@ -50,6 +55,11 @@ impl Builtin {
             (Role::Transform, "row-key") => Builtin::RowKey(spec.decode_config(step)?),
             (Role::Sink, "csv") => Builtin::FileSink(spec.decode_config(step)?, Format::Csv),
             (Role::Sink, "jsonl") => Builtin::FileSink(spec.decode_config(step)?, Format::JsonLines),
+            (Role::Sink, "redis") => {
+                let config: RedisSinkConfig = spec.decode_config(step)?;
+                config.check().map_err(|e| spec.step_error(step, e))?;
+                Builtin::Redis(config)
+            }
             (Role::Sink, "discard") => Builtin::Discard(spec.decode_config(step)?),
             (role, kind) => {
                 let known = kinds(role).join(", ");
@@ -58,26 +68,27 @@ impl Builtin {
         })
     }
 
-    pub fn open_source(self, spec: &Spec) -> anyhow::Result<Box<dyn Source>> {
+    pub async fn open_source(self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         match self {
             Builtin::CsvSource(config) => {
-                let url = ObjectUrl::parse(&config.url, spec.base_dir())?;
-                Ok(Box::new(CsvSource::open(config, url, spec.pipeline.batch_rows.get())?))
+                let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), context.s3)?;
+                Ok(Box::new(CsvSource::open(config, url, context.spec.pipeline.batch_rows.get()).await?))
             }
             other => unreachable!("{other:?} is not a source: `plan` checks roles"),
         }
     }
 
-    pub fn open_transform(self, _spec: &Spec) -> anyhow::Result<Box<dyn Transform>> {
+    pub fn open_transform(self, _context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
         match self {
             Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config))),
             other => unreachable!("{other:?} is not a transform: `plan` checks roles"),
         }
     }
 
-    pub fn open_sink(self, spec: &Spec) -> anyhow::Result<Box<dyn Sink>> {
+    pub async fn open_sink(self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         match self {
-            Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config, format, spec.base_dir())?)),
+            Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config, format, context.spec.base_dir())?)),
+            Builtin::Redis(config) => Ok(Box::new(RedisSink::open(config).await?)),
             Builtin::Discard(_) => Ok(Box::new(DiscardSink)),
             other => unreachable!("{other:?} is not a sink: `plan` checks roles"),
         }

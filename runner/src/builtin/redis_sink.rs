@@ -1,0 +1,278 @@
+//! `kind = "redis"` sink: writes each row under its key, as the original flow did (`SET key
+//! label`), or as a hash of several columns (`HSET key field value ...`).
+//!
+//! ```toml
+//! [sink]
+//! kind = "redis"
+//! [sink.config]
+//! url = "${REDIS_URL:-redis://127.0.0.1:6379/0}"  # redis:// or rediss://; user:password@ via ${...}
+//! key = "key"                  # the column holding each row's key (default "key")
+//! value = "label"              # SET key <value>; or: fields = ["label", "p_setosa"] for HSET
+//! ttl_seconds = 86400          # optional: keys expire
+//! pipeline = 1000              # commands per round trip (default 1000)
+//! in_flight = 4                # round trips outstanding at once (default 4)
+//! retry_seconds = 30           # keep retrying failed writes this long (default 30)
+//! ```
+//!
+//! Writes are idempotent (a rerun sets the same keys to the same values), so a failed write is
+//! simply sent again: after a dropped connection, a timeout or a restarting server, with backoff,
+//! until `retry_seconds` have passed. The connection is re-established in the background.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RetryMethod};
+use serde::Deserialize;
+
+use crate::batch::{Batch, Column, Values};
+use crate::format::write_python_float;
+use crate::step::Sink;
+
+/// The `config` table of a `redis` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// `url = "redis://host:6379/0"`: `redis://`, `rediss://` (TLS), `redis://user:pass@host`.
+    pub url: String,
+    /// `key = "key"`: the column holding each row's key.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// `value = "label"`: write `SET key value` from this column.
+    pub value: Option<String>,
+    /// `fields = ["label", "p_setosa"]`: write `HSET key field value ...` from these columns.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// `ttl_seconds = 86400`: expire each key after this long (default: keys do not expire).
+    pub ttl_seconds: Option<u64>,
+    /// `pipeline = 1000`: commands sent in one round trip.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: usize,
+    /// `in_flight = 4`: round trips outstanding at once on the connection.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
+    /// `retry_seconds = 30`: how long to keep retrying a write (or the first connection)
+    /// through transient failures before failing the run.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_key() -> String {
+    "key".into()
+}
+
+fn default_pipeline() -> usize {
+    1000
+}
+
+fn default_in_flight() -> usize {
+    4
+}
+
+fn default_retry_seconds() -> u64 {
+    30
+}
+
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparseable URL)".into(),
+    }
+}
+
+/// Whether sending again may succeed: the connection dropped, timed out, was refused (the server
+/// restarts), or the server said to try again. Bad credentials or commands are not transient.
+fn transient(e: &RedisError) -> bool {
+    !matches!(e.kind(), ErrorKind::AuthenticationFailed) && !matches!(e.retry_method(), RetryMethod::NoRetry)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` has passed.
+pub async fn with_retries<T, F, Fut>(deadline: Duration, what: &str, mut attempt: F) -> Result<T, RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RedisError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if transient(&e) && started.elapsed() + backoff < deadline => {
+                tracing::warn!("{what} failed ({e}); retrying in {} ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The error after the last attempt: transient ones were retried until the deadline.
+fn give_up(what: &str, e: &RedisError, deadline: Duration) -> anyhow::Error {
+    if transient(e) {
+        anyhow::anyhow!("{what}: {e} (still failing after {} s of retries)", deadline.as_secs())
+    } else {
+        anyhow::anyhow!("{what}: {e}")
+    }
+}
+
+/// Connects, retrying through transient failures for `retry_seconds`.
+pub async fn connect(url: &str, retry_seconds: u64) -> anyhow::Result<ConnectionManager> {
+    let shown = redacted(url);
+    let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("{shown}: invalid Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2);
+    let deadline = Duration::from_secs(retry_seconds);
+    let what = format!("connecting to {shown}");
+    with_retries(deadline, &what, || ConnectionManager::new_with_config(client.clone(), config.clone()))
+        .await
+        .map_err(|e| give_up(&what, &e, deadline))
+}
+
+pub struct RedisSink {
+    config: RedisSinkConfig,
+    connection: ConnectionManager,
+    /// The URL without its password.
+    shown: String,
+}
+
+impl RedisSinkConfig {
+    /// What serde cannot check: exactly one of `value` and `fields`, positive sizes, a URL.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.value, self.fields.is_empty()) {
+            (Some(_), false) => return Err("set either `value` (SET) or `fields` (HSET), not both".into()),
+            (None, true) => return Err("set `value` (SET key value) or `fields` (HSET key field value ...)".into()),
+            _ => {}
+        }
+        if self.pipeline == 0 || self.in_flight == 0 {
+            return Err("`pipeline` and `in_flight` must be at least 1".into());
+        }
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| format!("invalid Redis URL {}: {e}", redacted(&self.url)))?;
+        Ok(())
+    }
+}
+
+impl RedisSink {
+    pub async fn open(config: RedisSinkConfig) -> anyhow::Result<RedisSink> {
+        config.check().map_err(anyhow::Error::msg)?;
+        let connection = connect(&config.url, config.retry_seconds).await?;
+        Ok(RedisSink { shown: redacted(&config.url), config, connection })
+    }
+
+    /// One round trip's commands for `rows` of the batch.
+    fn pipeline(
+        &self,
+        keys: &[String],
+        values: &[(&str, &Column)],
+        rows: std::ops::Range<usize>,
+    ) -> anyhow::Result<redis::Pipeline> {
+        let mut pipe = redis::pipe();
+        let mut text = String::new();
+        for row in rows {
+            let key = &keys[row];
+            if let Some(value) = &self.config.value {
+                let column = values[0].1;
+                if column.is_null(row) {
+                    bail!("row {row} of the batch: `{value}` is null; nothing to SET at key {key}");
+                }
+                text.clear();
+                push_text(&mut text, column, row);
+                match self.config.ttl_seconds {
+                    Some(ttl) => pipe.set_ex(key, &text, ttl).ignore(),
+                    None => pipe.set(key, &text).ignore(),
+                };
+            } else {
+                let mut pairs = Vec::with_capacity(values.len());
+                for (field, column) in values {
+                    if !column.is_null(row) {
+                        let mut text = String::new();
+                        push_text(&mut text, column, row);
+                        pairs.push((*field, text));
+                    }
+                }
+                if !pairs.is_empty() {
+                    pipe.hset_multiple(key, &pairs).ignore();
+                }
+                if let Some(ttl) = self.config.ttl_seconds {
+                    pipe.expire(key, ttl as i64).ignore();
+                }
+            }
+        }
+        Ok(pipe)
+    }
+}
+
+/// A value as Redis text: floats as Python writes them, so they match the original flow.
+fn push_text(text: &mut String, column: &Column, row: usize) {
+    match &column.values {
+        Values::F64(v) => write_python_float(text, v[row]),
+        Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
+        Values::String(v) => text.push_str(&v[row]),
+        Values::Bool(v) => text.push_str(if v[row] { "true" } else { "false" }),
+    }
+}
+
+#[async_trait]
+impl Sink for RedisSink {
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
+        let column = |name: &str| {
+            batch.column(name).with_context(|| {
+                let have: Vec<&str> = batch.columns().iter().map(|c| c.name.as_str()).collect();
+                format!("no column `{name}` (the batch has: {})", have.join(", "))
+            })
+        };
+        let key_column = column(&self.config.key)?;
+        let Values::String(keys) = &key_column.values else {
+            bail!("the key column `{}` holds {}, not strings", self.config.key, key_column.values.column_type());
+        };
+        if let Some(row) = (0..batch.rows()).find(|&row| key_column.is_null(row)) {
+            bail!("row {row} of the batch has no key (`{}` is null)", self.config.key);
+        }
+        let names: Vec<&str> = match &self.config.value {
+            Some(value) => vec![value.as_str()],
+            None => self.config.fields.iter().map(String::as_str).collect(),
+        };
+        let values: Vec<(&str, &Column)> =
+            names.iter().map(|&n| column(n).map(|c| (n, c))).collect::<anyhow::Result<_>>()?;
+
+        let pipelines = (0..batch.rows())
+            .step_by(self.config.pipeline)
+            .map(|start| self.pipeline(keys, &values, start..(start + self.config.pipeline).min(batch.rows())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let deadline = Duration::from_secs(self.config.retry_seconds);
+        let what = format!("writing to {}", self.shown);
+        let sends = pipelines.into_iter().map(|pipe| {
+            let connection = self.connection.clone();
+            let what = what.clone();
+            async move {
+                let pipe = &pipe;
+                with_retries(deadline, &what, || {
+                    let mut connection = connection.clone();
+                    async move { pipe.query_async::<()>(&mut connection).await }
+                })
+                .await
+                .map_err(|e| give_up(&what, &e, deadline))
+            }
+        });
+        let mut sent = futures::stream::iter(sends).buffer_unordered(self.config.in_flight);
+        while let Some(result) = sent.next().await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        // Every write was acknowledged before `write` returned: nothing is buffered.
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! `runner lookup SPEC VALUE...`: computes a row's key exactly as the pipeline's `row-key` step
+//! does and reads what the pipeline's Redis sink stored under it.
+//!
+//! The values are typed as the pipeline types them: the source is opened and its first batch
+//! read, so a value given as `5` for a float column is keyed as `5.0`, as in the pipeline.
+
+use anyhow::{Context, bail};
+use redis::AsyncCommands;
+
+use crate::batch::{Batch, Column, ColumnType, Values};
+use crate::builtin::Builtin;
+use crate::builtin::redis_sink::{connect, redacted};
+use crate::builtin::row_key::RowKey;
+use crate::pipeline::{Plan, PlannedImplementation};
+
+/// What is stored under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// `SET` sinks: the value.
+    Value(String),
+    /// `HSET` sinks: field → value.
+    Hash(Vec<(String, String)>),
+}
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub key: String,
+    /// `None` when nothing is stored under the key.
+    pub stored: Option<Stored>,
+}
+
+/// Keys `values` as the plan's pipeline does and reads the stored prediction.
+pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<Found> {
+    let key_step = plan.steps.iter().find_map(|s| match &s.implementation {
+        PlannedImplementation::Builtin(Builtin::RowKey(config)) => Some(config.clone()),
+        _ => None,
+    });
+    let Some(key_config) = key_step else {
+        bail!("the pipeline has no `row-key` step: its rows have no key to look up")
+    };
+    let sink = match &plan.steps.last().expect("a plan has a sink").implementation {
+        PlannedImplementation::Builtin(Builtin::Redis(config)) => config.clone(),
+        _ => bail!("the pipeline's sink is not `redis`: there is nothing to look up"),
+    };
+
+    // The key columns and their types, as the source delivers them.
+    let sample = plan.first_batch().await?.context("the source is empty: cannot tell the columns' types")?;
+    let names: Vec<String> = if key_config.columns.is_empty() {
+        sample.columns().iter().map(|c| c.name.clone()).collect()
+    } else {
+        key_config.columns.clone()
+    };
+    if values.len() != names.len() {
+        bail!("expected {} values, for the key columns {}; got {}", names.len(), names.join(", "), values.len());
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for (name, text) in names.iter().zip(values) {
+        let ty = sample.column(name).map(|c| c.values.column_type()).with_context(|| {
+            format!("the source has no column `{name}`: `runner lookup` keys on source columns only")
+        })?;
+        columns.push(typed(name, ty, text)?);
+    }
+    let key = RowKey::new(key_config).keys(&Batch::new(columns)?)?.remove(0);
+
+    let shown = redacted(&sink.url);
+    let mut connection = connect(&sink.url, sink.retry_seconds).await?;
+    let stored = if sink.fields.is_empty() {
+        let value: Option<String> = connection.get(&key).await.with_context(|| format!("reading {shown}"))?;
+        value.map(Stored::Value)
+    } else {
+        let hash: Vec<(String, String)> = connection.hgetall(&key).await.with_context(|| format!("reading {shown}"))?;
+        (!hash.is_empty()).then_some(Stored::Hash(hash))
+    };
+    Ok(Found { key, stored })
+}
+
+/// One value as a one-row column of type `ty`; an empty value is a null, as in the CSV source.
+fn typed(name: &str, ty: ColumnType, text: &str) -> anyhow::Result<Column> {
+    let bad = || anyhow::anyhow!("`{text}` is not a valid {ty} for column `{name}`");
+    let trimmed = text.trim();
+    let null = text.is_empty();
+    let values = match ty {
+        ColumnType::F64 => Values::F64(vec![if null { 0.0 } else { trimmed.parse().map_err(|_| bad())? }]),
+        ColumnType::S64 => Values::S64(vec![if null { 0 } else { trimmed.parse().map_err(|_| bad())? }]),
+        ColumnType::Bool => Values::Bool(vec![match trimmed {
+            _ if null => false,
+            "true" | "True" | "TRUE" => true,
+            "false" | "False" | "FALSE" => false,
+            _ => return Err(bad()),
+        }]),
+        ColumnType::String => Values::String(vec![text.to_string()]),
+    };
+    Ok(Column { name: name.to_string(), values, nulls: null.then(|| vec![true]) })
+}

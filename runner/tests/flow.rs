@@ -1,0 +1,196 @@
+//! The original flow, for real: `pipelines/iris.toml` reads the data and the model from an
+//! S3-protocol server, keys and scores every row, and writes Redis; `runner lookup` reads it
+//! back; broken credentials, buckets, keys and servers each fail with one clear line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::services::{RedisServer, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+use common::{root, runner, stderr, stdout};
+
+/// An S3 server holding the bucket `batch` as the original flow expects it.
+fn bucket() -> S3Server {
+    let s3 = S3Server::start();
+    s3.bucket("batch");
+    s3.put("batch", "data/iris.csv", &root().join("models/iris/iris.csv"));
+    s3.put("batch", "artifact/model.onnx", &root().join("models/iris/model.onnx"));
+    s3.put("batch", "artifact/model.json", &root().join("models/iris/model.json"));
+    s3
+}
+
+/// `runner` with the environment `pipelines/iris.toml` reads: endpoint, credentials, Redis.
+fn flow(s3: &S3Server, redis_url: &str) -> Command {
+    common::plugins();
+    let mut command = runner();
+    command
+        .env("S3_ENDPOINT", s3.endpoint())
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        .env("REDIS_URL", redis_url)
+        .env_remove("S3_BUCKET");
+    command
+}
+
+fn run(mut command: Command, args: &[&str]) -> Output {
+    command.args(args).output().expect("start runner")
+}
+
+/// The original flow's Redis contents: its key and label for every row, one entry per distinct
+/// key (Iris has two identical rows, so 149 keys for 150 rows).
+fn expected_contents() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("models/iris/expected-keys.csv")).unwrap();
+    let mut pairs: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (k, v) = l.split_once(',').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// End to end against real servers: Redis ends up holding exactly the original flow's keys and
+/// labels, and `runner lookup` finds rows of the data set.
+#[test]
+fn iris_flow_writes_the_original_keys_and_labels() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let output = run(flow(&s3, &redis.url()), &["run", "pipelines/iris.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
+
+    let expected = expected_contents();
+    assert_eq!(expected.len(), 149, "two Iris rows are identical, so they share a key");
+    assert_eq!(redis.contents(), expected);
+
+    // A rerun rewrites the same keys with the same values: nothing else appears.
+    let output = run(flow(&s3, &redis.url()), &["run", "--quiet", "pipelines/iris.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(redis.contents(), expected);
+
+    // Look rows up by their values, as a client holding the input would.
+    let rows = std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap();
+    let labels = std::fs::read_to_string(root().join("models/iris/expected.csv")).unwrap();
+    for (row, label) in rows.lines().skip(1).zip(labels.lines().skip(1)).step_by(37) {
+        let values: Vec<&str> = row.split(',').collect();
+        let mut args = vec!["lookup", "pipelines/iris.toml"];
+        args.extend(&values);
+        let output = run(flow(&s3, &redis.url()), &args);
+        assert!(output.status.success(), "lookup {row}: {}", stderr(&output));
+        assert_eq!(stdout(&output).trim(), label.split(',').nth(1).unwrap(), "lookup {row}");
+    }
+    // An integer for a float column is typed as the pipeline types it (5 -> 5.0).
+    let output =
+        run(flow(&s3, &redis.url()), &["lookup", "--show-key", "pipelines/iris.toml", "5", "3.4", "1.5", "0.2"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).ends_with("setosa\n"), "{}", stdout(&output));
+    // A row the pipeline never saw.
+    let output = run(flow(&s3, &redis.url()), &["lookup", "pipelines/iris.toml", "9.9", "9.9", "9.9", "9.9"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("nothing is stored under key "), "{}", stderr(&output));
+}
+
+/// A source given as a prefix reads every object under it, in name order.
+#[test]
+fn a_prefix_source_reads_every_object() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (name, part) in [("part-1.csv", &lines[1..76]), ("part-2.csv", &lines[76..])] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("{}\n{}\n", lines[0], part.join("\n"))).unwrap();
+        s3.put("batch", &format!("data/parts/{name}"), &file);
+    }
+    let spec = write_spec(dir.path(), "s3://batch/data/parts/", "s3://batch/artifact/model.onnx", &s3);
+    let output = run(flow(&s3, &redis.url()), &["run", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("150 rows read"), "{}", stderr(&output));
+    assert_eq!(redis.contents(), expected_contents());
+}
+
+/// `pipelines/iris.toml` with other data and model URLs, in `dir`.
+fn write_spec(dir: &Path, data: &str, model: &str, s3: &S3Server) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("pipelines/iris.toml"))
+        .unwrap()
+        .replace("s3://${S3_BUCKET:-batch}/data/iris.csv", data)
+        .replace("s3://${S3_BUCKET:-batch}/artifact/model.onnx", model)
+        .replace("../plugins/target", &format!("{}/plugins/target", root().display()))
+        .replace("${S3_ENDPOINT:-http://127.0.0.1:9000}", &s3.endpoint());
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Wrong credentials, a missing bucket, a missing object and an unreachable Redis: each is one
+/// error line naming the URL, never the secret, with a non-zero exit.
+#[test]
+fn service_failures_name_the_url_and_hide_secrets() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_env = "not-the-right-secret-4f9a";
+
+    let mut wrong = flow(&s3, &redis.url());
+    wrong.env("AWS_SECRET_ACCESS_KEY", secret_env);
+    let output = run(wrong, &["run", "pipelines/iris.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("error: step `source`: s3://batch/data/iris.csv (at {}): access denied", s3.endpoint())),
+        "{err}"
+    );
+    assert!(!err.contains(secret_env) && !err.contains(S3_SECRET_KEY), "{err}");
+
+    let cases = [
+        (
+            "s3://nobucket/data/iris.csv",
+            "s3://batch/artifact/model.onnx",
+            "s3://nobucket/data/iris.csv (at",
+            "no such bucket",
+        ),
+        (
+            "s3://batch/data/missing.csv",
+            "s3://batch/artifact/model.onnx",
+            "s3://batch/data/missing.csv (at",
+            "no such object",
+        ),
+        (
+            "s3://batch/data/iris.csv",
+            "s3://batch/artifact/missing.onnx",
+            "asset `model` (s3://batch/artifact/missing.onnx (at",
+            "no such object",
+        ),
+    ];
+    for (data, model, names, reason) in cases {
+        let spec = write_spec(dir.path(), data, model, &s3);
+        let output = run(flow(&s3, &redis.url()), &["run", spec.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{data} {model}");
+        let err = stderr(&output);
+        let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
+        assert!(line.contains(names) && line.contains(reason), "{line}");
+        assert!(!err.contains(S3_SECRET_KEY), "{err}");
+    }
+
+    // Redis refuses connections: after the configured retry time, one line with the URL (and
+    // its password masked).
+    let port = redis.port;
+    drop(redis);
+    let spec = write_spec(dir.path(), "s3://batch/data/iris.csv", "s3://batch/artifact/model.onnx", &s3);
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("value = \"label\" }", "value = \"label\", retry_seconds = 1 }");
+    std::fs::write(&spec, text).unwrap();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    let output = run(flow(&s3, &url), &["run", spec.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains(&format!("error: step `sink`: connecting to redis://:***@127.0.0.1:{port}/0: ")), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
