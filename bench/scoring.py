@@ -24,8 +24,8 @@ CLASSES = ["setosa", "versicolor", "virginica"]
 BATCH = 4096
 
 
-def sh(*args, **kwargs):
-    return subprocess.run(args, check=True, cwd=ROOT, **kwargs)
+def sh(*args, cwd=ROOT, **kwargs):
+    return subprocess.run(args, check=True, cwd=cwd, **kwargs)
 
 
 def build():

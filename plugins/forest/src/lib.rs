@@ -12,7 +12,7 @@
 //! Semantics follow the ONNX spec (as onnxruntime implements it): a missing value (NaN) takes the
 //! branch `nodes_missing_value_tracks_true` says, scores are aggregated over trees (sum, average,
 //! min or max), then `base_values` are added. Sums run in tree order in `f32`, as tract does, so
-//! results match tract's op bit for bit on sums.
+//! results match tract's op to within a few units in the last place.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -154,7 +154,53 @@ pub struct Forest {
     base_values: Vec<f32>,
     /// The comparison every branch uses, if they all use the same one.
     uniform: Option<Cmp>,
+    /// The same trees padded to complete binary trees, when they all use one comparison and
+    /// padding costs little: then rows are scored without a branch per node.
+    levels: Option<Levels>,
 }
+
+/// Trees padded to complete binary trees (heap order: the children of node `i` are `2i + 1`,
+/// taken when the test is true, and `2i + 2`). A leaf above the bottom level is repeated in
+/// every bottom slot below it, so every walk takes exactly `depth` steps: no leaf test, no
+/// data-dependent branch, and several rows can walk a tree in lockstep.
+#[derive(Debug, Clone, PartialEq)]
+struct Levels {
+    trees: Vec<LevelTree>,
+    nodes: Vec<LevelNode>,
+    /// Per bottom slot: the range of its leaf's weights in `Forest::leaves`.
+    slots: Vec<(u32, u32)>,
+    /// When every leaf has at most one weight (XGBoost, gradient boosting): per bottom slot,
+    /// that `(target, weight)` itself (weight 0 for an empty leaf), so summing needs no
+    /// indirection. See [`Levels::sum`].
+    single: Option<Vec<(u32, f32)>>,
+    /// For [`Levels::sum`]: the trees deeper than a single leaf, and the sum of the single
+    /// leaves' weights per target (a stump adds the same weight to every row: add it once).
+    deep: Vec<LevelTree>,
+    stumps: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LevelTree {
+    depth: u32,
+    /// Index of the tree's first node in `Levels::nodes`, and of its first slot in `slots`.
+    nodes: u32,
+    slots: u32,
+}
+
+/// A padded node: the feature (low 31 bits; the top bit: a missing value goes true) and the
+/// threshold. Padding nodes below a leaf test feature 0; either way leads to the same leaf.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+struct LevelNode {
+    feature: u32,
+    threshold: f32,
+}
+
+const LEVEL_MISSING_TRUE: u32 = 1 << 31;
+/// Deeper trees are walked node by node: padding them would cost too much memory.
+const MAX_LEVEL_DEPTH: u32 = 14;
+/// Rows walking one tree in lockstep: independent loads overlap.
+const LANES: usize = 8;
 
 impl fmt::Display for Forest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -262,6 +308,7 @@ impl Forest {
             aggregate: t.aggregate,
             base_values: if t.base_values.is_empty() { vec![0.0; t.n_targets] } else { t.base_values.clone() },
             uniform: None,
+            levels: None,
         };
         let mut modes_seen: Vec<Cmp> = Vec::new();
         for tree in tree_ids {
@@ -323,7 +370,76 @@ impl Forest {
             [] => Some(Cmp::Leq), // only leaves: any will do
             _ => None,
         };
+        if forest.uniform.is_some() {
+            forest.levels = forest.levels();
+        }
         Ok(forest)
+    }
+
+    /// The padded layout, or `None` when a tree is too deep or padding would cost more than
+    /// 16 times the nodes (and at least 64k nodes).
+    fn levels(&self) -> Option<Levels> {
+        fn depth(nodes: &[Node], i: u32) -> u32 {
+            let node = nodes[i as usize];
+            if node.meta & LEAF != 0 { 0 } else { 1 + depth(nodes, node.yes).max(depth(nodes, node.no)) }
+        }
+        let depths: Vec<u32> = self.roots.iter().map(|&r| depth(&self.nodes, r)).collect();
+        if depths.iter().any(|&d| d > MAX_LEVEL_DEPTH) {
+            return None;
+        }
+        let padded: usize = depths.iter().map(|&d| (1usize << d) - 1).sum();
+        if padded > (16 * self.nodes.len()).max(1 << 16) {
+            return None;
+        }
+        let mut levels = Levels {
+            trees: Vec::new(),
+            nodes: Vec::with_capacity(padded),
+            slots: Vec::new(),
+            single: None,
+            deep: Vec::new(),
+            stumps: vec![0.0; self.n_targets],
+        };
+        for (&root, &d) in self.roots.iter().zip(&depths) {
+            let tree = LevelTree { depth: d, nodes: levels.nodes.len() as u32, slots: levels.slots.len() as u32 };
+            levels.nodes.resize(levels.nodes.len() + (1 << d) - 1, LevelNode { feature: 0, threshold: 0.0 });
+            levels.slots.resize(levels.slots.len() + (1 << d), (0, 0));
+            self.fill(&mut levels, tree, root, 0, 0);
+            levels.trees.push(tree);
+        }
+        if levels.slots.iter().all(|&(start, end)| end - start <= 1) {
+            let weight = |(start, end): (u32, u32)| if end > start { self.leaves[start as usize] } else { (0, 0.0) };
+            let single: Vec<(u32, f32)> = levels.slots.iter().map(|&slot| weight(slot)).collect();
+            for tree in &levels.trees {
+                if tree.depth == 0 {
+                    let (target, weight) = single[tree.slots as usize];
+                    levels.stumps[target as usize] += weight;
+                } else {
+                    levels.deep.push(*tree);
+                }
+            }
+            levels.single = Some(single);
+        }
+        Some(levels)
+    }
+
+    /// Copies the subtree at `node` to heap position `position` at level `level` of `tree`.
+    fn fill(&self, levels: &mut Levels, tree: LevelTree, node: u32, position: usize, level: u32) {
+        let n = self.nodes[node as usize];
+        if n.meta & LEAF == 0 {
+            let missing = if n.meta & MISSING_TRUE != 0 { LEVEL_MISSING_TRUE } else { 0 };
+            levels.nodes[tree.nodes as usize + position] =
+                LevelNode { feature: (n.meta & FEATURE_MASK) | missing, threshold: n.value };
+            self.fill(levels, tree, n.yes, 2 * position + 1, level + 1);
+            self.fill(levels, tree, n.no, 2 * position + 2, level + 1);
+        } else {
+            // Every bottom slot below this position holds this leaf. The padding nodes on the
+            // way stay at their default: any path through them reaches one of these slots.
+            let below = tree.depth - level;
+            let first = ((position + 1) << below) - 1 - ((1usize << tree.depth) - 1);
+            for slot in first..first + (1 << below) {
+                levels.slots[tree.slots as usize + slot] = (n.yes, n.no);
+            }
+        }
     }
 
     pub fn n_targets(&self) -> usize {
@@ -355,20 +471,80 @@ impl Forest {
         if output.len() != rows * self.n_targets {
             return Err(format!("output has {} values, expected {}", output.len(), rows * self.n_targets));
         }
-        match self.uniform {
-            Some(Cmp::Leq) => self.predict_with::<0>(input, n_features, output),
-            Some(Cmp::Lt) => self.predict_with::<1>(input, n_features, output),
-            Some(Cmp::Gte) => self.predict_with::<2>(input, n_features, output),
-            Some(Cmp::Gt) => self.predict_with::<3>(input, n_features, output),
-            Some(Cmp::Eq) => self.predict_with::<4>(input, n_features, output),
-            Some(Cmp::Neq) => self.predict_with::<5>(input, n_features, output),
-            None => self.predict_with::<MIXED>(input, n_features, output),
+        // Sums of one weight per leaf (boosted trees): walk and add in one pass.
+        if let (Some(levels @ Levels { single: Some(_), .. }), Some(cmp), Aggregate::Sum | Aggregate::Average) =
+            (&self.levels, self.uniform, self.aggregate)
+        {
+            match cmp {
+                Cmp::Leq => levels.sum::<0>(input, n_features, output, self.n_targets),
+                Cmp::Lt => levels.sum::<1>(input, n_features, output, self.n_targets),
+                Cmp::Gte => levels.sum::<2>(input, n_features, output, self.n_targets),
+                Cmp::Gt => levels.sum::<3>(input, n_features, output, self.n_targets),
+                Cmp::Eq => levels.sum::<4>(input, n_features, output, self.n_targets),
+                Cmp::Neq => levels.sum::<5>(input, n_features, output, self.n_targets),
+            }
+            self.finish_scores(output, &[]);
+            return Ok(());
+        }
+        // Otherwise each walker writes, for a block of rows, the leaf range every tree reaches
+        // for every row (tree-major), monomorphised for the comparison all branches share.
+        match (&self.levels, self.uniform) {
+            (Some(levels), Some(cmp)) => match cmp {
+                Cmp::Leq => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<0>(rows, n_features, out))
+                }
+                Cmp::Lt => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<1>(rows, n_features, out))
+                }
+                Cmp::Gte => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<2>(rows, n_features, out))
+                }
+                Cmp::Gt => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<3>(rows, n_features, out))
+                }
+                Cmp::Eq => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<4>(rows, n_features, out))
+                }
+                Cmp::Neq => {
+                    self.aggregate(input, n_features, output, |rows, out| levels.walk::<5>(rows, n_features, out))
+                }
+            },
+            (None, Some(cmp)) => match cmp {
+                Cmp::Leq => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<0>(rows, n_features, out))
+                }
+                Cmp::Lt => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<1>(rows, n_features, out))
+                }
+                Cmp::Gte => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<2>(rows, n_features, out))
+                }
+                Cmp::Gt => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<3>(rows, n_features, out))
+                }
+                Cmp::Eq => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<4>(rows, n_features, out))
+                }
+                Cmp::Neq => {
+                    self.aggregate(input, n_features, output, |rows, out| self.walk_all::<5>(rows, n_features, out))
+                }
+            },
+            (_, None) => {
+                self.aggregate(input, n_features, output, |rows, out| self.walk_all::<MIXED>(rows, n_features, out))
+            }
         }
         Ok(())
     }
 
-    /// `C` is the comparison every branch uses, or `MIXED` to read it from each node.
-    fn predict_with<const C: u32>(&self, input: &[f32], n_features: usize, output: &mut [f32]) {
+    /// Scores blocks of rows: `walk` gives the leaf each tree reaches for each row of a block
+    /// (tree-major), then the leaves' weights are aggregated per row and target in tree order.
+    fn aggregate(
+        &self,
+        input: &[f32],
+        n_features: usize,
+        output: &mut [f32],
+        walk: impl Fn(&[f32], &mut Vec<(u32, u32)>),
+    ) {
         let t = self.n_targets;
         let init = match self.aggregate {
             Aggregate::Sum | Aggregate::Average => 0.0,
@@ -379,14 +555,17 @@ impl Forest {
         // For min/max: whether any tree reached a target (else the target scores 0).
         let mut reached =
             vec![false; if matches!(self.aggregate, Aggregate::Min | Aggregate::Max) { output.len() } else { 0 }];
+        let mut leaves = Vec::with_capacity(self.roots.len() * BLOCK_ROWS);
         for (block, (rows, scores)) in
             input.chunks(BLOCK_ROWS * n_features).zip(output.chunks_mut(BLOCK_ROWS * t)).enumerate()
         {
-            for &root in &self.roots {
-                for (r, row) in rows.chunks_exact(n_features).enumerate() {
-                    let leaf = self.walk::<C>(root, row);
+            let n = rows.len() / n_features;
+            leaves.clear();
+            walk(rows, &mut leaves);
+            for tree_leaves in leaves.chunks_exact(n) {
+                for (r, &(start, end)) in tree_leaves.iter().enumerate() {
                     let scores = &mut scores[r * t..(r + 1) * t];
-                    for &(target, weight) in &self.leaves[leaf.yes as usize..leaf.no as usize] {
+                    for &(target, weight) in &self.leaves[start as usize..end as usize] {
                         let s = &mut scores[target as usize];
                         match self.aggregate {
                             Aggregate::Sum | Aggregate::Average => *s += weight,
@@ -400,6 +579,12 @@ impl Forest {
                 }
             }
         }
+        self.finish_scores(output, &reached);
+    }
+
+    /// After aggregation: averages, min/max of targets no tree reached, then base values.
+    fn finish_scores(&self, output: &mut [f32], reached: &[bool]) {
+        let t = self.n_targets;
         let trees = self.roots.len() as f32;
         for (i, s) in output.iter_mut().enumerate() {
             match self.aggregate {
@@ -412,6 +597,16 @@ impl Forest {
                 }
             }
             *s += self.base_values[i % t];
+        }
+    }
+
+    /// The node-by-node walk, for trees the padded layout does not take.
+    fn walk_all<const C: u32>(&self, rows: &[f32], n_features: usize, out: &mut Vec<(u32, u32)>) {
+        for &root in &self.roots {
+            for row in rows.chunks_exact(n_features) {
+                let leaf = self.walk::<C>(root, row);
+                out.push((leaf.yes, leaf.no));
+            }
         }
     }
 
@@ -429,7 +624,88 @@ impl Forest {
     }
 }
 
-/// `predict_with::<MIXED>` reads each node's own comparison.
+impl Levels {
+    /// Sums, for each row, the single leaf weight each tree reaches: eight rows at a time walk
+    /// every tree in lockstep, with their features and scores in cache. Stumps are added first,
+    /// then the other trees in order.
+    fn sum<const C: u32>(&self, input: &[f32], n_features: usize, output: &mut [f32], t: usize) {
+        for scores in output.chunks_exact_mut(t) {
+            scores.copy_from_slice(&self.stumps);
+        }
+        let mut groups = input.chunks_exact(LANES * n_features);
+        let mut scores = output.chunks_exact_mut(LANES * t);
+        for (group, scores) in (&mut groups).zip(&mut scores) {
+            self.sum_lanes::<C, LANES>(group, n_features, scores, t);
+        }
+        for (row, scores) in
+            groups.remainder().chunks_exact(n_features).zip(scores.into_remainder().chunks_exact_mut(t))
+        {
+            self.sum_lanes::<C, 1>(row, n_features, scores, t);
+        }
+    }
+
+    /// [`Levels::sum`] for `N` rows.
+    #[inline(always)]
+    fn sum_lanes<const C: u32, const N: usize>(&self, rows: &[f32], n_features: usize, scores: &mut [f32], t: usize) {
+        let cmp = Cmp::from_bits(C);
+        let single = self.single.as_deref().expect("checked by the caller");
+        assert!(rows.len() == N * n_features && scores.len() == N * t);
+        for tree in &self.deep {
+            let mut at = [0usize; N];
+            for _ in 0..tree.depth {
+                for (lane, position) in at.iter_mut().enumerate() {
+                    // SAFETY: before the last step a position is one of the tree's 2^depth - 1
+                    // nodes, all within `nodes` (built by `Forest::levels`). A feature index is
+                    // below `min_features()`, which `predict` checked against `n_features`
+                    // (padding nodes read feature 0), so it lies within this lane's row.
+                    let node = unsafe { *self.nodes.get_unchecked(tree.nodes as usize + *position) };
+                    let feature = (node.feature & !LEVEL_MISSING_TRUE) as usize;
+                    let x = unsafe { *rows.get_unchecked(lane * n_features + feature) };
+                    let go_true =
+                        if x.is_nan() { node.feature & LEVEL_MISSING_TRUE != 0 } else { cmp.test(x, node.threshold) };
+                    *position = 2 * *position + 2 - go_true as usize;
+                }
+            }
+            let bottom = (1usize << tree.depth) - 1;
+            for (lane, &position) in at.iter().enumerate() {
+                // SAFETY: after `depth` steps a position is a bottom slot of this tree, and its
+                // target was checked against `n_targets` when the forest was compiled.
+                let (target, weight) = unsafe { *single.get_unchecked(tree.slots as usize + position - bottom) };
+                unsafe { *scores.get_unchecked_mut(lane * t + target as usize) += weight };
+            }
+        }
+    }
+
+    /// Walks every tree for every row of `rows` (rows of `n_features`), pushing the leaf ranges
+    /// tree-major. `C` is the comparison all branches share.
+    fn walk<const C: u32>(&self, rows: &[f32], n_features: usize, out: &mut Vec<(u32, u32)>) {
+        let cmp = Cmp::from_bits(C);
+        for tree in &self.trees {
+            let nodes = &self.nodes[tree.nodes as usize..];
+            let slots = &self.slots[tree.slots as usize..];
+            let bottom = (1usize << tree.depth) - 1;
+            for group in rows.chunks(LANES * n_features) {
+                let lanes = group.len() / n_features;
+                let mut at = [0usize; LANES];
+                for _ in 0..tree.depth {
+                    for (lane, position) in at.iter_mut().enumerate().take(lanes) {
+                        let node = nodes[*position];
+                        let x = group[lane * n_features + (node.feature & !LEVEL_MISSING_TRUE) as usize];
+                        let go_true = if x.is_nan() {
+                            node.feature & LEVEL_MISSING_TRUE != 0
+                        } else {
+                            cmp.test(x, node.threshold)
+                        };
+                        *position = 2 * *position + 2 - go_true as usize;
+                    }
+                }
+                out.extend(at[..lanes].iter().map(|&position| slots[position - bottom]));
+            }
+        }
+    }
+}
+
+/// `walk_all::<MIXED>` reads each node's own comparison.
 const MIXED: u32 = 15;
 
 #[cfg(test)]
@@ -506,6 +782,83 @@ mod tests {
             predict(&Forest::compile(&trees(Aggregate::Min, Cmp::Leq)).unwrap(), &[[0.5, 0.0]]),
             vec![11.0, 20.5]
         );
+    }
+
+    /// A deterministic random ensemble: `trees` trees of depth up to 7 over 5 features, one
+    /// comparison for all branches, missing values sent either way, leaves voting for 3 targets.
+    fn random_trees(trees: i64, seed: u64, max_weights: u32) -> OnnxTrees {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let mut t = OnnxTrees { n_targets: 3, ..OnnxTrees::default() };
+        for tree in 0..trees {
+            let mut next_id = 0i64;
+            // (node id, depth) still to create.
+            let mut pending = vec![(0i64, 0u32)];
+            while let Some((id, depth)) = pending.pop() {
+                next_id = next_id.max(id + 1);
+                t.tree_ids.push(tree);
+                t.node_ids.push(id);
+                t.missing_tracks_true.push(next() % 2 == 0);
+                // One tree in five is a stump (a single leaf), as boosting often makes.
+                if depth < 7 && next() % (if depth == 0 { 5 } else { 4 }) != 0 {
+                    let (yes, no) = (next_id, next_id + 1);
+                    next_id += 2;
+                    t.feature_ids.push((next() % 5) as i64);
+                    t.values.push((next() % 200) as f32 / 20.0 - 5.0);
+                    t.modes.push(Some(Cmp::Lt));
+                    t.true_ids.push(yes);
+                    t.false_ids.push(no);
+                    pending.push((yes, depth + 1));
+                    pending.push((no, depth + 1));
+                } else {
+                    t.feature_ids.push(0);
+                    t.values.push(0.0);
+                    t.modes.push(None);
+                    t.true_ids.push(0);
+                    t.false_ids.push(0);
+                    for _ in 0..1 + next() % max_weights {
+                        t.leaf_tree_ids.push(tree);
+                        t.leaf_node_ids.push(id);
+                        t.leaf_targets.push((next() % 3) as i64);
+                        t.leaf_weights.push((next() % 1000) as f32 / 100.0 - 5.0);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// The padded layout scores exactly as the node-by-node walk, missing values included, with
+    /// several weights per leaf (random forests) and with one (boosting: the one-pass sum).
+    #[test]
+    fn padded_layout_matches_the_walk() {
+        for (max_weights, single) in [(2, false), (1, true)] {
+            let padded = Forest::compile(&random_trees(40, 7, max_weights)).unwrap();
+            let levels = padded.levels.as_ref().expect("shallow trees with one comparison are padded");
+            assert_eq!(levels.single.is_some(), single);
+            compare(&padded, &Forest { levels: None, ..padded.clone() });
+        }
+    }
+
+    fn compare(padded: &Forest, walked: &Forest) {
+        let mut state = 99u64;
+        let input: Vec<f32> = (0..5 * 333)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let v = (state >> 40) as u32;
+                if v % 10 == 0 { f32::NAN } else { (v % 2000) as f32 / 200.0 - 5.0 }
+            })
+            .collect();
+        let (mut a, mut b) = (vec![0.0; 333 * 3], vec![0.0; 333 * 3]);
+        padded.predict(&input, 5, &mut a).unwrap();
+        walked.predict(&input, 5, &mut b).unwrap();
+        // Stumps are summed first on the fast path: the order, and so the last bits, may differ.
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
+        }
     }
 
     #[test]
