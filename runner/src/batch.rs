@@ -154,6 +154,32 @@ impl Batch {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// The names and types of the columns, in order.
+    pub fn schema(&self) -> Schema {
+        self.columns.iter().map(|c| (c.name.clone(), c.values.column_type())).collect()
+    }
+}
+
+/// Column names and types, in order.
+pub type Schema = Vec<(String, ColumnType)>;
+
+/// Says how `later` differs from `first`, if it does: the columns of a step's output must not
+/// change from batch to batch, or the steps after it would misread them.
+pub fn schema_change(first: &Schema, later: &Schema) -> Option<String> {
+    for ((name, ty), (later_name, later_ty)) in first.iter().zip(later) {
+        if name != later_name {
+            return Some(format!("column `{later_name}` is where `{name}` was"));
+        }
+        if ty != later_ty {
+            return Some(format!("column `{name}` changed from {ty} to {later_ty}"));
+        }
+    }
+    match later.len().cmp(&first.len()) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!("column `{}` appeared", later[first.len()].0)),
+        std::cmp::Ordering::Less => Some(format!("column `{}` disappeared", first[later.len()].0)),
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The `runner` command line: parses arguments, calls the library, maps outcomes to exit codes.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
-use runner::pipeline::{Options, Plan};
+use runner::pipeline::{Options, Plan, PlannedImplementation};
 use runner::plugin::ComponentCache;
 use runner::spec::Spec;
 use tracing_subscriber::EnvFilter;
@@ -70,6 +71,11 @@ struct CommonArgs {
     /// Compile plugins without reading or writing the cache.
     #[arg(long)]
     no_cache: bool,
+
+    /// Never draw the progress line (it is drawn only when standard output and standard error
+    /// are terminals).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -96,7 +102,7 @@ enum ReportFormat {
 impl CommonArgs {
     fn options(&self) -> Options {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
-        Options { plugin_dirs: self.plugin_dirs.clone(), cache }
+        Options { plugin_dirs: self.plugin_dirs.clone(), cache, progress: !self.no_progress }
     }
 
     fn plan(&self) -> Result<Plan, ExitCode> {
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,runner=info,plugin=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Run(args) => run(args),
@@ -125,7 +132,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(mut args: RunArgs) -> ExitCode {
+    args.common.no_progress |= args.quiet;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -164,6 +172,16 @@ fn validate(args: CommonArgs) -> ExitCode {
     println!("{}: ok", args.spec.display());
     for step in &plan.steps {
         println!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
+        if let PlannedImplementation::Plugin { plugin, sandbox, .. } = &step.implementation {
+            println!(
+                "  {:<10} {:<16} {}, {} KiB; {}",
+                "",
+                "",
+                plugin.contract.export_name(),
+                plugin.size / 1024,
+                sandbox.describe()
+            );
+        }
     }
     ExitCode::SUCCESS
 }

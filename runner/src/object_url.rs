@@ -149,15 +149,17 @@ impl ObjectUrl {
         Ok(ObjectUrl { store: Arc::new(store), path: ObjectPath::from(key), is_prefix, display })
     }
 
-    /// The objects this URL names: itself, or every object under the prefix, by name.
-    pub async fn objects(&self) -> anyhow::Result<Vec<ObjectPath>> {
+    /// The objects this URL names, with their sizes: itself (checked to be readable), or every
+    /// object under the prefix, by name.
+    pub async fn objects(&self) -> anyhow::Result<Vec<(ObjectPath, u64)>> {
         if !self.is_prefix {
-            return Ok(vec![self.path.clone()]);
+            let size = self.check_readable().await?;
+            return Ok(vec![(self.path.clone(), size)]);
         }
-        let mut found: Vec<ObjectPath> = self
+        let mut found: Vec<(ObjectPath, u64)> = self
             .store
             .list(Some(&self.path))
-            .map_ok(|meta| meta.location)
+            .map_ok(|meta| (meta.location, meta.size))
             .try_collect()
             .await
             .map_err(|e| anyhow::anyhow!("{self}: {}", describe_error(&e)))?;
@@ -166,11 +168,12 @@ impl ObjectUrl {
         Ok(found)
     }
 
-    /// Checks that the object exists and is readable; the error names the URL and says whether
-    /// the object or the whole bucket is missing (a HEAD response has no body to tell).
-    pub async fn check_readable(&self) -> anyhow::Result<()> {
+    /// Checks that the object exists and is readable, and returns its size; the error names the
+    /// URL and says whether the object or the whole bucket is missing (a HEAD response has no
+    /// body to tell).
+    pub async fn check_readable(&self) -> anyhow::Result<u64> {
         match self.store.head(&self.path).await {
-            Ok(_) => Ok(()),
+            Ok(meta) => Ok(meta.size),
             Err(object_store::Error::NotFound { .. }) if self.display.starts_with("s3://") => {
                 let bucket_missing = match self.store.list_with_delimiter(None).await {
                     Err(object_store::Error::NotFound { .. }) => true,

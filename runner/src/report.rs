@@ -13,8 +13,18 @@ pub struct Counts {
     pub rows_in: u64,
     /// For a sink: rows it accepted.
     pub rows_out: u64,
-    /// Time spent inside the step's own calls.
+    /// Time spent inside the step's own calls, summed over its workers.
     pub busy: Duration,
+}
+
+impl Counts {
+    /// Adds another worker's counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.batches += other.batches;
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.busy += other.busy;
+    }
 }
 
 /// How a plugin step's component was loaded.
@@ -33,6 +43,8 @@ pub struct StepStats {
     /// `csv`, `plugin derive.wasm`.
     pub label: String,
     pub plugin: Option<PluginLoad>,
+    /// Instances running in parallel (transforms).
+    pub workers: usize,
     pub counts: Counts,
 }
 
@@ -67,6 +79,7 @@ impl RunReport {
                     "name": s.name,
                     "role": s.role.to_string(),
                     "implementation": s.label,
+                    "workers": s.workers,
                     "batches": s.counts.batches,
                     "rows_in": s.counts.rows_in,
                     "rows_out": s.counts.rows_out,
@@ -104,20 +117,26 @@ impl std::fmt::Display for RunReport {
             self.rows_written(),
         )?;
         let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-        let label_width = self.steps.iter().map(|s| s.label.len()).max().unwrap_or(0).max("implementation".len());
+        // `plugin x.wasm ×2`: the implementation, and its workers when there are several.
+        let labels: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| if s.workers > 1 { format!("{} ×{}", s.label, s.workers) } else { s.label.clone() })
+            .collect();
+        let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max("implementation".len());
         writeln!(
             f,
             "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
             "step", "role", "implementation", "rows in", "rows out", "busy"
         )?;
-        for step in &self.steps {
+        for (step, label) in self.steps.iter().zip(&labels) {
             let rows_in = if step.role == Role::Source { "-".to_string() } else { step.counts.rows_in.to_string() };
             write!(
                 f,
                 "  {:<width$}  {:<9}  {:<label_width$}  {:>10}  {:>10}  {:>10}",
                 step.name,
                 step.role.to_string(),
-                step.label,
+                label,
                 rows_in,
                 step.counts.rows_out,
                 format_duration(step.counts.busy),

@@ -43,6 +43,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::object_url::S3Options;
+use crate::plugin::sandbox::{Grants, Limits, Sandbox};
 
 /// Rows per batch when the spec does not say.
 pub const DEFAULT_BATCH_ROWS: usize = 4096;
@@ -95,6 +96,8 @@ pub struct StepSpec {
     pub implementation: Implementation,
     /// Where `kind` or `plugin` is written, for errors about the implementation.
     pub implementation_at: Location,
+    /// `workers = 4`: instances of a transform processing batches in parallel.
+    pub workers: Option<NonZeroUsize>,
     /// The path of this step's table in the document (`source`, `transform.2`, `sink`).
     table: TablePath,
 }
@@ -185,6 +188,15 @@ struct RawStep {
     /// `assets = { model = "s3://bucket/model.onnx" }`: files the host fetches for a plugin.
     #[allow(dead_code)]
     assets: Option<BTreeMap<String, String>>,
+    /// `workers = 4`: parallel instances of a transform (default: one per core for a plugin,
+    /// one for a built-in step).
+    workers: Option<NonZeroUsize>,
+    /// `limits = { memory_mb = 512, call_seconds = 10, fuel = ... }`: a plugin's limits.
+    #[allow(dead_code)]
+    limits: Option<toml::Table>,
+    /// `grants = { dirs = [...], env = [...], network = true }`: what a plugin may use.
+    #[allow(dead_code)]
+    grants: Option<toml::Table>,
 }
 
 impl Spec {
@@ -258,7 +270,14 @@ impl Spec {
                 }
             };
             names.push(name.clone());
-            Ok(StepSpec { name, role, implementation, implementation_at: doc.location(at.start), table })
+            Ok(StepSpec {
+                name,
+                role,
+                implementation,
+                implementation_at: doc.location(at.start),
+                workers: raw.workers,
+                table,
+            })
         };
         let missing =
             |role: Role| doc.error_at(0..0, format!("missing the `[{role}]` table: a pipeline has exactly one {role}"));
@@ -302,6 +321,24 @@ impl Spec {
     /// A step's `assets` table (name → URL, interpolated); empty when absent.
     pub fn assets(&self, step: &StepSpec) -> Result<BTreeMap<String, String>, SpecError> {
         self.decode_table(step, "assets")
+    }
+
+    /// A step's `limits` and `grants` (defaults: nothing granted), if it declares either.
+    pub fn sandbox(&self, step: &StepSpec) -> Result<Option<Sandbox>, SpecError> {
+        let (has_limits, has_grants) = (self.has_table(step, "limits"), self.has_table(step, "grants"));
+        if !has_limits && !has_grants {
+            return Ok(None);
+        }
+        let limits: Limits = if has_limits { self.decode_table(step, "limits")? } else { Limits::default() };
+        let grants: Grants = if has_grants { self.decode_table(step, "grants")? } else { Grants::default() };
+        let grants = grants.resolve(self.base_dir()).map_err(|e| self.step_error(step, e))?;
+        Ok(Some(Sandbox { limits, grants }))
+    }
+
+    /// Whether the step's table has the key `key`.
+    fn has_table(&self, step: &StepSpec, key: &str) -> bool {
+        let doc = Document { path: &self.path, text: &self.text };
+        doc.parse().map(|root| doc.find(&root, Some(step), key).is_some()).unwrap_or(false)
     }
 
     /// The `[s3]` table: how to reach `s3://` URLs (defaults when absent).
@@ -416,17 +453,27 @@ impl<'a> Document<'a> {
         step: Option<&StepSpec>,
         key: &str,
     ) -> Result<(Spanned<DeValue<'a>>, Vec<Range<usize>>), SpecError> {
+        let config = self.find(root, step, key).cloned();
+        let mut config = config.unwrap_or_else(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
+        let mut interpolated = Vec::new();
+        self.interpolate(root, &mut config, &mut interpolated)?;
+        Ok((config, interpolated))
+    }
+
+    /// The value of `key` in a step's table (or the document's, for `None`).
+    fn find<'r>(
+        &self,
+        root: &'r Spanned<DeValue<'a>>,
+        step: Option<&StepSpec>,
+        key: &str,
+    ) -> Option<&'r Spanned<DeValue<'a>>> {
         let table = match step.map(|s| &s.table) {
             None => Some(root),
             Some(TablePath::Source) => root.get_ref().get("source"),
             Some(TablePath::Sink) => root.get_ref().get("sink"),
             Some(TablePath::Transform(i)) => root.get_ref().get("transform").and_then(|t| t.get_ref().get(*i)),
         };
-        let config = table.and_then(|t| t.get_ref().get(key)).cloned();
-        let mut config = config.unwrap_or_else(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
-        let mut interpolated = Vec::new();
-        self.interpolate(root, &mut config, &mut interpolated)?;
-        Ok((config, interpolated))
+        table.and_then(|t| t.get_ref().get(key))
     }
 
     /// Expands `${...}` in every string under `value` (part of `root`, for error paths).

@@ -34,4 +34,10 @@ pub trait Sink: Send {
 
     /// Called once after the last batch: flush and close. Data is durable only after this.
     async fn finish(&mut self) -> anyhow::Result<()>;
+
+    /// Whether batches must arrive in the source's order. Transforms with several workers
+    /// finish batches out of order; the pipeline puts them back in order for such a sink.
+    fn ordered(&self) -> bool {
+        false
+    }
 }

@@ -178,3 +178,27 @@ fn bad_data_names_the_file_and_line() {
         "{err}"
     );
 }
+
+/// Several workers and many small batches: batches overtake each other between the workers, and
+/// the CSV sink still writes every row in the source's order. The JSON report counts all rows
+/// and names the workers.
+#[test]
+fn parallel_workers_keep_file_output_in_order() {
+    let dir = temp();
+    let transform = "[[transform]]\nplugin = \"derive\"\nworkers = 3\nconfig = { columns = [{ name = \"twice\", expr = \"2 * petal_width\" }] }";
+    let path = spec(dir.path(), transform, "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[pipeline]\n", "[pipeline]\nbatch_rows = 7\n");
+    std::fs::write(&path, text).unwrap();
+    plugins();
+    let output = run(&["run", "--report", "json", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (_, input) = parse_csv(&std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap());
+    let (_, rows) = parse_csv(&stdout(&output));
+    let firsts: Vec<&[String]> = rows.iter().map(|r| &r[..4]).collect();
+    let expected: Vec<&[String]> = input.iter().map(|r| &r[..]).collect();
+    assert_eq!(firsts, expected, "rows in source order");
+    let report: serde_json::Value = serde_json::from_str(stderr(&output).lines().last().unwrap()).unwrap();
+    assert_eq!(report["rows_written"], 150);
+    assert_eq!(report["steps"][1]["workers"], 3);
+    assert_eq!(report["steps"][1]["batches"], 22, "150 rows in batches of 7");
+}

@@ -29,10 +29,11 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::object_url::{ObjectUrl, describe_error};
+use crate::pipeline::{Counting, Progress};
 use crate::step::Source;
 
 /// The `config` table of a `csv` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvSourceConfig {
     /// `url = "data/iris.csv"`: a path relative to the spec file, or `file:///...`.
@@ -60,17 +61,20 @@ pub struct CsvSource {
 impl CsvSource {
     /// Checks that the data is there (so a wrong URL or credentials fail before anything else
     /// starts), then reads it in the background.
-    pub async fn open(config: CsvSourceConfig, url: ObjectUrl, batch_rows: usize) -> anyhow::Result<CsvSource> {
+    pub async fn open(
+        config: CsvSourceConfig,
+        url: ObjectUrl,
+        batch_rows: usize,
+        progress: Arc<Progress>,
+    ) -> anyhow::Result<CsvSource> {
         if !config.delimiter.is_ascii() {
             bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
         }
         let objects = url.objects().await?;
-        if !url.is_prefix {
-            url.check_readable().await?;
-        }
+        progress.expect_bytes(objects.iter().map(|(_, size)| size).sum());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            if let Err(e) = read_objects(config, url, objects, batch_rows, tx.clone()).await {
+            if let Err(e) = read_objects(config, url, objects, batch_rows, progress, tx.clone()).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -92,8 +96,9 @@ type Schema = (Vec<String>, Vec<ColumnType>);
 async fn read_objects(
     config: CsvSourceConfig,
     url: ObjectUrl,
-    objects: Vec<object_store::path::Path>,
+    objects: Vec<(object_store::path::Path, u64)>,
     batch_rows: usize,
+    progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
     if objects.is_empty() {
@@ -101,11 +106,12 @@ async fn read_objects(
     }
     let config = Arc::new(config);
     let mut schema: Option<Schema> = None;
-    for object in objects {
+    for (object, _) in objects {
         let name = url.name_of(&object);
         let body = url.store.get(&object).await.map_err(|e| anyhow!("{name}: {}", describe_error(&e)))?;
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-        let bytes = SyncIoBridge::new(StreamReader::new(body.into_stream().map_err(std::io::Error::other)));
+        let stream = StreamReader::new(body.into_stream().map_err(std::io::Error::other));
+        let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
         let (config, tx) = (config.clone(), tx.clone());
         let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &config, batch_rows, schema, &tx));
         match parsed.await? {

@@ -13,7 +13,7 @@ use crate::batch::Batch;
 use crate::step::Sink;
 
 /// The `config` table of a `discard` sink: empty.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardConfig {}
 

@@ -24,7 +24,7 @@ use crate::format::write_python_float;
 use crate::step::Sink;
 
 /// The `config` table of a `csv` or `jsonl` sink.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// `url = "out/scored.csv"`: a path relative to the spec file, `file:///...`, or `-` for
@@ -169,6 +169,11 @@ impl Sink for FileSink {
             Some(_) => {}
         }
         self.write_rows(&batch).with_context(|| format!("writing {}", self.destination()))
+    }
+
+    /// Files keep the rows in the source's order.
+    fn ordered(&self) -> bool {
+        true
     }
 
     async fn finish(&mut self) -> anyhow::Result<()> {

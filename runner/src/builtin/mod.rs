@@ -37,8 +37,8 @@ pub fn kinds(role: Role) -> &'static [&'static str] {
     }
 }
 
-/// A built-in step with its decoded config, ready to open.
-#[derive(Debug)]
+/// A built-in step with its decoded config, ready to open (as often as it has workers).
+#[derive(Debug, Clone)]
 pub enum Builtin {
     CsvSource(CsvSourceConfig),
     RowKey(RowKeyConfig),
@@ -68,27 +68,30 @@ impl Builtin {
         })
     }
 
-    pub async fn open_source(self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Source>> {
+    pub async fn open_source(&self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Source>> {
         match self {
             Builtin::CsvSource(config) => {
                 let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), context.s3)?;
-                Ok(Box::new(CsvSource::open(config, url, context.spec.pipeline.batch_rows.get()).await?))
+                let batch_rows = context.spec.pipeline.batch_rows.get();
+                Ok(Box::new(CsvSource::open(config.clone(), url, batch_rows, context.progress.clone()).await?))
             }
             other => unreachable!("{other:?} is not a source: `plan` checks roles"),
         }
     }
 
-    pub fn open_transform(self, _context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
+    pub fn open_transform(&self, _context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
         match self {
-            Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config))),
+            Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config.clone()))),
             other => unreachable!("{other:?} is not a transform: `plan` checks roles"),
         }
     }
 
-    pub async fn open_sink(self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
+    pub async fn open_sink(&self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
         match self {
-            Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config, format, context.spec.base_dir())?)),
-            Builtin::Redis(config) => Ok(Box::new(RedisSink::open(config).await?)),
+            Builtin::FileSink(config, format) => {
+                Ok(Box::new(FileSink::open(config.clone(), *format, context.spec.base_dir())?))
+            }
+            Builtin::Redis(config) => Ok(Box::new(RedisSink::open(config.clone()).await?)),
             Builtin::Discard(_) => Ok(Box::new(DiscardSink)),
             other => unreachable!("{other:?} is not a sink: `plan` checks roles"),
         }

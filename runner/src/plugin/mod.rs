@@ -3,8 +3,10 @@
 //! - `bindings`: host bindings generated from `wit/plugin.wit`.
 //! - `cache`: compiled components on disk, so only the first run pays for Cranelift.
 //! - `contract`: which world (step kind) and contract version a component implements.
-//! - `state`: the per-instance store data: the WASI context (which grants nothing by default)
-//!   and the host functions plugins import (`log`, `asset`).
+//! - `sandbox`: limits (memory, time per call, fuel) and grants (directories, environment,
+//!   network) of a plugin step; its stdout and stderr go to the log.
+//! - `state`: the per-instance store data: the WASI context built from the grants, the memory
+//!   limiter, and the host functions plugins import (`log`, `asset`).
 //! - `convert`: moving batches across the boundary.
 //! - `steps`: `PluginSource`, `PluginTransform`, `PluginSink`, the adapters the pipeline drives.
 
@@ -12,6 +14,7 @@ mod bindings;
 pub mod cache;
 pub mod contract;
 mod convert;
+pub mod sandbox;
 mod state;
 mod steps;
 
@@ -29,6 +32,7 @@ pub use contract::Contract;
 pub use steps::{PluginSink, PluginSource, PluginTransform};
 
 use crate::spec::Role;
+use sandbox::Sandbox;
 use state::State;
 
 /// The bytes of a step's assets, by the name the spec gives them.
@@ -40,7 +44,14 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<State>,
     cache: ComponentCache,
+    /// Whether the engine counts fuel (only when a step sets `limits.fuel`: it slows code).
+    fuel: bool,
+    /// Stops the epoch ticker when the runtime goes.
+    ticker: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How often the engine's epoch advances: the resolution of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// A component compiled, checked against the contract, and ready to instantiate.
 pub struct LoadedPlugin {
@@ -55,14 +66,28 @@ pub struct LoadedPlugin {
 }
 
 impl PluginRuntime {
-    pub fn new(cache: ComponentCache) -> anyhow::Result<PluginRuntime> {
+    /// An engine whose compiled code checks deadlines (epoch interruption) and, when `fuel`,
+    /// counts fuel. The compile cache keys on these settings too.
+    pub fn new(cache: ComponentCache, fuel: bool) -> anyhow::Result<PluginRuntime> {
         let mut config = Config::new();
-        config.wasm_component_model(true);
+        config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        Ok(PluginRuntime { engine, linker, cache })
+        // Deadlines are counted in epochs; one thread advances them for every instance.
+        let ticker = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (running, ticking) = (ticker.clone(), engine.weak());
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(PluginRuntime { engine, linker, cache, fuel, ticker })
     }
 
     pub fn cache(&self) -> &ComponentCache {
@@ -94,8 +119,18 @@ impl PluginRuntime {
         })
     }
 
-    fn store(&self, step: &str, assets: AssetBytes) -> Store<State> {
-        Store::new(&self.engine, State::new(step, assets))
+    /// A store for one instance of a step's plugin, with the step's limits in force.
+    fn store(&self, step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<Store<State>> {
+        let mut store = Store::new(&self.engine, State::new(step, assets, sandbox)?);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -2,25 +2,42 @@
 
 use std::sync::Arc;
 
+use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::AssetBytes;
 use super::bindings::{host, types};
+use super::sandbox::{Sandbox, StderrTail};
 
 pub struct State {
-    /// WASI as the plugin sees it. Built with nothing granted: no preopened directories, no
-    /// environment variables, no arguments, and no socket address is allowed.
+    /// WASI as the plugin sees it: only what the step's `grants` give (by default no
+    /// directory, no environment variable, no socket); stdout and stderr go to the log.
     wasi: WasiCtx,
     table: ResourceTable,
     /// The step's name, to tag the plugin's log lines.
     step: Arc<str>,
     assets: AssetBytes,
+    /// The memory cap, enforced by wasmtime when the instance grows its memory.
+    pub limits: StoreLimits,
+    pub stderr_tail: StderrTail,
 }
 
 impl State {
-    pub fn new(step: &str, assets: AssetBytes) -> State {
-        State { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), step: step.into(), assets }
+    pub fn new(step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<State> {
+        let stderr_tail = StderrTail::default();
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size((sandbox.limits.memory_mb << 20) as usize)
+            .trap_on_grow_failure(true)
+            .build();
+        Ok(State {
+            wasi: sandbox.grants.wasi(step, &stderr_tail)?,
+            table: ResourceTable::new(),
+            step: step.into(),
+            assets,
+            limits,
+            stderr_tail,
+        })
     }
 }
 
@@ -37,11 +54,11 @@ impl host::Host for State {
         let step = &*self.step;
         // `tracing` needs the level at compile time, hence one arm per level.
         match level {
-            host::Level::Trace => tracing::trace!(target: "plugin", step, "{message}"),
-            host::Level::Debug => tracing::debug!(target: "plugin", step, "{message}"),
-            host::Level::Info => tracing::info!(target: "plugin", step, "{message}"),
-            host::Level::Warn => tracing::warn!(target: "plugin", step, "{message}"),
-            host::Level::Error => tracing::error!(target: "plugin", step, "{message}"),
+            host::Level::Trace => tracing::trace!(target: "plugin", step = %step, "{message}"),
+            host::Level::Debug => tracing::debug!(target: "plugin", step = %step, "{message}"),
+            host::Level::Info => tracing::info!(target: "plugin", step = %step, "{message}"),
+            host::Level::Warn => tracing::warn!(target: "plugin", step = %step, "{message}"),
+            host::Level::Error => tracing::error!(target: "plugin", step = %step, "{message}"),
         }
     }
 
@@ -49,7 +66,7 @@ impl host::Host for State {
         match self.assets.get(&name) {
             Some(bytes) => Ok(bytes.as_ref().clone()),
             None if self.assets.is_empty() => {
-                Err(format!("step `{}` declares no assets; add `[..assets] {name} = \"url\"`", self.step))
+                Err(format!("step `{}` declares no assets; add `assets = {{ {name} = \"url\" }}` to it", self.step))
             }
             None => Err(format!(
                 "step `{}` declares no asset `{name}` (it declares: {})",

@@ -1,29 +1,84 @@
 //! Adapters that make a plugin instance look like a built-in step.
 //!
 //! Each adapter owns one wasmtime `Store` (so one instance, one linear memory) and the handle of
-//! the resource the plugin's `open` returned. Every call names the plugin in its errors.
+//! the resource the plugin's `open` returned. Before every call the step's limits are re-armed
+//! (deadline, fuel); every error names the plugin, and a trap says which limit it hit.
 
 use async_trait::async_trait;
-use wasmtime::Store;
 use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap};
 
 use super::bindings::{sink, source, transform, types as wit};
+use super::sandbox::{Limits, Sandbox};
 use super::{AssetBytes, LoadedPlugin, PluginRuntime, State, convert};
 use crate::batch::Batch;
 use crate::step::{Sink, Source, Transform};
 
-/// Shared by the three adapters: the store, the resource, and the plugin's name for errors.
+/// Shared by the three adapters: the store, the resource, and what errors need to say.
 struct Instance<B> {
     store: Store<State>,
     bindings: B,
     handle: ResourceAny,
     plugin: String,
+    limits: Limits,
+    fuel: bool,
+}
+
+/// A fresh store for `plugin`, and the plugin's file name.
+fn store(
+    runtime: &PluginRuntime,
+    plugin: &LoadedPlugin,
+    step: &str,
+    assets: AssetBytes,
+    sandbox: &Sandbox,
+) -> anyhow::Result<(Store<State>, String)> {
+    let mut store = runtime.store(step, assets, sandbox)?;
+    arm(&mut store, &sandbox.limits, runtime.fuel)?;
+    Ok((store, plugin.file_name()))
+}
+
+/// Resets the per-call budgets before a call into the plugin.
+fn arm(store: &mut Store<State>, limits: &Limits, fuel: bool) -> anyhow::Result<()> {
+    let ticks = (limits.call_seconds * 1000).div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1);
+    store.set_epoch_deadline(ticks);
+    if fuel {
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+    }
+    Ok(())
+}
+
+/// Why a call into the plugin did not return: a limit, a crash, or a failed host call.
+fn trap_message(e: &wasmtime::Error, store: &Store<State>, limits: &Limits) -> String {
+    let text = format!("{e:#}");
+    let reason = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            format!("exceeded its time limit: a call ran longer than {} s (limits.call_seconds)", limits.call_seconds)
+        }
+        Some(Trap::OutOfFuel) => {
+            format!("used up its fuel: {} units in one call (limits.fuel)", limits.fuel.unwrap_or(u64::MAX))
+        }
+        _ if text.contains("growing memory") => {
+            format!("exceeded its memory limit of {} MiB (limits.memory_mb)", limits.memory_mb)
+        }
+        Some(Trap::UnreachableCodeReached) => "crashed (a panic, or `unreachable`)".to_string(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {}", text.lines().next().unwrap_or_default()),
+    };
+    // A Rust panic prints its message on stderr just before the trap: quote it.
+    let tail = store.data().stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "));
+    match tail {
+        Ok(tail) if !tail.is_empty() => format!("{reason}; its last words on stderr: {tail}"),
+        _ => reason,
+    }
 }
 
 impl<B> Instance<B> {
-    /// A trap (the plugin crashed, or broke a limit) or a failed host call.
+    fn arm(&mut self) -> anyhow::Result<()> {
+        arm(&mut self.store, &self.limits, self.fuel)
+    }
+
     fn trapped(&self, e: wasmtime::Error) -> anyhow::Error {
-        anyhow::anyhow!("plugin `{}` trapped: {e:#}", self.plugin)
+        anyhow::anyhow!("plugin `{}` {}", self.plugin, trap_message(&e, &self.store, &self.limits))
     }
 
     /// An error the plugin returned through the contract.
@@ -38,9 +93,19 @@ impl<B> Instance<B> {
         convert::from_wit(batch)
             .map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))
     }
+}
 
-    fn failed_to_open(plugin: &str, message: String) -> anyhow::Error {
-        anyhow::anyhow!("plugin `{plugin}` failed to open: {message}")
+/// Maps the outcome of a plugin's `open`.
+fn opened(
+    result: wasmtime::Result<Result<ResourceAny, String>>,
+    plugin: &str,
+    store: &Store<State>,
+    limits: &Limits,
+) -> anyhow::Result<ResourceAny> {
+    match result {
+        Ok(Ok(handle)) => Ok(handle),
+        Ok(Err(message)) => Err(anyhow::anyhow!("plugin `{plugin}` failed to open: {message}")),
+        Err(e) => Err(anyhow::anyhow!("plugin `{plugin}` {} while opening", trap_message(&e, store, limits))),
     }
 }
 
@@ -54,18 +119,14 @@ impl PluginTransform {
         step: &str,
         config: &str,
         assets: AssetBytes,
+        sandbox: &Sandbox,
     ) -> anyhow::Result<PluginTransform> {
-        let name = plugin.file_name();
-        let mut store = runtime.store(step, assets);
+        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
         let bindings = transform::TransformPluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let handle = bindings
-            .etl_plugin_transform()
-            .transformer()
-            .call_open(&mut store, config)
-            .await
-            .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
-        Ok(PluginTransform(Instance { store, bindings, handle, plugin: name }))
+        let result = bindings.etl_plugin_transform().transformer().call_open(&mut store, config).await;
+        let handle = opened(result, &name, &store, &sandbox.limits)?;
+        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
+        Ok(PluginTransform(Instance { store, bindings, handle, plugin: name, limits, fuel }))
     }
 }
 
@@ -73,6 +134,7 @@ impl PluginTransform {
 impl Transform for PluginTransform {
     async fn process(&mut self, batch: Batch) -> anyhow::Result<Batch> {
         let i = &mut self.0;
+        i.arm()?;
         let input = convert::to_wit(batch);
         let result = i.bindings.etl_plugin_transform().transformer().call_process(&mut i.store, i.handle, &input).await;
         match result {
@@ -84,6 +146,7 @@ impl Transform for PluginTransform {
 
     async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.0;
+        i.arm()?;
         let result = i.bindings.etl_plugin_transform().transformer().call_finish(&mut i.store, i.handle).await;
         match result {
             Ok(Ok(Some(output))) => i.check(output).map(Some),
@@ -106,20 +169,16 @@ impl PluginSource {
         step: &str,
         config: &str,
         assets: AssetBytes,
+        sandbox: &Sandbox,
         batch_rows: usize,
     ) -> anyhow::Result<PluginSource> {
-        let name = plugin.file_name();
-        let mut store = runtime.store(step, assets);
+        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
         let bindings = source::SourcePluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let handle = bindings
-            .etl_plugin_source()
-            .reader()
-            .call_open(&mut store, config)
-            .await
-            .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
-        let batch_rows = u32::try_from(batch_rows).unwrap_or(u32::MAX);
-        Ok(PluginSource { instance: Instance { store, bindings, handle, plugin: name }, batch_rows })
+        let result = bindings.etl_plugin_source().reader().call_open(&mut store, config).await;
+        let handle = opened(result, &name, &store, &sandbox.limits)?;
+        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
+        let instance = Instance { store, bindings, handle, plugin: name, limits, fuel };
+        Ok(PluginSource { instance, batch_rows: u32::try_from(batch_rows).unwrap_or(u32::MAX) })
     }
 }
 
@@ -127,6 +186,7 @@ impl PluginSource {
 impl Source for PluginSource {
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.instance;
+        i.arm()?;
         let result = i.bindings.etl_plugin_source().reader().call_next(&mut i.store, i.handle, self.batch_rows).await;
         match result {
             Ok(Ok(Some(output))) => i.check(output).map(Some),
@@ -146,18 +206,14 @@ impl PluginSink {
         step: &str,
         config: &str,
         assets: AssetBytes,
+        sandbox: &Sandbox,
     ) -> anyhow::Result<PluginSink> {
-        let name = plugin.file_name();
-        let mut store = runtime.store(step, assets);
+        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
         let bindings = sink::SinkPluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let handle = bindings
-            .etl_plugin_sink()
-            .writer()
-            .call_open(&mut store, config)
-            .await
-            .map_err(|e| anyhow::anyhow!("plugin `{name}` trapped while opening: {e:#}"))?
-            .map_err(|m| Instance::<()>::failed_to_open(&name, m))?;
-        Ok(PluginSink(Instance { store, bindings, handle, plugin: name }))
+        let result = bindings.etl_plugin_sink().writer().call_open(&mut store, config).await;
+        let handle = opened(result, &name, &store, &sandbox.limits)?;
+        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
+        Ok(PluginSink(Instance { store, bindings, handle, plugin: name, limits, fuel }))
     }
 }
 
@@ -165,6 +221,7 @@ impl PluginSink {
 impl Sink for PluginSink {
     async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
         let i = &mut self.0;
+        i.arm()?;
         let input = convert::to_wit(batch);
         let result = i.bindings.etl_plugin_sink().writer().call_write(&mut i.store, i.handle, &input).await;
         match result {
@@ -176,6 +233,7 @@ impl Sink for PluginSink {
 
     async fn finish(&mut self) -> anyhow::Result<()> {
         let i = &mut self.0;
+        i.arm()?;
         let result = i.bindings.etl_plugin_sink().writer().call_finish(&mut i.store, i.handle).await;
         match result {
             Ok(Ok(())) => Ok(()),

@@ -1,0 +1,262 @@
+//! Builds the steps a spec declares, wires them with bounded channels, runs them, and reports.
+//!
+//! Two phases:
+//! - [`Plan::new`] checks everything that can be checked before data flows: each built-in
+//!   step's config, each plugin's file, component type, step kind and contract version. This is
+//!   all `runner validate` does, and its errors are spec errors.
+//! - [`Plan::run`] opens the steps and streams batches from the source through the transforms
+//!   to the sink (see `stages`): a transform runs as several workers, each with its own
+//!   instance, and every channel is bounded, so a slow stage makes the ones before it wait and
+//!   memory stays bounded by the batches in flight, whatever the size of the input.
+//!
+//! - `open`: turning a planned step into running instances (assets fetched once per step).
+//! - `stages`: the tasks that move batches, the order they keep, and how a failure stops them.
+//! - `progress`: the progress line of interactive runs.
+//!
+//! This module knows the step traits, not the concrete steps: `builtin` and `plugin` build them.
+
+mod open;
+mod progress;
+mod stages;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::batch::Batch;
+use crate::builtin::Builtin;
+use crate::object_url::S3Options;
+use crate::plugin::sandbox::Sandbox;
+use crate::plugin::{ComponentCache, LoadedPlugin, PluginRuntime};
+use crate::report::{Counts, PluginLoad, RunReport, StepStats};
+use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
+pub use open::OpenContext;
+pub use progress::{Counting, Progress};
+use stages::CHANNEL_BATCHES;
+
+/// Where plugins are found and compiled components cached; from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Directories searched for `plugin = "name"`, before the spec's `plugin_dir`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The compiled-component cache.
+    pub cache: Option<PathBuf>,
+    /// Draw a progress line when the run is interactive.
+    pub progress: bool,
+}
+
+/// A checked pipeline, ready to run.
+pub struct Plan {
+    pub spec: Spec,
+    pub steps: Vec<PlannedStep>,
+    /// How to reach `s3://` URLs (the spec's `[s3]` table).
+    pub s3: S3Options,
+    runtime: Option<Arc<PluginRuntime>>,
+    progress: bool,
+}
+
+pub struct PlannedStep {
+    pub spec: StepSpec,
+    pub implementation: PlannedImplementation,
+    /// Instances of a transform that process batches in parallel (1 for a source or sink).
+    pub workers: usize,
+}
+
+pub enum PlannedImplementation {
+    Builtin(Builtin),
+    Plugin {
+        plugin: LoadedPlugin,
+        /// The step's `config` table as JSON.
+        config: String,
+        /// Asset name → URL, fetched when the step opens.
+        assets: BTreeMap<String, String>,
+        /// Its limits and grants.
+        sandbox: Sandbox,
+    },
+}
+
+impl PlannedStep {
+    /// `csv`, or `plugin derive.wasm`.
+    pub fn label(&self) -> String {
+        match (&self.implementation, &self.spec.implementation) {
+            (PlannedImplementation::Plugin { plugin, .. }, _) => format!("plugin {}", plugin.file_name()),
+            (_, Implementation::Builtin(kind)) => kind.clone(),
+            (_, Implementation::Plugin(name)) => name.clone(),
+        }
+    }
+}
+
+impl Plan {
+    /// Checks every step; loads (compiles or fetches from the cache) every plugin.
+    pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
+        let s3 = spec.s3()?;
+        let mut sandboxes = Vec::new();
+        for step in spec.steps() {
+            sandboxes.push(spec.sandbox(step)?);
+        }
+        // Counting fuel slows every plugin: the engine does it only if a step asks.
+        let fuel = sandboxes.iter().flatten().any(|s| s.limits.fuel.is_some());
+        let mut runtime: Option<Arc<PluginRuntime>> = None;
+        let mut steps = Vec::new();
+        for (step, sandbox) in spec.steps().zip(sandboxes) {
+            let assets = spec.assets(step)?;
+            let implementation = match &step.implementation {
+                Implementation::Builtin(_) if !assets.is_empty() => {
+                    return Err(spec.step_error(step, "`assets` are for plugins; built-in steps take none"));
+                }
+                Implementation::Builtin(_) if sandbox.is_some() => {
+                    return Err(
+                        spec.step_error(step, "`limits` and `grants` are for plugins: a built-in step is trusted code")
+                    );
+                }
+                Implementation::Builtin(kind) => PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind)?),
+                Implementation::Plugin(name) => {
+                    let path = resolve_plugin(&spec, step, name, &options.plugin_dirs)?;
+                    let runtime = match &runtime {
+                        Some(r) => r,
+                        None => runtime.insert(Arc::new(
+                            PluginRuntime::new(ComponentCache::new(options.cache.clone()), fuel)
+                                .map_err(|e| spec.step_error(step, format!("cannot start the plugin engine: {e:#}")))?,
+                        )),
+                    };
+                    tracing::debug!(step = %step.name, "loading plugin {}", path.display());
+                    let plugin = runtime.load(&path).map_err(|e| spec.step_error(step, format!("{e:#}")))?;
+                    plugin.expect_role(step.role).map_err(|e| spec.step_error(step, e))?;
+                    let config = spec.config_json(step)?;
+                    PlannedImplementation::Plugin { plugin, config, assets, sandbox: sandbox.unwrap_or_default() }
+                }
+            };
+            let workers = match (step.role, step.workers, &implementation) {
+                (Role::Transform, Some(n), _) => n.get(),
+                // Plugins do the heavy work (scoring): one instance per core by default.
+                (Role::Transform, None, PlannedImplementation::Plugin { .. }) => {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                }
+                (Role::Transform, None, PlannedImplementation::Builtin(_)) => 1,
+                (_, Some(_), _) => {
+                    return Err(spec.step_error(step, "`workers` applies to transforms: a source and a sink run once"));
+                }
+                (_, None, _) => 1,
+            };
+            steps.push(PlannedStep { spec: step.clone(), implementation, workers });
+        }
+        Ok(Plan { spec, steps, s3, runtime, progress: options.progress })
+    }
+
+    /// Opens every step and streams all data from the source to the sink.
+    pub async fn run(self) -> RunReport {
+        let started = Instant::now();
+        let pipeline = self.spec.name();
+        let mut steps: Vec<StepStats> = self.steps.iter().map(PlannedStep::stats).collect();
+        let error = self.stream(&mut steps).await.err();
+        RunReport { pipeline, steps, elapsed: started.elapsed(), error }
+    }
+
+    /// Opens only the source and reads its first batch: how `runner lookup` learns the types.
+    pub async fn first_batch(self) -> anyhow::Result<Option<Batch>> {
+        let context = self.context(Arc::default());
+        let source = &self.steps[0];
+        let mut opened = open::source(&context, source).await?;
+        opened.next_batch().await.with_context(|| format!("step `{}`", source.spec.name))
+    }
+
+    fn context(&self, progress: Arc<Progress>) -> OpenContext<'_> {
+        OpenContext { spec: &self.spec, s3: &self.s3, progress, runtime: self.runtime.as_deref() }
+    }
+
+    async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
+        let progress = Arc::new(Progress::default());
+        let context = self.context(progress.clone());
+        let (first, rest) = self.steps.split_first().expect("a plan has a source");
+        let (last, middle) = rest.split_last().expect("a plan has a sink");
+        let source = open::source(&context, first).await?;
+        let mut transforms = Vec::new();
+        for step in middle {
+            transforms.push(open::transform(&context, step).await?);
+        }
+        let sink = open::sink(&context, last).await?;
+        let _display = progress.show(self.progress);
+
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        // Each channel holds a few batches per worker of the stage that reads it.
+        let capacity = |readers: usize| CHANNEL_BATCHES * readers;
+        let (tx, mut rx) = mpsc::channel(capacity(middle.first().map_or(1, |s| s.workers)));
+        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone())));
+        for (i, workers) in transforms.into_iter().enumerate() {
+            let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
+            tasks.push(tokio::spawn(stages::transform(workers, rx, tx, failed.clone())));
+            rx = next;
+        }
+        tasks.push(tokio::spawn(stages::sink(sink, rx, failed, progress)));
+
+        let mut first_error = None;
+        for (task, stats) in tasks.into_iter().zip(stats.iter_mut()) {
+            let (counts, result) = task.await.context("a pipeline stage panicked")?;
+            stats.counts = counts;
+            if let Err(e) = result {
+                first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Finds the file of `plugin = "name"`: a path (has a `/` or ends in `.wasm`) is taken relative
+/// to the spec; a bare name is looked up as `name.wasm` (or with `-` as `_`, as Cargo names
+/// its outputs) in the `--plugin-dir` directories, then in the spec's `plugin_dir`.
+fn resolve_plugin(spec: &Spec, step: &StepSpec, name: &str, plugin_dirs: &[PathBuf]) -> Result<PathBuf, SpecError> {
+    if name.contains('/') || name.ends_with(".wasm") {
+        let path = spec.base_dir().join(name);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(spec.step_error(step, format!("plugin file {} not found", path.display())))
+        };
+    }
+    let mut dirs: Vec<PathBuf> = plugin_dirs.to_vec();
+    if let Some(dir) = &spec.pipeline.plugin_dir {
+        dirs.push(spec.base_dir().join(dir));
+    }
+    if dirs.is_empty() {
+        return Err(spec.step_error(
+            step,
+            format!("cannot find plugin `{name}`: no plugin directory (set `plugin_dir` under [pipeline], pass --plugin-dir, or give a path to the .wasm file)"),
+        ));
+    }
+    let files = [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))];
+    for dir in &dirs {
+        for file in &files {
+            let path = dir.join(file);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(spec.step_error(step, format!("plugin `{name}` not found: no {} in {}", files[0], looked.join(", "))))
+}
+
+impl PlannedStep {
+    /// Counters for this step, zero until it runs.
+    fn stats(&self) -> StepStats {
+        StepStats {
+            name: self.spec.name.clone(),
+            role: self.spec.role,
+            label: self.label(),
+            plugin: match &self.implementation {
+                PlannedImplementation::Plugin { plugin, .. } => {
+                    Some(PluginLoad { cache: plugin.cache.to_string(), load_time: plugin.load_time, size: plugin.size })
+                }
+                PlannedImplementation::Builtin(_) => None,
+            },
+            workers: self.workers,
+            counts: Counts::default(),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The running pipeline: one task per source and sink, one task per worker of each transform,
+//! joined by bounded channels.
+//!
+//! ```text
+//! source ──▶ [ transform worker 1 ] ──▶ [ worker 1 ] ──▶ sink
+//!        ╲─▶ [ transform worker 2 ] ─╱ ╲─▶ [ worker 2 ] ─╱
+//! ```
+//!
+//! Every batch carries the sequence number the source gave it. Workers of one transform take
+//! batches from one queue, so batches can overtake each other; a sink that cares about order
+//! (the file sinks) puts them back in sequence, and the others (Redis) write them as they come.
+//! A batch a transform returns from `finish` sorts after every other.
+//!
+//! The first stage to fail sets a shared flag before it hangs up: the stages after it then stop
+//! without calling `finish`, so a sink never commits the output of a failed run, and the
+//! stages before it see their channel close and stop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::progress::Progress;
+use crate::batch::{Batch, Schema, schema_change};
+use crate::report::Counts;
+use crate::step::{Sink, Source, Transform};
+
+/// Batches buffered between two stages, per worker of the stage that reads them.
+pub const CHANNEL_BATCHES: usize = 2;
+
+/// A batch and its place in the source's order.
+pub struct Sequenced {
+    seq: u64,
+    batch: Batch,
+}
+
+/// The sequence numbers of what transforms return from `finish`: after everything else.
+const FINISH_SEQ: u64 = 1 << 62;
+
+pub type Stage = (Counts, anyhow::Result<()>);
+
+/// Marks the run as failed when `result` is an error.
+fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stage {
+    if result.is_err() {
+        failed.store(true, Ordering::SeqCst);
+    }
+    (counts, result)
+}
+
+pub async fn source(mut source: Box<dyn Source>, tx: mpsc::Sender<Sequenced>, failed: Arc<AtomicBool>) -> Stage {
+    let mut counts = Counts::default();
+    let result = async {
+        for seq in 0.. {
+            let started = Instant::now();
+            let batch = source.next_batch().await;
+            counts.busy += started.elapsed();
+            let Some(batch) = batch? else { break };
+            counts.batches += 1;
+            counts.rows_out += batch.rows() as u64;
+            if failed.load(Ordering::SeqCst) || tx.send(Sequenced { seq, batch }).await.is_err() {
+                break; // downstream stopped; it reports why
+            }
+        }
+        Ok(())
+    }
+    .await;
+    done(counts, result, &failed)
+}
+
+/// Runs the workers of one transform over one shared queue; their counts add up.
+pub async fn transform(
+    workers: Vec<Box<dyn Transform>>,
+    rx: mpsc::Receiver<Sequenced>,
+    tx: mpsc::Sender<Sequenced>,
+    failed: Arc<AtomicBool>,
+) -> Stage {
+    let rx = Arc::new(Mutex::new(rx));
+    let schema = Arc::new(std::sync::Mutex::new(None));
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(index, worker)| {
+            let shared = Shared { rx: rx.clone(), tx: tx.clone(), failed: failed.clone(), schema: schema.clone() };
+            tokio::spawn(transform_worker(index, worker, shared))
+        })
+        .collect();
+    drop((rx, tx));
+    let mut total = Counts::default();
+    let mut first_error = None;
+    for task in tasks {
+        let (counts, result) = match task.await {
+            Ok(stage) => stage,
+            Err(e) => (Counts::default(), Err(anyhow::anyhow!("a transform worker panicked: {e}"))),
+        };
+        total.add(&counts);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    (total, first_error.map_or(Ok(()), Err))
+}
+
+/// What the workers of one transform share.
+struct Shared {
+    rx: Arc<Mutex<mpsc::Receiver<Sequenced>>>,
+    tx: mpsc::Sender<Sequenced>,
+    failed: Arc<AtomicBool>,
+    /// The columns of the first batch out: every later batch must have the same.
+    schema: Arc<std::sync::Mutex<Option<Schema>>>,
+}
+
+impl Shared {
+    fn check_schema(&self, batch: &Batch) -> anyhow::Result<()> {
+        let schema = batch.schema();
+        let mut first = self.schema.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*first {
+            None => *first = Some(schema),
+            Some(first) => {
+                if let Some(change) = schema_change(first, &schema) {
+                    anyhow::bail!("its output changed shape between batches: {change}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: Shared) -> Stage {
+    let Shared { rx, tx, failed, .. } = &shared;
+    let mut counts = Counts::default();
+    let result = async {
+        loop {
+            // The lock is held only while waiting for the next batch, not while processing it.
+            let next = rx.lock().await.recv().await;
+            let Some(Sequenced { seq, batch }) = next else { break };
+            if failed.load(Ordering::SeqCst) {
+                return Ok(()); // another stage (or another worker) failed: stop
+            }
+            counts.batches += 1;
+            counts.rows_in += batch.rows() as u64;
+            let started = Instant::now();
+            let output = worker.process(batch).await;
+            counts.busy += started.elapsed();
+            let output = output?;
+            shared.check_schema(&output)?;
+            counts.rows_out += output.rows() as u64;
+            if tx.send(Sequenced { seq, batch: output }).await.is_err() {
+                return Ok(());
+            }
+        }
+        if failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let rest = worker.finish().await;
+        counts.busy += started.elapsed();
+        if let Some(output) = rest? {
+            shared.check_schema(&output)?;
+            counts.rows_out += output.rows() as u64;
+            let _ = tx.send(Sequenced { seq: FINISH_SEQ + index as u64, batch: output }).await;
+        }
+        Ok(())
+    }
+    .await;
+    done(counts, result, failed)
+}
+
+pub async fn sink(
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<Sequenced>,
+    failed: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) -> Stage {
+    let mut counts = Counts::default();
+    let result = async {
+        let ordered = sink.ordered();
+        // Batches that arrived before one with a lower sequence number, when order matters.
+        let mut waiting: BTreeMap<u64, Batch> = BTreeMap::new();
+        let mut next = 0;
+        while let Some(Sequenced { seq, batch }) = rx.recv().await {
+            counts.batches += 1;
+            counts.rows_in += batch.rows() as u64;
+            if !ordered {
+                write(&mut *sink, batch, &mut counts, &progress).await?;
+                continue;
+            }
+            waiting.insert(seq, batch);
+            while let Some(batch) = waiting.remove(&next) {
+                write(&mut *sink, batch, &mut counts, &progress).await?;
+                next += 1;
+            }
+        }
+        if failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // What transforms returned from `finish`, in order.
+        for (_, batch) in std::mem::take(&mut waiting) {
+            write(&mut *sink, batch, &mut counts, &progress).await?;
+        }
+        let started = Instant::now();
+        let finished = sink.finish().await;
+        counts.busy += started.elapsed();
+        finished
+    }
+    .await;
+    done(counts, result, &failed)
+}
+
+async fn write(sink: &mut dyn Sink, batch: Batch, counts: &mut Counts, progress: &Progress) -> anyhow::Result<()> {
+    let rows = batch.rows() as u64;
+    let started = Instant::now();
+    let written = sink.write(batch).await;
+    counts.busy += started.elapsed();
+    written?;
+    counts.rows_out += rows;
+    progress.rows_written(rows);
+    Ok(())
+}
