@@ -155,6 +155,28 @@ impl Batch {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The batch without row `row`.
+    pub fn without_row(&self, row: usize) -> Batch {
+        fn drop_at<T: Clone>(v: &[T], row: usize) -> Vec<T> {
+            v.iter().enumerate().filter(|(i, _)| *i != row).map(|(_, x)| x.clone()).collect()
+        }
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                values: match &c.values {
+                    Values::F64(v) => Values::F64(drop_at(v, row)),
+                    Values::S64(v) => Values::S64(drop_at(v, row)),
+                    Values::String(v) => Values::String(drop_at(v, row)),
+                    Values::Bool(v) => Values::Bool(drop_at(v, row)),
+                },
+                nulls: c.nulls.as_ref().map(|n| drop_at(n, row)),
+            })
+            .collect();
+        Batch { columns, rows: self.rows.saturating_sub(1) }
+    }
+
     /// The names and types of the columns, in order.
     pub fn schema(&self) -> Schema {
         self.columns.iter().map(|c| (c.name.clone(), c.values.column_type())).collect()

@@ -15,6 +15,8 @@ pub struct Counts {
     pub rows_out: u64,
     /// Time spent inside the step's own calls, summed over its workers.
     pub busy: Duration,
+    /// Rows the step's error policy skipped or dead-lettered.
+    pub rejected: u64,
 }
 
 impl Counts {
@@ -24,6 +26,7 @@ impl Counts {
         self.rows_in += other.rows_in;
         self.rows_out += other.rows_out;
         self.busy += other.busy;
+        self.rejected += other.rejected;
     }
 }
 
@@ -84,6 +87,7 @@ impl RunReport {
                     "rows_in": s.counts.rows_in,
                     "rows_out": s.counts.rows_out,
                     "busy_seconds": s.counts.busy.as_secs_f64(),
+                    "rejected": s.counts.rejected,
                     "plugin": s.plugin.as_ref().map(|p| json!({
                         "cache": p.cache,
                         "load_seconds": p.load_time.as_secs_f64(),
@@ -141,6 +145,9 @@ impl std::fmt::Display for RunReport {
                 step.counts.rows_out,
                 format_duration(step.counts.busy),
             )?;
+            if step.counts.rejected > 0 {
+                write!(f, "  ({} rows rejected)", step.counts.rejected)?;
+            }
             if let Some(load) = &step.plugin {
                 write!(
                     f,

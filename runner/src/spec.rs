@@ -43,6 +43,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::object_url::S3Options;
+use crate::pipeline::policy::{DeadLetterConfig, OnError};
 use crate::plugin::sandbox::{Grants, Limits, Sandbox};
 
 /// Rows per batch when the spec does not say.
@@ -98,6 +99,8 @@ pub struct StepSpec {
     pub implementation_at: Location,
     /// `workers = 4`: instances of a transform processing batches in parallel.
     pub workers: Option<NonZeroUsize>,
+    /// `on_error = "skip"`: the step's error policy.
+    pub on_error: OnError,
     /// The path of this step's table in the document (`source`, `transform.2`, `sink`).
     table: TablePath,
 }
@@ -197,6 +200,11 @@ struct RawStep {
     /// `grants = { dirs = [...], env = [...], network = true }`: what a plugin may use.
     #[allow(dead_code)]
     grants: Option<toml::Table>,
+    /// `on_error = "dead-letter"`: what to do with rows the step cannot handle.
+    on_error: Option<OnError>,
+    /// `dead_letter = { url = "out/rejected.jsonl" }`: where `dead-letter` writes them.
+    #[allow(dead_code)]
+    dead_letter: Option<toml::Table>,
 }
 
 impl Spec {
@@ -276,6 +284,7 @@ impl Spec {
                 implementation,
                 implementation_at: doc.location(at.start),
                 workers: raw.workers,
+                on_error: raw.on_error.unwrap_or_default(),
                 table,
             })
         };
@@ -333,6 +342,21 @@ impl Spec {
         let grants: Grants = if has_grants { self.decode_table(step, "grants")? } else { Grants::default() };
         let grants = grants.resolve(self.base_dir()).map_err(|e| self.step_error(step, e))?;
         Ok(Some(Sandbox { limits, grants }))
+    }
+
+    /// A step's `dead_letter` table, if it has one; checked against its `on_error`.
+    pub fn dead_letter(&self, step: &StepSpec) -> Result<Option<DeadLetterConfig>, SpecError> {
+        let config: Option<DeadLetterConfig> =
+            if self.has_table(step, "dead_letter") { Some(self.decode_table(step, "dead_letter")?) } else { None };
+        match (step.on_error, &config) {
+            (OnError::DeadLetter, None) => {
+                Err(self.step_error(step, "`on_error = \"dead-letter\"` needs `dead_letter = { url = \"...\" }`"))
+            }
+            (OnError::Fail | OnError::Skip, Some(_)) => {
+                Err(self.step_error(step, "`dead_letter` is only used with `on_error = \"dead-letter\"`"))
+            }
+            _ => Ok(config),
+        }
     }
 
     /// Whether the step's table has the key `key`.

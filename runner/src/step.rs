@@ -7,6 +7,18 @@ use async_trait::async_trait;
 
 use crate::batch::Batch;
 
+/// A step failed on one row of its input batch: the rest of the batch can be retried without
+/// it. Steps return it inside their `anyhow::Error`; the pipeline looks for it to apply the
+/// step's error policy to that row only.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RowError {
+    /// The row's index in the input batch.
+    pub row: usize,
+    /// The whole message, naming the step's implementation and the row.
+    pub message: String,
+}
+
 /// Produces batches until it is exhausted.
 #[async_trait]
 pub trait Source: Send {
@@ -23,6 +35,12 @@ pub trait Transform: Send {
     /// Called once after the last batch; returns whatever the step still holds.
     async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
         Ok(None)
+    }
+
+    /// Called after `process` failed, when the step's policy goes on: make the step usable
+    /// again (a plugin that trapped gets a fresh instance).
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 

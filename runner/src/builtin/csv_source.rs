@@ -29,6 +29,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::object_url::{ObjectUrl, describe_error};
+use crate::pipeline::policy::{Policy, Rejected};
 use crate::pipeline::{Counting, Progress};
 use crate::step::Source;
 
@@ -51,6 +52,14 @@ fn comma() -> char {
     ','
 }
 
+/// What the reader needs besides the data: its config, its batch size, and its step's policy.
+pub struct SourceContext {
+    pub config: CsvSourceConfig,
+    pub batch_rows: usize,
+    pub step: String,
+    pub policy: Policy,
+}
+
 /// Batches in flight between the parsing thread and the pipeline.
 const READ_AHEAD: usize = 2;
 
@@ -61,12 +70,8 @@ pub struct CsvSource {
 impl CsvSource {
     /// Checks that the data is there (so a wrong URL or credentials fail before anything else
     /// starts), then reads it in the background.
-    pub async fn open(
-        config: CsvSourceConfig,
-        url: ObjectUrl,
-        batch_rows: usize,
-        progress: Arc<Progress>,
-    ) -> anyhow::Result<CsvSource> {
+    pub async fn open(source: SourceContext, url: ObjectUrl, progress: Arc<Progress>) -> anyhow::Result<CsvSource> {
+        let config = &source.config;
         if !config.delimiter.is_ascii() {
             bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
         }
@@ -74,7 +79,7 @@ impl CsvSource {
         progress.expect_bytes(objects.iter().map(|(_, size)| size).sum());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            if let Err(e) = read_objects(config, url, objects, batch_rows, progress, tx.clone()).await {
+            if let Err(e) = read_objects(source, url, objects, progress, tx.clone()).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -94,17 +99,16 @@ type Schema = (Vec<String>, Vec<ColumnType>);
 
 /// Reads every object the URL names, in order, one after the other.
 async fn read_objects(
-    config: CsvSourceConfig,
+    source: SourceContext,
     url: ObjectUrl,
     objects: Vec<(object_store::path::Path, u64)>,
-    batch_rows: usize,
     progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
     if objects.is_empty() {
         tracing::warn!("{url}: no objects under this prefix: no rows read");
     }
-    let config = Arc::new(config);
+    let source = Arc::new(source);
     let mut schema: Option<Schema> = None;
     for (object, _) in objects {
         let name = url.name_of(&object);
@@ -112,8 +116,8 @@ async fn read_objects(
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
         let stream = StreamReader::new(body.into_stream().map_err(std::io::Error::other));
         let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
-        let (config, tx) = (config.clone(), tx.clone());
-        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &config, batch_rows, schema, &tx));
+        let (source, tx) = (source.clone(), tx.clone());
+        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, schema, &tx));
         match parsed.await? {
             Ok(Some(read)) => schema = Some(read),
             Ok(None) => return Ok(()), // the pipeline stopped listening
@@ -123,16 +127,69 @@ async fn read_objects(
     Ok(())
 }
 
+/// One object being read, and how its bad rows are handled.
+struct Rows<'a, R> {
+    csv: csv::Reader<R>,
+    name: &'a str,
+    names: Vec<String>,
+    policy: &'a Policy,
+    step: &'a str,
+}
+
+impl<R: Read> Rows<'_, R> {
+    /// Reads the next well-formed record into `record`; `false` at the end. A record with the
+    /// wrong number of fields is a bad row.
+    fn next(&mut self, record: &mut csv::ByteRecord) -> anyhow::Result<bool> {
+        loop {
+            match self.csv.read_byte_record(record) {
+                Ok(more) => return Ok(more),
+                Err(e) => match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        self.bad_row(line, record, format!("found {len} fields, but the header has {expected_len}"))?;
+                    }
+                    _ => return Err(csv_error(self.name, e)),
+                },
+            }
+        }
+    }
+
+    /// Applies the step's policy to a row that cannot be read: the run fails (`fail`), or the
+    /// row is counted (`skip`) and written to the dead letter (`dead-letter`).
+    fn bad_row(&self, line: u64, record: &csv::ByteRecord, reason: String) -> anyhow::Result<()> {
+        if !self.policy.tolerant() {
+            bail!("{}:{line}: {reason}", self.name);
+        }
+        let text = |field: &[u8]| serde_json::Value::String(String::from_utf8_lossy(field).into_owned());
+        let row = if record.len() == self.names.len() {
+            serde_json::Value::Object(self.names.iter().cloned().zip(record.iter().map(text)).collect())
+        } else {
+            serde_json::Value::Array(record.iter().map(text).collect())
+        };
+        let rejected = Rejected { step: self.step.to_string(), reason, row, at: Some(format!("{}:{line}", self.name)) };
+        // This runs on a blocking thread of the runtime: it may wait for the dead letter.
+        tokio::runtime::Handle::current().block_on(self.policy.reject(vec![rejected]))
+    }
+
+    /// Appends a record to the batch being built, or applies the policy to it.
+    fn push(&self, builder: &mut BatchBuilder<'_>, record: &csv::ByteRecord) -> anyhow::Result<()> {
+        match builder.push(record) {
+            Ok(()) => Ok(()),
+            Err(reason) => self.bad_row(record.position().map_or(0, |p| p.line()), record, reason),
+        }
+    }
+}
+
 /// Parses one object, sending a batch every `batch_rows` rows (and what is left at its end).
 /// Returns the schema, or `None` when the pipeline stopped listening.
 fn read_csv(
     bytes: impl Read,
     name: &str,
-    config: &CsvSourceConfig,
-    batch_rows: usize,
+    source: &SourceContext,
     schema: Option<Schema>,
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<Option<Schema>> {
+    let (config, batch_rows) = (&source.config, source.batch_rows);
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
     let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
     if header.is_empty() {
@@ -165,10 +222,11 @@ fn read_csv(
         );
     }
 
+    let mut rows = Rows { csv, name, names: names.clone(), policy: &source.policy, step: &source.step };
     // The first batch is buffered to infer the types of undeclared columns.
     let mut first = Vec::with_capacity(batch_rows.min(65_536));
     let mut record = csv::ByteRecord::new();
-    while first.len() < batch_rows && csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+    while first.len() < batch_rows && rows.next(&mut record)? {
         first.push(record.clone());
     }
     let types: Vec<ColumnType> = match schema {
@@ -184,17 +242,17 @@ fn read_csv(
 
     let mut builder = BatchBuilder::new(&names, &types, batch_rows);
     for record in &first {
-        builder.push(record, name)?;
+        rows.push(&mut builder, record)?;
     }
     drop(first);
     loop {
         if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
             return Ok(None);
         }
-        if !csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+        if !rows.next(&mut record)? {
             break;
         }
-        builder.push(&record, name)?;
+        rows.push(&mut builder, &record)?;
     }
     if builder.rows > 0 && tx.blocking_send(Ok(builder.finish()?)).is_err() {
         return Ok(None);
@@ -253,18 +311,37 @@ impl<'a> BatchBuilder<'a> {
         BatchBuilder { names, columns, rows: 0, capacity }
     }
 
-    fn push(&mut self, record: &csv::ByteRecord, name: &str) -> anyhow::Result<()> {
-        let line = record.position().map_or(0, |p| p.line());
+    /// Appends a record, or says why it cannot be read; a row that fails leaves no trace.
+    fn push(&mut self, record: &csv::ByteRecord) -> Result<(), String> {
+        let result = self.try_push(record);
+        if result.is_err() {
+            // Undo the columns this row already reached.
+            for (values, nulls, _) in &mut self.columns {
+                nulls.truncate(self.rows);
+                match values {
+                    Values::F64(v) => v.truncate(self.rows),
+                    Values::S64(v) => v.truncate(self.rows),
+                    Values::String(v) => v.truncate(self.rows),
+                    Values::Bool(v) => v.truncate(self.rows),
+                }
+            }
+        } else {
+            self.rows += 1;
+        }
+        result
+    }
+
+    fn try_push(&mut self, record: &csv::ByteRecord) -> Result<(), String> {
         for (i, ((values, nulls, any_null), field)) in self.columns.iter_mut().zip(record).enumerate() {
-            let text = std::str::from_utf8(field)
-                .with_context(|| format!("{name}:{line}: column `{}` is not valid UTF-8", self.names[i]))?;
+            let text =
+                std::str::from_utf8(field).map_err(|_| format!("column `{}` is not valid UTF-8", self.names[i]))?;
             let null = text.is_empty();
             nulls.push(null);
             *any_null |= null;
             let bad = |ty: &str| {
                 let shown: String = text.chars().take(40).collect();
                 let more = if text.chars().count() > 40 { "..." } else { "" };
-                anyhow!("{name}:{line}: column `{}`: expected {ty}, found `{shown}{more}`", self.names[i])
+                format!("column `{}`: expected {ty}, found `{shown}{more}`", self.names[i])
             };
             let trimmed = text.trim();
             match values {
@@ -278,7 +355,6 @@ impl<'a> BatchBuilder<'a> {
                 Values::String(v) => v.push(text.to_string()),
             }
         }
-        self.rows += 1;
         Ok(())
     }
 

@@ -20,9 +20,10 @@ pub mod row_key;
 
 use crate::object_url::ObjectUrl;
 use crate::pipeline::OpenContext;
+use crate::pipeline::policy::Policy;
 use crate::spec::{Role, Spec, SpecError, StepSpec};
 use crate::step::{Sink, Source, Transform};
-use csv_source::{CsvSource, CsvSourceConfig};
+use csv_source::{CsvSource, CsvSourceConfig, SourceContext};
 use discard_sink::{DiscardConfig, DiscardSink};
 use file_sink::{FileSink, FileSinkConfig, Format};
 use redis_sink::{RedisSink, RedisSinkConfig};
@@ -68,12 +69,19 @@ impl Builtin {
         })
     }
 
-    pub async fn open_source(&self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Source>> {
+    /// Opens a source; `step` and `policy` say how to report the rows it cannot read.
+    pub async fn open_source(
+        &self,
+        context: &OpenContext<'_>,
+        step: &str,
+        policy: Policy,
+    ) -> anyhow::Result<Box<dyn Source>> {
         match self {
             Builtin::CsvSource(config) => {
                 let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), context.s3)?;
                 let batch_rows = context.spec.pipeline.batch_rows.get();
-                Ok(Box::new(CsvSource::open(config.clone(), url, batch_rows, context.progress.clone()).await?))
+                let source = SourceContext { config: config.clone(), batch_rows, step: step.to_string(), policy };
+                Ok(Box::new(CsvSource::open(source, url, context.progress.clone()).await?))
             }
             other => unreachable!("{other:?} is not a source: `plan` checks roles"),
         }

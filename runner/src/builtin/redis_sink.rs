@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::batch::{Batch, Column, Values};
 use crate::format::write_python_float;
-use crate::step::Sink;
+use crate::step::{RowError, Sink};
 
 /// The `config` table of a `redis` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -183,7 +183,8 @@ impl RedisSink {
             if let Some(value) = &self.config.value {
                 let column = values[0].1;
                 if column.is_null(row) {
-                    bail!("row {row} of the batch: `{value}` is null; nothing to SET at key {key}");
+                    let message = format!("row {row} of the batch: `{value}` is null; nothing to SET at key {key}");
+                    return Err(RowError { row, message }.into());
                 }
                 text.clear();
                 push_text(&mut text, column, row);
@@ -236,7 +237,8 @@ impl Sink for RedisSink {
             bail!("the key column `{}` holds {}, not strings", self.config.key, key_column.values.column_type());
         };
         if let Some(row) = (0..batch.rows()).find(|&row| key_column.is_null(row)) {
-            bail!("row {row} of the batch has no key (`{}` is null)", self.config.key);
+            let message = format!("row {row} of the batch has no key (`{}` is null)", self.config.key);
+            return Err(RowError { row, message }.into());
         }
         let names: Vec<&str> = match &self.config.value {
             Some(value) => vec![value.as_str()],

@@ -16,6 +16,7 @@
 //! This module knows the step traits, not the concrete steps: `builtin` and `plugin` build them.
 
 mod open;
+pub mod policy;
 mod progress;
 mod stages;
 
@@ -36,8 +37,10 @@ use crate::plugin::{ComponentCache, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
 pub use open::OpenContext;
+use policy::{DeadLetterConfig, Policy};
 pub use progress::{Counting, Progress};
 use stages::CHANNEL_BATCHES;
+use stages::Step;
 
 /// Where plugins are found and compiled components cached; from the command line.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +68,8 @@ pub struct PlannedStep {
     pub implementation: PlannedImplementation,
     /// Instances of a transform that process batches in parallel (1 for a source or sink).
     pub workers: usize,
+    /// Where `on_error = "dead-letter"` writes rejected rows.
+    pub dead_letter: Option<DeadLetterConfig>,
 }
 
 pub enum PlannedImplementation {
@@ -143,7 +148,8 @@ impl Plan {
                 }
                 (_, None, _) => 1,
             };
-            steps.push(PlannedStep { spec: step.clone(), implementation, workers });
+            let dead_letter = spec.dead_letter(step)?;
+            steps.push(PlannedStep { spec: step.clone(), implementation, workers, dead_letter });
         }
         Ok(Plan { spec, steps, s3, runtime, progress: options.progress })
     }
@@ -161,12 +167,12 @@ impl Plan {
     pub async fn first_batch(self) -> anyhow::Result<Option<Batch>> {
         let context = self.context(Arc::default());
         let source = &self.steps[0];
-        let mut opened = open::source(&context, source).await?;
+        let mut opened = open::source(&context, source, Policy::default()).await?;
         opened.next_batch().await.with_context(|| format!("step `{}`", source.spec.name))
     }
 
     fn context(&self, progress: Arc<Progress>) -> OpenContext<'_> {
-        OpenContext { spec: &self.spec, s3: &self.s3, progress, runtime: self.runtime.as_deref() }
+        OpenContext { spec: &self.spec, s3: &self.s3, progress, runtime: self.runtime.clone() }
     }
 
     async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
@@ -174,7 +180,14 @@ impl Plan {
         let context = self.context(progress.clone());
         let (first, rest) = self.steps.split_first().expect("a plan has a source");
         let (last, middle) = rest.split_last().expect("a plan has a sink");
-        let source = open::source(&context, first).await?;
+        let policies: Vec<Policy> = {
+            let mut policies = Vec::new();
+            for step in &self.steps {
+                policies.push(open::policy(&context, step).await?);
+            }
+            policies
+        };
+        let source = open::source(&context, first, policies[0].clone()).await?;
         let mut transforms = Vec::new();
         for step in middle {
             transforms.push(open::transform(&context, step).await?);
@@ -190,15 +203,18 @@ impl Plan {
         tasks.push(tokio::spawn(stages::source(source, tx, failed.clone())));
         for (i, workers) in transforms.into_iter().enumerate() {
             let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
-            tasks.push(tokio::spawn(stages::transform(workers, rx, tx, failed.clone())));
+            let step = Step { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };
+            tasks.push(tokio::spawn(stages::transform(workers, step, rx, tx, failed.clone())));
             rx = next;
         }
-        tasks.push(tokio::spawn(stages::sink(sink, rx, failed, progress)));
+        let step = Step { name: last.spec.name.clone(), policy: policies[policies.len() - 1].clone() };
+        tasks.push(tokio::spawn(stages::sink(sink, step, rx, failed, progress)));
 
         let mut first_error = None;
-        for (task, stats) in tasks.into_iter().zip(stats.iter_mut()) {
+        for ((task, stats), policy) in tasks.into_iter().zip(stats.iter_mut()).zip(&policies) {
             let (counts, result) = task.await.context("a pipeline stage panicked")?;
             stats.counts = counts;
+            stats.counts.rejected = policy.rejected();
             if let Err(e) = result {
                 first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
             }

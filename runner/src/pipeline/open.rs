@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use object_store::ObjectStoreExt;
 
+use super::policy::{DeadLetter, Policy};
 use super::progress::Progress;
 use super::{PlannedImplementation, PlannedStep};
 use crate::object_url::{ObjectUrl, S3Options, describe_error};
@@ -19,20 +20,33 @@ pub struct OpenContext<'a> {
     pub spec: &'a Spec,
     pub s3: &'a S3Options,
     pub progress: Arc<Progress>,
-    pub(super) runtime: Option<&'a PluginRuntime>,
+    pub(super) runtime: Option<Arc<PluginRuntime>>,
 }
 
 impl OpenContext<'_> {
-    fn runtime(&self) -> &PluginRuntime {
-        self.runtime.expect("a plan with plugins has a runtime")
+    fn runtime(&self) -> &Arc<PluginRuntime> {
+        self.runtime.as_ref().expect("a plan with plugins has a runtime")
     }
 }
 
-pub async fn source(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Result<Box<dyn Source>> {
+/// A step's error policy, with its dead letter opened.
+pub async fn policy(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Result<Policy> {
+    let dead_letter = match &step.dead_letter {
+        Some(config) => Some(
+            DeadLetter::open(config, context.spec.base_dir())
+                .await
+                .with_context(|| format!("step `{}`: dead letter", step.spec.name))?,
+        ),
+        None => None,
+    };
+    Ok(Policy::new(step.spec.on_error, dead_letter))
+}
+
+pub async fn source(context: &OpenContext<'_>, step: &PlannedStep, policy: Policy) -> anyhow::Result<Box<dyn Source>> {
     let name = &step.spec.name;
     let opened: anyhow::Result<Box<dyn Source>> = async {
         match &step.implementation {
-            PlannedImplementation::Builtin(b) => b.open_source(context).await,
+            PlannedImplementation::Builtin(b) => b.open_source(context, name, policy).await,
             PlannedImplementation::Plugin { plugin, config, assets, sandbox } => {
                 let bytes = fetch_assets(context, assets).await?;
                 let batch_rows = context.spec.pipeline.batch_rows.get();

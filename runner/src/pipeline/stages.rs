@@ -22,10 +22,11 @@ use std::time::Instant;
 
 use tokio::sync::{Mutex, mpsc};
 
+use super::policy::{Policy, Rejected, reject_batch, row_json};
 use super::progress::Progress;
 use crate::batch::{Batch, Schema, schema_change};
 use crate::report::Counts;
-use crate::step::{Sink, Source, Transform};
+use crate::step::{RowError, Sink, Source, Transform};
 
 /// Batches buffered between two stages, per worker of the stage that reads them.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -40,6 +41,13 @@ pub struct Sequenced {
 const FINISH_SEQ: u64 = 1 << 62;
 
 pub type Stage = (Counts, anyhow::Result<()>);
+
+/// A transform's or sink's name (for rejected rows) and error policy.
+#[derive(Clone)]
+pub struct Step {
+    pub name: String,
+    pub policy: Policy,
+}
 
 /// Marks the run as failed when `result` is an error.
 fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stage {
@@ -72,6 +80,7 @@ pub async fn source(mut source: Box<dyn Source>, tx: mpsc::Sender<Sequenced>, fa
 /// Runs the workers of one transform over one shared queue; their counts add up.
 pub async fn transform(
     workers: Vec<Box<dyn Transform>>,
+    step: Step,
     rx: mpsc::Receiver<Sequenced>,
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
@@ -82,7 +91,13 @@ pub async fn transform(
         .into_iter()
         .enumerate()
         .map(|(index, worker)| {
-            let shared = Shared { rx: rx.clone(), tx: tx.clone(), failed: failed.clone(), schema: schema.clone() };
+            let shared = Shared {
+                step: step.clone(),
+                rx: rx.clone(),
+                tx: tx.clone(),
+                failed: failed.clone(),
+                schema: schema.clone(),
+            };
             tokio::spawn(transform_worker(index, worker, shared))
         })
         .collect();
@@ -104,6 +119,7 @@ pub async fn transform(
 
 /// What the workers of one transform share.
 struct Shared {
+    step: Step,
     rx: Arc<Mutex<mpsc::Receiver<Sequenced>>>,
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
@@ -113,6 +129,9 @@ struct Shared {
 
 impl Shared {
     fn check_schema(&self, batch: &Batch) -> anyhow::Result<()> {
+        if batch.columns().is_empty() {
+            return Ok(()); // every row of its input was rejected
+        }
         let schema = batch.schema();
         let mut first = self.schema.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &*first {
@@ -141,7 +160,7 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
             counts.batches += 1;
             counts.rows_in += batch.rows() as u64;
             let started = Instant::now();
-            let output = worker.process(batch).await;
+            let output = process(&mut *worker, batch, &shared.step).await;
             counts.busy += started.elapsed();
             let output = output?;
             shared.check_schema(&output)?;
@@ -167,8 +186,40 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
     done(counts, result, failed)
 }
 
+/// Runs `process` under the step's policy. With `skip` or `dead-letter`, a row the step
+/// refuses (a [`RowError`]) is rejected and the rest of the batch tried again; any other
+/// failure rejects the whole batch, and the step recovers (a trapped plugin is replaced).
+async fn process(worker: &mut dyn Transform, batch: Batch, step: &Step) -> anyhow::Result<Batch> {
+    if !step.policy.tolerant() {
+        return worker.process(batch).await;
+    }
+    let mut batch = batch;
+    loop {
+        match worker.process(batch.clone()).await {
+            Ok(output) => return Ok(output),
+            Err(e) => match e.downcast_ref::<RowError>() {
+                Some(refused) if refused.row < batch.rows() => {
+                    let row = row_json(&batch, refused.row);
+                    let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
+                    step.policy.reject(vec![rejected]).await?;
+                    batch = batch.without_row(refused.row);
+                    if batch.is_empty() {
+                        return Ok(Batch::default());
+                    }
+                }
+                _ => {
+                    step.policy.reject(reject_batch(&step.name, &batch, &format!("{e:#}"))).await?;
+                    worker.recover().await?;
+                    return Ok(Batch::default());
+                }
+            },
+        }
+    }
+}
+
 pub async fn sink(
     mut sink: Box<dyn Sink>,
+    step: Step,
     mut rx: mpsc::Receiver<Sequenced>,
     failed: Arc<AtomicBool>,
     progress: Arc<Progress>,
@@ -183,12 +234,12 @@ pub async fn sink(
             counts.batches += 1;
             counts.rows_in += batch.rows() as u64;
             if !ordered {
-                write(&mut *sink, batch, &mut counts, &progress).await?;
+                write(&mut *sink, batch, &step, &mut counts, &progress).await?;
                 continue;
             }
             waiting.insert(seq, batch);
             while let Some(batch) = waiting.remove(&next) {
-                write(&mut *sink, batch, &mut counts, &progress).await?;
+                write(&mut *sink, batch, &step, &mut counts, &progress).await?;
                 next += 1;
             }
         }
@@ -197,7 +248,7 @@ pub async fn sink(
         }
         // What transforms returned from `finish`, in order.
         for (_, batch) in std::mem::take(&mut waiting) {
-            write(&mut *sink, batch, &mut counts, &progress).await?;
+            write(&mut *sink, batch, &step, &mut counts, &progress).await?;
         }
         let started = Instant::now();
         let finished = sink.finish().await;
@@ -208,13 +259,43 @@ pub async fn sink(
     done(counts, result, &failed)
 }
 
-async fn write(sink: &mut dyn Sink, batch: Batch, counts: &mut Counts, progress: &Progress) -> anyhow::Result<()> {
-    let rows = batch.rows() as u64;
-    let started = Instant::now();
-    let written = sink.write(batch).await;
-    counts.busy += started.elapsed();
-    written?;
-    counts.rows_out += rows;
-    progress.rows_written(rows);
-    Ok(())
+/// Writes a batch under the sink's policy (as [`process`] does for transforms).
+async fn write(
+    sink: &mut dyn Sink,
+    mut batch: Batch,
+    step: &Step,
+    counts: &mut Counts,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(()); // every row was rejected upstream
+    }
+    loop {
+        let started = Instant::now();
+        let attempt = if step.policy.tolerant() { batch.clone() } else { std::mem::take(&mut batch) };
+        let rows = attempt.rows() as u64;
+        let written = sink.write(attempt).await;
+        counts.busy += started.elapsed();
+        let e = match written {
+            Ok(()) => {
+                counts.rows_out += rows;
+                progress.rows_written(rows);
+                return Ok(());
+            }
+            Err(e) if !step.policy.tolerant() => return Err(e),
+            Err(e) => e,
+        };
+        match e.downcast_ref::<RowError>() {
+            Some(refused) if refused.row < batch.rows() => {
+                let row = row_json(&batch, refused.row);
+                let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
+                step.policy.reject(vec![rejected]).await?;
+                batch = batch.without_row(refused.row);
+                if batch.is_empty() {
+                    return Ok(());
+                }
+            }
+            _ => return step.policy.reject(reject_batch(&step.name, &batch, &format!("{e:#}"))).await,
+        }
+    }
 }

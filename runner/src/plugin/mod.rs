@@ -54,6 +54,7 @@ pub struct PluginRuntime {
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// A component compiled, checked against the contract, and ready to instantiate.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     pub path: PathBuf,
     pub contract: Contract,

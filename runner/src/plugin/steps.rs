@@ -4,6 +4,8 @@
 //! the resource the plugin's `open` returned. Before every call the step's limits are re-armed
 //! (deadline, fuel); every error names the plugin, and a trap says which limit it hit.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
@@ -12,7 +14,7 @@ use super::bindings::{sink, source, transform, types as wit};
 use super::sandbox::{Limits, Sandbox};
 use super::{AssetBytes, LoadedPlugin, PluginRuntime, State, convert};
 use crate::batch::Batch;
-use crate::step::{Sink, Source, Transform};
+use crate::step::{RowError, Sink, Source, Transform};
 
 /// Shared by the three adapters: the store, the resource, and what errors need to say.
 struct Instance<B> {
@@ -81,10 +83,15 @@ impl<B> Instance<B> {
         anyhow::anyhow!("plugin `{}` {}", self.plugin, trap_message(&e, &self.store, &self.limits))
     }
 
-    /// An error the plugin returned through the contract.
+    /// An error the plugin returned through the contract; one that names a row is a
+    /// [`RowError`], so the step's policy can reject just that row.
     fn failed(&self, e: wit::Error) -> anyhow::Error {
         match e.row {
-            Some(row) => anyhow::anyhow!("plugin `{}` failed at row {row} of the batch: {}", self.plugin, e.message),
+            Some(row) => RowError {
+                row: row as usize,
+                message: format!("plugin `{}` failed at row {row} of the batch: {}", self.plugin, e.message),
+            }
+            .into(),
             None => anyhow::anyhow!("plugin `{}` failed: {}", self.plugin, e.message),
         }
     }
@@ -109,43 +116,85 @@ fn opened(
     }
 }
 
-pub struct PluginTransform(Instance<transform::TransformPlugin>);
+pub struct PluginTransform {
+    instance: Instance<transform::TransformPlugin>,
+    /// Set by a trap: the instance cannot be entered again; `recover` replaces it.
+    poisoned: bool,
+    reopen: Reopen,
+}
+
+/// What it takes to open a fresh instance of a transform.
+struct Reopen {
+    runtime: Arc<PluginRuntime>,
+    plugin: LoadedPlugin,
+    step: String,
+    config: String,
+    assets: AssetBytes,
+    sandbox: Sandbox,
+}
 
 impl PluginTransform {
     /// Instantiates the plugin and opens its transformer with the step's config (JSON).
     pub async fn open(
-        runtime: &PluginRuntime,
+        runtime: &Arc<PluginRuntime>,
         plugin: &LoadedPlugin,
         step: &str,
         config: &str,
         assets: AssetBytes,
         sandbox: &Sandbox,
     ) -> anyhow::Result<PluginTransform> {
-        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
+        let reopen = Reopen {
+            runtime: runtime.clone(),
+            plugin: plugin.clone(),
+            step: step.to_string(),
+            config: config.to_string(),
+            assets,
+            sandbox: sandbox.clone(),
+        };
+        Ok(PluginTransform { instance: reopen.instance().await?, poisoned: false, reopen })
+    }
+}
+
+impl Reopen {
+    async fn instance(&self) -> anyhow::Result<Instance<transform::TransformPlugin>> {
+        let Reopen { runtime, plugin, step, config, assets, sandbox } = self;
+        let (mut store, name) = store(runtime, plugin, step, assets.clone(), sandbox)?;
         let bindings = transform::TransformPluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
         let result = bindings.etl_plugin_transform().transformer().call_open(&mut store, config).await;
         let handle = opened(result, &name, &store, &sandbox.limits)?;
         let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
-        Ok(PluginTransform(Instance { store, bindings, handle, plugin: name, limits, fuel }))
+        Ok(Instance { store, bindings, handle, plugin: name, limits, fuel })
     }
 }
 
 #[async_trait]
 impl Transform for PluginTransform {
     async fn process(&mut self, batch: Batch) -> anyhow::Result<Batch> {
-        let i = &mut self.0;
+        let i = &mut self.instance;
         i.arm()?;
         let input = convert::to_wit(batch);
         let result = i.bindings.etl_plugin_transform().transformer().call_process(&mut i.store, i.handle, &input).await;
         match result {
             Ok(Ok(output)) => i.check(output),
             Ok(Err(e)) => Err(i.failed(e)),
-            Err(e) => Err(i.trapped(e)),
+            Err(e) => {
+                self.poisoned = true;
+                Err(i.trapped(e))
+            }
         }
     }
 
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        if self.poisoned {
+            tracing::warn!(step = %self.reopen.step, "replacing the plugin instance after a trap");
+            self.instance = self.reopen.instance().await?;
+            self.poisoned = false;
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
-        let i = &mut self.0;
+        let i = &mut self.instance;
         i.arm()?;
         let result = i.bindings.etl_plugin_transform().transformer().call_finish(&mut i.store, i.handle).await;
         match result {
