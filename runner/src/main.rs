@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
-use runner::pipeline::{Options, Plan, PlannedImplementation};
+use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
 use runner::plugin::ComponentCache;
 use runner::spec::Spec;
 use tracing_subscriber::EnvFilter;
@@ -21,7 +21,8 @@ const EXIT_INVALID: u8 = 2;
 #[command(
     name = "runner",
     version,
-    after_help = "Exit status: 0 on success, 1 when a run fails, 2 when the spec or the command line is invalid.\n\
+    after_help = "Exit status: 0 on success, 1 when a run fails, 2 when the spec or the command line is invalid,\n\
+                  130 or 143 when SIGINT or SIGTERM stopped a run (a second signal abandons it at once).\n\
                   Logging: set RUST_LOG (e.g. RUST_LOG=debug); logs go to standard error."
 )]
 struct Cli {
@@ -161,7 +162,15 @@ fn run(mut args: RunArgs) -> ExitCode {
             error.iter().for_each(|e| eprintln!("{e}"));
         }
     }
-    if report.error.is_some() { ExitCode::from(EXIT_RUN_FAILED) } else { ExitCode::SUCCESS }
+    match &report.error {
+        None => ExitCode::SUCCESS,
+        // 128 + the signal number, as shells report a process a signal stopped.
+        Some(e) => match e.downcast_ref::<Interrupted>() {
+            Some(Interrupted("SIGINT")) => ExitCode::from(130),
+            Some(_) => ExitCode::from(143),
+            None => ExitCode::from(EXIT_RUN_FAILED),
+        },
+    }
 }
 
 fn validate(args: CommonArgs) -> ExitCode {

@@ -194,3 +194,76 @@ fn service_failures_name_the_url_and_hide_secrets() {
     assert!(err.contains(&format!("error: step `sink`: connecting to redis://:***@127.0.0.1:{port}/0: ")), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// 120,000 deterministic Iris-like rows (two decimals, like bench/make_rows.py makes).
+fn many_rows(path: &Path, rows: usize) {
+    let mut text = String::from("sepal_length,sepal_width,petal_length,petal_width\n");
+    let mut state = 12345u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) % 700
+    };
+    for _ in 0..rows {
+        let [a, b, c, d] = [next() + 100, next() + 100, next() + 100, next() % 250 + 10];
+        text.push_str(&format!(
+            "{}.{:02},{}.{:02},{}.{:02},{}.{:02}\n",
+            a / 100,
+            a % 100,
+            b / 100,
+            b % 100,
+            c / 100,
+            c % 100,
+            d / 100,
+            d % 100
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Redis killed and restarted during a run of 120k rows: the sink retries through the outage and
+/// the run completes; keys written before the kill died with that server, and a rerun leaves
+/// exactly what a clean run leaves (the keys are idempotent).
+#[test]
+fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let Some(clean) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many.csv");
+    many_rows(&data, 120_000);
+    s3.put("batch", "data/many.csv", &data);
+    let spec = write_spec(dir.path(), "s3://batch/data/many.csv", "s3://batch/artifact/model.onnx", &s3);
+
+    // The reference: an uninterrupted run.
+    let output = run(flow(&s3, &clean.url()), &["run", "--quiet", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let reference = clean.contents();
+    assert!(reference.len() > 100_000, "{}", reference.len());
+
+    let mut command = flow(&s3, &redis.url());
+    command.args(["run", spec.to_str().unwrap()]).stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    // Kill the server once the run is well under way, and bring it back a moment later.
+    let started = std::time::Instant::now();
+    loop {
+        let size: usize = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+        if size > 20_000 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run did not start writing");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    redis.kill();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    redis.restart();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the sink should retry through a short outage: {err}");
+    assert!(err.contains("retrying in"), "the retries are logged: {err}");
+    let after_outage = redis.contents();
+    assert!(after_outage.len() < reference.len(), "the keys written before the kill were lost with the server");
+
+    let output = run(flow(&s3, &redis.url()), &["run", "--quiet", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(redis.contents(), reference);
+}

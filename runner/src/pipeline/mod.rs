@@ -40,7 +40,8 @@ pub use open::OpenContext;
 use policy::{DeadLetterConfig, Policy};
 pub use progress::{Counting, Progress};
 use stages::CHANNEL_BATCHES;
-use stages::Step;
+pub use stages::Interrupted;
+use stages::{Step, Stop};
 
 /// Where plugins are found and compiled components cached; from the command line.
 #[derive(Debug, Clone, Default)]
@@ -194,13 +195,15 @@ impl Plan {
         }
         let sink = open::sink(&context, last).await?;
         let _display = progress.show(self.progress);
+        let stop = Arc::new(Stop::default());
+        let signals = tokio::spawn(stop.clone().watch());
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         // Each channel holds a few batches per worker of the stage that reads it.
         let capacity = |readers: usize| CHANNEL_BATCHES * readers;
         let (tx, mut rx) = mpsc::channel(capacity(middle.first().map_or(1, |s| s.workers)));
-        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone())));
+        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone())));
         for (i, workers) in transforms.into_iter().enumerate() {
             let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
             let step = Step { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };
@@ -218,6 +221,10 @@ impl Plan {
             if let Err(e) = result {
                 first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
             }
+        }
+        signals.abort();
+        if let Some(signal) = stop.signal() {
+            first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
         }
         first_error.map_or(Ok(()), Err)
     }

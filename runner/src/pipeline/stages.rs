@@ -57,10 +57,55 @@ fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stag
     (counts, result)
 }
 
-pub async fn source(mut source: Box<dyn Source>, tx: mpsc::Sender<Sequenced>, failed: Arc<AtomicBool>) -> Stage {
+/// Set by the first SIGINT or SIGTERM: the source stops reading, the batches already read go
+/// through to the sink, the sink finishes (what it accepted is flushed), and the run reports
+/// what it did and fails. A second signal abandons the run at once.
+#[derive(Debug, Default)]
+pub struct Stop {
+    signal: std::sync::OnceLock<&'static str>,
+}
+
+/// The run was stopped by a signal.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}: stopped reading; the batches already read were finished and the sink flushed")]
+pub struct Interrupted(pub &'static str);
+
+impl Stop {
+    pub fn signal(&self) -> Option<&'static str> {
+        self.signal.get().copied()
+    }
+
+    /// Waits for signals; the first stops the run, the second ends the process.
+    pub async fn watch(self: Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        let first = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        let _ = self.signal.set(first);
+        eprintln!("{first}: stopping after the batches in flight (send it again to abandon them)");
+        let code = tokio::select! {
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term.recv() => 143,
+        };
+        eprintln!("abandoning the run");
+        std::process::exit(code);
+    }
+}
+
+pub async fn source(
+    mut source: Box<dyn Source>,
+    tx: mpsc::Sender<Sequenced>,
+    failed: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+) -> Stage {
     let mut counts = Counts::default();
     let result = async {
         for seq in 0.. {
+            if stop.signal().is_some() {
+                break;
+            }
             let started = Instant::now();
             let batch = source.next_batch().await;
             counts.busy += started.elapsed();

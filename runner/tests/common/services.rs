@@ -92,13 +92,11 @@ impl RedisServer {
     pub fn contents(&self) -> Vec<(String, String)> {
         let mut connection = self.connection();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
-        let mut pairs: Vec<(String, String)> = keys
-            .into_iter()
-            .map(|k| {
-                let v: String = redis::cmd("GET").arg(&k).query(&mut connection).unwrap();
-                (k, v)
-            })
-            .collect();
+        let mut pairs = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let values: Vec<String> = redis::cmd("MGET").arg(chunk).query(&mut connection).unwrap();
+            pairs.extend(chunk.iter().cloned().zip(values));
+        }
         pairs.sort();
         pairs
     }
