@@ -202,3 +202,25 @@ fn parallel_workers_keep_file_output_in_order() {
     assert_eq!(report["steps"][1]["workers"], 3);
     assert_eq!(report["steps"][1]["batches"], 22, "150 rows in batches of 7");
 }
+
+/// Awkward but legal inputs are read, not refused: an empty object, a header alone, NaN and
+/// infinities, and a very long field.
+#[test]
+fn awkward_inputs_are_handled() {
+    let dir = temp();
+    let long = "x".repeat(1 << 20);
+    for (body, rows, output) in [
+        (String::new(), 0, String::new()),
+        ("a,b\n".to_string(), 0, String::new()),
+        ("a,b\nnan,1\ninf,2\n-inf,3\n".to_string(), 3, "a,b\nnan,1\ninf,2\n-inf,3\n".to_string()),
+        (format!("a,b\n{long},1\n"), 1, format!("a,b\n{long},1\n")),
+    ] {
+        std::fs::write(dir.path().join("in.csv"), &body).unwrap();
+        let spec = dir.path().join("spec.toml");
+        std::fs::write(&spec, "[source]\nkind = \"csv\"\nconfig = { url = \"in.csv\" }\n\n[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }\n").unwrap();
+        let out = run(&["run", spec.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("{rows} rows read, {rows} rows written")), "{}", stderr(&out));
+        assert_eq!(stdout(&out), output);
+    }
+}
