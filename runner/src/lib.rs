@@ -13,6 +13,7 @@
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.
 //! - [`lookup`]: `runner lookup`: a row's key, computed as the pipeline does, and its value.
+//! - [`scaffold`]: `runner plugin new`: a new plugin crate from the templates in `templates/`.
 //! - [`object_url`]: resolves data and asset URLs to an `object_store` store and path.
 //! - [`format`]: text forms of values (Python-compatible floats).
 //!
@@ -28,5 +29,6 @@ pub mod object_url;
 pub mod pipeline;
 pub mod plugin;
 pub mod report;
+pub mod scaffold;
 pub mod spec;
 pub mod step;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
-use runner::plugin::ComponentCache;
+use runner::plugin::contract::{PACKAGE, VERSION};
+use runner::plugin::{ComponentCache, PluginRuntime};
+use runner::spec::Role;
 use runner::spec::Spec;
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +42,40 @@ enum Command {
     /// Print what the pipeline stored for one row: the row's key is computed from VALUES as the
     /// pipeline's `row-key` step computes it, then read from the pipeline's Redis sink.
     Lookup(LookupArgs),
+    /// Write and examine plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate from a template, with a pipeline that runs it.
+    New {
+        /// The crate's name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// Which step it implements.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show which world and contract version a component implements, its imports, exports and
+    /// size, and whether this runner can run it. Exit status 2 when it cannot.
+    Inspect {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// Where compiled plugins are cached [default: $RUNNER_CACHE_DIR, else ~/.cache/etl-runner].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Source,
+    Transform,
+    Sink,
 }
 
 #[derive(Args)]
@@ -130,6 +166,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Lookup(args) => lookup(args),
+        Command::Plugin(PluginCommand::New { name, kind, dir }) => new_plugin(&dir, &name, kind),
+        Command::Plugin(PluginCommand::Inspect { wasm, cache_dir }) => inspect(&wasm, cache_dir),
     }
 }
 
@@ -226,4 +264,49 @@ fn lookup(args: LookupArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> ExitCode {
+    let role = match kind {
+        Kind::Source => Role::Source,
+        Kind::Transform => Role::Transform,
+        Kind::Sink => Role::Sink,
+    };
+    match runner::scaffold::new_plugin(dir, name, role) {
+        Ok(created) => {
+            println!("created {} ({} plugin, world `{}`)", created.display(), role, role.world());
+            println!(
+                "  cd {} && cargo build --release --target wasm32-wasip2 && runner run pipeline.toml",
+                created.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => invalid(format!("{e:#}")),
+    }
+}
+
+fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
+    let cache = ComponentCache::new(cache_dir.or_else(ComponentCache::default_dir));
+    let inspection = match PluginRuntime::new(cache, false).and_then(|runtime| runtime.inspect(wasm)) {
+        Ok(inspection) => inspection,
+        Err(e) => return invalid(format!("{e:#}")),
+    };
+    println!("{}: {} KiB", wasm.display(), inspection.size / 1024);
+    let usable = match &inspection.contract {
+        Ok(contract) => {
+            println!("  world:    {} (exports {})", contract.role.world(), contract.export_name());
+            println!("  contract: {PACKAGE}@{}; this runner speaks {PACKAGE}@{VERSION}: compatible", contract.version);
+            true
+        }
+        Err(reason) => {
+            println!("  contract: not usable: {reason}");
+            false
+        }
+    };
+    if let Err(reason) = &inspection.links {
+        println!("  imports:  not all provided: {reason}");
+    }
+    println!("  imports:  {}", inspection.imports.join(", "));
+    println!("  exports:  {}", inspection.exports.join(", "));
+    if usable && inspection.links.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
 }

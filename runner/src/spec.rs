@@ -77,6 +77,17 @@ pub enum Role {
     Sink,
 }
 
+impl Role {
+    /// The WIT world a plugin for this role implements.
+    pub fn world(&self) -> &'static str {
+        match self {
+            Role::Source => "source-plugin",
+            Role::Transform => "transform-plugin",
+            Role::Sink => "sink-plugin",
+        }
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -121,6 +121,24 @@ impl PluginRuntime {
     }
 
     /// A store for one instance of a step's plugin, with the step's limits in force.
+    /// Describes a component file, whether or not it fits this runner (`runner plugin inspect`).
+    pub fn inspect(&self, path: &Path) -> anyhow::Result<Inspection> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        contract::check_header(&bytes).with_context(|| format!("{} is not a plugin", path.display()))?;
+        let (component, _) = self
+            .cache
+            .load(&self.engine, &bytes)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        let ty = component.component_type();
+        Ok(Inspection {
+            size: bytes.len() as u64,
+            imports: ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect(),
+            contract: Contract::of(&component, &self.engine).map_err(|e| format!("{e:#}")),
+            links: self.linker.instantiate_pre(&component).map(|_| ()).map_err(|e| format!("{e:#}")),
+        })
+    }
+
     fn store(&self, step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<Store<State>> {
         let mut store = Store::new(&self.engine, State::new(step, assets, sandbox)?);
         store.limiter(|state| &mut state.limits);
@@ -133,6 +151,17 @@ impl Drop for PluginRuntime {
     fn drop(&mut self) {
         self.ticker.store(false, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// What `runner plugin inspect` reports about a component.
+pub struct Inspection {
+    pub size: u64,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// The contract it implements, or why it implements none this runner speaks.
+    pub contract: Result<Contract, String>,
+    /// Whether the runner provides every import it needs.
+    pub links: Result<(), String>,
 }
 
 impl LoadedPlugin {
