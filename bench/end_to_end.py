@@ -134,10 +134,17 @@ def main():
 
         csv_copy = os.path.join(work, "rows.csv")
         shutil.copy(data, csv_copy)
+        # Scoring alone in WASM, one worker, nothing else running: comparable with the native run.
+        scoring = os.path.join(work, "scoring.toml")
+        with open(scoring, "w") as f:
+            f.write(SCORING.format(plugins=os.path.join(ROOT, "plugins/target/wasm32-wasip2/release"), data=csv_copy,
+                                   model=os.path.join(ROOT, "models/iris/model.onnx")))
+        _, _, err = peak_rss_mb(["target/release/runner", "run", "--report", "json", scoring], env)
+        alone = {s["name"]: s for s in json.loads(err.strip().splitlines()[-2])["steps"]}["score"]
         done = subprocess.run(["plugins/target/release/examples/score", "models/iris/model.onnx", csv_copy],
                               cwd=ROOT, capture_output=True, text=True, check=True)
         native_us = json.loads(done.stdout)["us_per_row"]
-        wasm_us = steps["score"]["busy_seconds"] * 1e6 / steps["score"]["rows_in"]
+        wasm_us = alone["busy_seconds"] * 1e6 / alone["rows_in"]
         ort = subprocess.run([sys.executable, "-c", ORT, csv_copy], cwd=ROOT, capture_output=True, text=True, check=True)
         ort_us = float(ort.stdout)
 
@@ -156,7 +163,7 @@ def main():
         if "original flow (seed_flow.py)" in results:
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row)")
+        print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, each alone)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
         print("\nrunner steps (busy time, summed over workers)")
         for s in report["steps"]:
@@ -168,6 +175,23 @@ def main():
             server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
+
+# The predictor alone: CSV -> score (one worker) -> nothing.
+SCORING = """
+[pipeline]
+plugin_dir = "{plugins}"
+[source]
+kind = "csv"
+config = {{ url = "{data}" }}
+[[transform]]
+name = "score"
+plugin = "onnx-predictor"
+workers = 1
+assets = {{ model = "{model}" }}
+config = {{ features = ["sepal_length", "sepal_width", "petal_length", "petal_width"], classes = ["setosa", "versicolor", "virginica"] }}
+[sink]
+kind = "discard"
+"""
 
 # onnxruntime on the same rows, batches of 4096 as the runner: microseconds per row.
 ORT = """

@@ -21,7 +21,8 @@ pub fn write_python_float(out: &mut String, x: f64) {
     // even, as CPython's dtoa does. (Rust's own `{:e}` breaks such ties upwards:
     // 1000000000000000.25 is `...0.2` in Python but `...0.3` in Rust.) Ryu follows Python.
     let mut buffer = ryu::Buffer::new();
-    let (negative, digits, exponent) = decompose(buffer.format_finite(x));
+    let mut scratch = [0u8; 32];
+    let (negative, digits, exponent) = decompose(buffer.format_finite(x), &mut scratch);
     if negative {
         out.push('-');
     }
@@ -52,8 +53,9 @@ pub fn write_python_float(out: &mut String, x: f64) {
 }
 
 /// Splits ryu's text (`-1.25e-7`, `123.45`, `0.001`) into sign, significant digits (no leading
-/// or trailing zeros; `"0"` for zero) and the decimal exponent of the first digit.
-fn decompose(text: &str) -> (bool, String, i32) {
+/// or trailing zeros; `"0"` for zero, written into `scratch`: no allocation per value) and the
+/// decimal exponent of the first digit.
+fn decompose<'a>(text: &str, scratch: &'a mut [u8; 32]) -> (bool, &'a str, i32) {
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -63,14 +65,20 @@ fn decompose(text: &str) -> (bool, String, i32) {
         None => (text, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all: String = int.chars().chain(frac.chars()).collect();
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_matches('0');
+    let mut len = 0;
+    for &b in int.as_bytes().iter().chain(frac.as_bytes()) {
+        scratch[len] = b;
+        len += 1;
+    }
+    let all = &scratch[..len];
+    let leading = all.iter().take_while(|&&b| b == b'0').count();
+    let trailing = all[leading..].iter().rev().take_while(|&&b| b == b'0').count();
+    let digits = std::str::from_utf8(&scratch[leading..len - trailing]).expect("ASCII digits");
     if digits.is_empty() {
-        return (negative, "0".to_string(), 0);
+        return (negative, "0", 0);
     }
     // The first significant digit sits at 10^(len(int) - 1 - leading + exponent).
-    (negative, digits.to_string(), int.len() as i32 - 1 - leading as i32 + exponent)
+    (negative, digits, int.len() as i32 - 1 - leading as i32 + exponent)
 }
 
 /// [`write_python_float`] into a new string.
