@@ -85,15 +85,7 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    build_plugins()?;
-    // Native unit tests of the plugin crates. onnx-predictor is tested through the host instead
-    // (runner/tests/predictor.rs, inside WebAssembly): natively it would compile tract a second
-    // time, for the host target, which costs CI more than ten minutes.
-    step(
-        "testing plugins",
-        cargo().current_dir(root().join("plugins")).args(["test", "--workspace", "--exclude", "onnx-predictor"]),
-    )?;
-    step("testing the runner", cargo().args(["test", "--workspace"]))?;
+    // Cheap checks first, so a formatting or lint slip fails CI in minutes, not after the tests.
     step("checking formatting", cargo().args(["fmt", "--all", "--check"]))?;
     step(
         "checking formatting (plugins)",
@@ -111,5 +103,14 @@ fn test() -> Result<(), String> {
             "-D",
             "warnings",
         ]),
-    )
+    )?;
+    build_plugins()?;
+    // Native unit tests of the plugin crates. onnx-predictor is tested through the host instead
+    // (runner/tests/predictor.rs, inside WebAssembly): natively it would compile tract a second
+    // time, for the host target, which costs CI more than ten minutes.
+    step(
+        "testing plugins",
+        cargo().current_dir(root().join("plugins")).args(["test", "--workspace", "--exclude", "onnx-predictor"]),
+    )?;
+    step("testing the runner", cargo().args(["test", "--workspace"]))
 }
