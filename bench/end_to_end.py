@@ -4,10 +4,11 @@
 In one run, on the same generated rows, the same bucket and the same Redis server:
   1. makes N Iris-like rows (bench/make_rows.py) and puts them, with the model, in bucket `batch`
      on a local S3-protocol server (s3s-fs);
-  2. runs `runner run pipelines/iris.toml` (release build): S3 -> row keys -> predictor -> Redis;
+  2. runs `runner run pipelines/iris.toml` (release build): S3 -> row keys -> predictor -> Redis,
+     counting the CPU seconds of the runner and of redis-server; then the same without scoring;
   3. runs the original flow (seed_flow.py) into another Redis database;
   4. runs `redis-benchmark -P 64 -t set` with N random keys;
-  5. scores the rows with the predictor natively, and with onnxruntime;
+  5. scores the rows with the predictor in WASM and natively (calls alone), and with onnxruntime;
   6. times `runner run pipelines/iris-local.toml` (150 rows) with an empty and a warm cache;
 then prints one table: rows/s and peak RSS of each, and the ratios.
 
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from scoring import wasm_and_native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS, SECRET = "bench-access", "bench-secret-key"
@@ -52,12 +55,25 @@ def wait_port(port: int, what: str):
 def peak_rss_mb(args, env=None):
     """Runs under GNU time; returns (seconds, peak RSS MB, stderr)."""
     started = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "RSS_KB=%M", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "RSS_KB=%M CPU=%U %S", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
     rss = int(re.findall(r"RSS_KB=(\d+)", done.stderr)[-1]) / 1024
     return seconds, rss, done.stderr
+
+
+def cpu_of(stderr: str) -> float:
+    """User + system CPU seconds, from GNU time's line in `stderr` (see peak_rss_mb)."""
+    user, system = re.findall(r"CPU=([\d.]+) ([\d.]+)", stderr)[-1]
+    return float(user) + float(system)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used so far (user + system)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def s3s_fs() -> str:
@@ -74,7 +90,8 @@ def s3s_fs() -> str:
 def build():
     subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2"], cwd=os.path.join(ROOT, "plugins"), check=True)
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "score", "-p", "onnx-predictor"], cwd=os.path.join(ROOT, "plugins"), check=True)
-    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner", "--bin", "runner", "--example", "score_plugin"],
+                   cwd=ROOT, check=True)
 
 
 def main():
@@ -116,10 +133,18 @@ def main():
                    REDIS_URL=f"{redis_url}/0", RUST_LOG="error", RUNNER_CACHE_DIR=os.path.join(work, "cache"))
         # Compile the plugin into the cache first: the timed run measures the pipeline, not Cranelift.
         peak_rss_mb(["target/release/runner", "validate", "pipelines/iris.toml"], env)
+        redis_pid, redis_cpu = servers[0].pid, process_cpu(servers[0].pid)
         seconds, rss, err = peak_rss_mb(["target/release/runner", "run", "--report", "json", "pipelines/iris.toml"], env)
         report = json.loads(err.strip().splitlines()[-2])  # the JSON line, before GNU time's
         results["runner"] = (a.rows / seconds, rss, seconds)
-        steps = {s["name"]: s for s in report["steps"]}
+        # Where the time goes: CPU seconds of the runner and of redis-server against what the
+        # machine's cores offer over the run; and the same run without the score step.
+        cpu = {"runner": cpu_of(err), "redis-server": process_cpu(redis_pid) - redis_cpu, "wall": seconds}
+        unscored = os.path.join(work, "unscored.toml")
+        with open(unscored, "w") as f:
+            f.write(UNSCORED.format())
+        seconds, rss, _ = peak_rss_mb(["target/release/runner", "run", unscored], dict(env, REDIS_URL=f"{redis_url}/2"))
+        results["runner without the score step"] = (a.rows / seconds, rss, seconds)
 
         if not a.skip_seed_flow:
             seed_env = dict(env, AWS_EC2_METADATA_DISABLED="true")
@@ -134,17 +159,8 @@ def main():
 
         csv_copy = os.path.join(work, "rows.csv")
         shutil.copy(data, csv_copy)
-        # Scoring alone in WASM, one worker, nothing else running: comparable with the native run.
-        scoring = os.path.join(work, "scoring.toml")
-        with open(scoring, "w") as f:
-            f.write(SCORING.format(plugins=os.path.join(ROOT, "plugins/target/wasm32-wasip2/release"), data=csv_copy,
-                                   model=os.path.join(ROOT, "models/iris/model.onnx")))
-        _, _, err = peak_rss_mb(["target/release/runner", "run", "--report", "json", scoring], env)
-        alone = {s["name"]: s for s in json.loads(err.strip().splitlines()[-2])["steps"]}["score"]
-        done = subprocess.run(["plugins/target/release/examples/score", "models/iris/model.onnx", csv_copy],
-                              cwd=ROOT, capture_output=True, text=True, check=True)
-        native_us = json.loads(done.stdout)["us_per_row"]
-        wasm_us = alone["busy_seconds"] * 1e6 / alone["rows_in"]
+        # Scoring alone, WASM and native under the same conditions (see bench/scoring.py).
+        wasm_us, native_us = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
         ort = subprocess.run([sys.executable, "-c", ORT, csv_copy], cwd=ROOT, capture_output=True, text=True, check=True)
         ort_us = float(ort.stdout)
 
@@ -163,8 +179,13 @@ def main():
         if "original flow (seed_flow.py)" in results:
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, each alone)")
+        print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, medians, calls only)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
+        cores = os.cpu_count()
+        used = cpu["runner"] + cpu["redis-server"]
+        print(f"\nCPU during the runner's run: runner {cpu['runner']:.2f} s + redis-server {cpu['redis-server']:.2f} s"
+              f" = {used:.2f} s of {cores * cpu['wall']:.2f} s available ({cores} cores x {cpu['wall']:.2f} s):"
+              f" {100 * used / (cores * cpu['wall']):.0f}% busy")
         print("\nrunner steps (busy time, summed over workers)")
         for s in report["steps"]:
             print(f"  {s['name']:<8} {s['implementation']:<28} x{s['workers']}  {s['busy_seconds']:.2f} s")
@@ -176,21 +197,22 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-# The predictor alone: CSV -> score (one worker) -> nothing.
-SCORING = """
+# pipelines/iris.toml without the score step: the same keys, a feature as the value.
+UNSCORED = """
 [pipeline]
-plugin_dir = "{plugins}"
+name = "iris-unscored"
+[s3]
+endpoint = "${{S3_ENDPOINT}}"
 [source]
 kind = "csv"
-config = {{ url = "{data}" }}
+config = {{ url = "s3://batch/data/iris.csv" }}
 [[transform]]
-name = "score"
-plugin = "onnx-predictor"
-workers = 1
-assets = {{ model = "{model}" }}
-config = {{ features = ["sepal_length", "sepal_width", "petal_length", "petal_width"], classes = ["setosa", "versicolor", "virginica"] }}
+name = "key"
+kind = "row-key"
+config = {{ columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"] }}
 [sink]
-kind = "discard"
+kind = "redis"
+config = {{ url = "${{REDIS_URL}}", key = "key", value = "sepal_length" }}
 """
 
 # onnxruntime on the same rows, batches of 4096 as the runner: microseconds per row.

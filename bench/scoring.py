@@ -8,7 +8,14 @@ Usage (from the repository root; builds what it needs in release mode):
 Needs: Python with onnxruntime, numpy and pandas (models/iris/requirements.txt).
 Per-row times divide the time spent scoring by the rows scored; model loading is excluded
 everywhere. tract's own tree op runs on fewer rows (--tract-rows): it takes milliseconds a row.
+
+WASM against native is measured under the same conditions: all rows parsed into batches first,
+then only the scoring calls timed, on one thread with nothing else running
+(runner/examples/score_plugin.rs and plugins/onnx-predictor/examples/score.rs). This machine's
+speed drifts by 20% from one second to the next, so each is run in several processes, taking
+turns, and the medians are compared.
 """
+import statistics
 import argparse
 import json
 import os
@@ -31,7 +38,7 @@ def sh(*args, cwd=ROOT, **kwargs):
 def build():
     sh("cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2", cwd=os.path.join(ROOT, "plugins"))
     sh("cargo", "build", "--quiet", "--release", "--example", "score", "-p", "onnx-predictor", cwd=os.path.join(ROOT, "plugins"))
-    sh("cargo", "build", "--quiet", "--release", "-p", "runner")
+    sh("cargo", "build", "--quiet", "--release", "-p", "runner", "--bin", "runner", "--example", "score_plugin")
 
 
 def make_rows(rows: int, path: str):
@@ -94,6 +101,22 @@ def native(model: str, data: str, engine: str, rows: int) -> float:
     return json.loads(done.stdout)["us_per_row"]
 
 
+def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple[float, float]:
+    """Microseconds per row of the plugin's calls in WASM and of the same code natively: the
+    medians of `rounds` processes each, taking turns, each the best of 3 passes over the rows."""
+    plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
+    env = dict(os.environ, RUNNER_CACHE_DIR=cache)
+    wasm, native = [], []
+    for _ in range(rounds):
+        done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, model, data, "--batch", str(BATCH),
+                  env=env, capture_output=True, text=True)
+        wasm.append(json.loads(done.stdout)["us_per_row"])
+        done = sh(f"{ROOT}/plugins/target/release/examples/score", model, data, "--batch", str(BATCH), "--repeat", "3",
+                  capture_output=True, text=True)
+        native.append(json.loads(done.stdout)["us_per_row"])
+    return statistics.median(wasm), statistics.median(native)
+
+
 def onnxruntime_us(model: str, data: str) -> float:
     import numpy as np
     import onnxruntime
@@ -134,13 +157,13 @@ def main():
         write_spec(tract_spec, small, model, "tract")
 
         cold = runner(fast_spec, cache)  # empty cache: Cranelift compiles the plugin
-        warm_us = wasm(fast_spec, cache)
         warm = runner(fast_spec, cache)
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
+        wasm_us, native_us = wasm_and_native(model, data, cache)
         results = [
-            ("plugin in WASM (our trees)", a.rows, warm_us),
-            ("same code, native", a.rows, native(model, data, "fast", a.rows)),
+            ("plugin in WASM (our trees)", a.rows, wasm_us),
+            ("same code, native", a.rows, native_us),
             ("tract's own tree op, native", a.tract_rows, native(model, small, "tract", a.tract_rows)),
             ("tract's own tree op, in WASM", a.tract_rows, wasm(tract_spec, cache)),
             ("onnxruntime (Python)", a.rows, onnxruntime_us(model, data)),

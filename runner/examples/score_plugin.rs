@@ -1,0 +1,85 @@
+//! Scores a CSV with the predictor plugin inside WebAssembly, for the benchmarks: the WASM
+//! counterpart of `plugins/onnx-predictor/examples/score.rs`, under the same conditions.
+//!
+//! ```text
+//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N]
+//! ```
+//! Every CSV column is a feature (the four Iris columns). All rows are parsed into batches of
+//! `--batch` rows before the clock starts, so only the plugin calls are timed, one instance, with
+//! nothing else running: each call hands a columnar batch to the guest, which gathers the
+//! features, scores them with tract and appends the label column, which comes back to the host.
+//! The best of `--repeat` passes is reported, as one JSON line like the native example's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use runner::batch::{Batch, Column, Values};
+use runner::plugin::cache::ComponentCache;
+use runner::plugin::sandbox::Sandbox;
+use runner::plugin::{PluginRuntime, PluginTransform};
+use runner::step::Transform;
+
+const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N]";
+    let [plugin, model, csv] = [0, 1, 2].map(|i| args.get(i).cloned());
+    let (Some(plugin), Some(model), Some(csv)) = (plugin, model, csv) else { anyhow::bail!(usage) };
+    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let batch_rows: usize = option("--batch").map_or(Ok(4096), |v| v.parse()).context("--batch")?;
+    let repeat: usize = option("--repeat").map_or(Ok(3), |v| v.parse()).context("--repeat")?;
+
+    let batches = read_batches(Path::new(&csv), batch_rows)?;
+    let rows: usize = batches.iter().map(Batch::rows).sum();
+    let cache =
+        ComponentCache::new(std::env::var_os("RUNNER_CACHE_DIR").map(Into::into).or_else(ComponentCache::default_dir));
+    let runtime = Arc::new(PluginRuntime::new(cache, false)?);
+    let loaded = runtime.load(Path::new(&plugin))?;
+    let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
+    let config = serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] });
+    let mut step =
+        PluginTransform::open(&runtime, &loaded, "score", &config.to_string(), assets, &Sandbox::default()).await?;
+
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat {
+        let inputs = batches.clone();
+        let started = Instant::now();
+        for batch in inputs {
+            step.process(batch).await?;
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    println!("{{\"rows\": {rows}, \"seconds\": {best}, \"us_per_row\": {}}}", best * 1e6 / rows as f64);
+    Ok(())
+}
+
+/// The CSV's rows as batches of `f64` columns named after the Iris features.
+fn read_batches(path: &Path, batch_rows: usize) -> anyhow::Result<Vec<Batch>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| path.display().to_string())?;
+    let mut batches = Vec::new();
+    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
+    let mut flush = |columns: &mut Vec<Vec<f64>>| -> anyhow::Result<()> {
+        let full = std::mem::replace(columns, vec![Vec::new(); FEATURES.len()]);
+        let named = FEATURES.iter().zip(full).map(|(name, v)| Column::new(*name, Values::F64(v))).collect();
+        batches.push(Batch::new(named)?);
+        Ok(())
+    };
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: row {}", path.display(), line + 2))?;
+        for (column, field) in columns.iter_mut().zip(record.iter()) {
+            column.push(field.parse().with_context(|| format!("{}: row {}", path.display(), line + 2))?);
+        }
+        if columns[0].len() == batch_rows {
+            flush(&mut columns)?;
+        }
+    }
+    if !columns[0].is_empty() {
+        flush(&mut columns)?;
+    }
+    Ok(batches)
+}
