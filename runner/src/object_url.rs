@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -48,9 +48,15 @@ pub struct S3Options {
     /// `anonymous = true`: send unsigned requests (public buckets); no credentials needed.
     #[serde(default)]
     pub anonymous: bool,
-    /// `timeout_seconds = 30`: give up on a request (and its retries) after this long.
+    /// `timeout_seconds = 30`: give up on a request (and its retries) after this long. Data is
+    /// read in ranges of 8 MiB, one request each, so a long read is many short requests.
     pub timeout_seconds: Option<u64>,
 }
+
+/// Bytes per range request when an object is streamed (see [`ObjectUrl::read_chunks`]).
+const CHUNK_BYTES: u64 = 8 << 20;
+/// Range requests in flight while the reader works on the chunk before them.
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// An object, or with a trailing `/` every object under a prefix, in some store.
 #[derive(Clone)]
@@ -166,6 +172,26 @@ impl ObjectUrl {
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort();
         Ok(found)
+    }
+
+    /// Streams `object` (of `size` bytes, from [`ObjectUrl::objects`]) as consecutive range
+    /// requests of [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request is
+    /// read whole and at once, so however slowly the pipeline consumes the data, no request
+    /// outlives the timeout, and a failed one is retried on its own instead of failing the run.
+    /// Memory: a few chunks, whatever the object's size.
+    pub fn read_chunks(
+        &self,
+        object: &ObjectPath,
+        size: u64,
+    ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
+        let (store, object) = (self.store.clone(), object.clone());
+        let ranges = (0..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
+        futures::stream::iter(ranges)
+            .map(move |range| {
+                let (store, object) = (store.clone(), object.clone());
+                async move { store.get_range(&object, range).await }
+            })
+            .buffered(CHUNKS_IN_FLIGHT)
     }
 
     /// Checks that the object exists and is readable, and returns its size; the error names the

@@ -267,3 +267,45 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(redis.contents(), reference);
 }
+
+/// However slowly a pipeline consumes an object, reading it does not run into the S3 request
+/// timeout: the object is read in ranges, each its own short request. Here the timeout is one
+/// second and the reader pauses two seconds after the first chunk; one long GET would be cut
+/// off by its timeout halfway (as it was, at 30 s, for a 10-million-row file).
+#[tokio::test]
+async fn a_slow_reader_outlives_the_request_timeout() {
+    use futures::StreamExt;
+    use runner::object_url::{ObjectUrl, S3Options};
+
+    let s3 = S3Server::start();
+    s3.bucket("batch");
+    let dir = common::temp();
+    let content: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &content).unwrap();
+    s3.put("batch", "big.bin", &dir.path().join("big.bin"));
+    let options = S3Options {
+        endpoint: Some(s3.endpoint()),
+        access_key_id: Some(S3_ACCESS_KEY.into()),
+        secret_access_key: Some(S3_SECRET_KEY.into()),
+        timeout_seconds: Some(1),
+        ..S3Options::default()
+    };
+    let url = ObjectUrl::parse("s3://batch/big.bin", dir.path(), &options).unwrap();
+    let objects = url.objects().await.unwrap();
+    assert_eq!(objects.len(), 1);
+    let (object, size) = &objects[0];
+    assert_eq!(*size, content.len() as u64);
+
+    let mut chunks = Box::pin(url.read_chunks(object, *size));
+    let mut read = Vec::new();
+    let mut count = 0;
+    while let Some(chunk) = chunks.next().await {
+        read.extend_from_slice(&chunk.expect("every range is read"));
+        count += 1;
+        if count == 1 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+    assert_eq!(count, 3, "20 MiB in ranges of 8 MiB");
+    assert!(read == content, "the chunks put together are the object");
+}

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -110,11 +109,11 @@ async fn read_objects(
     }
     let source = Arc::new(source);
     let mut schema: Option<Schema> = None;
-    for (object, _) in objects {
+    for (object, size) in objects {
         let name = url.name_of(&object);
-        let body = url.store.get(&object).await.map_err(|e| anyhow!("{name}: {}", describe_error(&e)))?;
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-        let stream = StreamReader::new(body.into_stream().map_err(std::io::Error::other));
+        let chunks = url.read_chunks(&object, size).map_err(|e| std::io::Error::other(describe_error(&e)));
+        let stream = StreamReader::new(chunks);
         let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());
         let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, schema, &tx));
