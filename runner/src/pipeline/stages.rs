@@ -244,10 +244,7 @@ async fn process(worker: &mut dyn Transform, batch: Batch, step: &Step) -> anyho
             Ok(output) => return Ok(output),
             Err(e) => match e.downcast_ref::<RowError>() {
                 Some(refused) if refused.row < batch.rows() => {
-                    let row = row_json(&batch, refused.row);
-                    let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
-                    step.policy.reject(vec![rejected]).await?;
-                    batch = batch.without_row(refused.row);
+                    batch = reject_row(step, batch, refused).await?;
                     if batch.is_empty() {
                         return Ok(Batch::default());
                     }
@@ -260,6 +257,14 @@ async fn process(worker: &mut dyn Transform, batch: Batch, step: &Step) -> anyho
             },
         }
     }
+}
+
+/// Hands the row a step refused to the step's policy; returns the batch without it, to try again.
+async fn reject_row(step: &Step, batch: Batch, refused: &RowError) -> anyhow::Result<Batch> {
+    let row = row_json(&batch, refused.row);
+    let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
+    step.policy.reject(vec![rejected]).await?;
+    Ok(batch.without_row(refused.row))
 }
 
 pub async fn sink(
@@ -332,10 +337,7 @@ async fn write(
         };
         match e.downcast_ref::<RowError>() {
             Some(refused) if refused.row < batch.rows() => {
-                let row = row_json(&batch, refused.row);
-                let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
-                step.policy.reject(vec![rejected]).await?;
-                batch = batch.without_row(refused.row);
+                batch = reject_row(step, batch, refused).await?;
                 if batch.is_empty() {
                     return Ok(());
                 }
