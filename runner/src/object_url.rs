@@ -250,6 +250,8 @@ pub fn describe_error(e: &object_store::Error) -> String {
                 .any(|code| text.contains(code))
             {
                 "access denied: check the credentials".to_string()
+            } else if timed_out(other) {
+                "timed out: no answer within `timeout_seconds` (under [s3], default 30)".to_string()
             } else if text.contains("Connection refused") || text.contains("error sending request") {
                 "cannot connect to the S3 endpoint (is the server running?)".to_string()
             } else {
@@ -263,6 +265,18 @@ pub fn describe_error(e: &object_store::Error) -> String {
     } else {
         line.to_string()
     }
+}
+
+/// Whether a request (or its body) ran out of time, somewhere in the error's chain.
+fn timed_out(e: &object_store::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = next {
+        if let Some(http) = error.downcast_ref::<object_store::client::HttpError>() {
+            return matches!(http.kind(), object_store::client::HttpErrorKind::Timeout);
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Removes `.` and `..` components without touching the file system (object_store's local

@@ -195,6 +195,34 @@ fn service_failures_name_the_url_and_hide_secrets() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// An S3 endpoint that takes the connection but never answers: the run gives up after
+/// `timeout_seconds` with one line that names the URL and says it timed out.
+#[test]
+fn an_unresponsive_s3_server_times_out_clearly() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts: no answer
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("silent.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[s3]\nendpoint = \"{endpoint}\"\naccess_key_id = \"{S3_ACCESS_KEY}\"\n\
+             secret_access_key = \"{S3_SECRET_KEY}\"\ntimeout_seconds = 1\n\
+             [source]\nkind = \"csv\"\nconfig = {{ url = \"s3://batch/data.csv\" }}\n\
+             [sink]\nkind = \"discard\"\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = run(runner(), &["run", spec.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "gave up too late: {:?}", started.elapsed());
+    let err = stderr(&output);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains(&format!("s3://batch/data.csv (at {endpoint}): timed out")), "{line}");
+    assert!(!err.contains(S3_SECRET_KEY), "{err}");
+}
+
 /// 120,000 deterministic Iris-like rows (two decimals, like bench/make_rows.py makes).
 fn many_rows(path: &Path, rows: usize) {
     let mut text = String::from("sepal_length,sepal_width,petal_length,petal_width\n");
