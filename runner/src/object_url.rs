@@ -15,7 +15,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 use serde::Deserialize;
 
 /// `[s3]`: how to reach `s3://` URLs. Every field falls back to the standard AWS environment
@@ -155,41 +157,48 @@ impl ObjectUrl {
         Ok(ObjectUrl { store: Arc::new(store), path: ObjectPath::from(key), is_prefix, display })
     }
 
-    /// The objects this URL names, with their sizes: itself (checked to be readable), or every
+    /// The objects this URL names (path, size, ETag): itself (checked to be readable), or every
     /// object under the prefix, by name.
-    pub async fn objects(&self) -> anyhow::Result<Vec<(ObjectPath, u64)>> {
+    pub async fn objects(&self) -> anyhow::Result<Vec<ObjectMeta>> {
         if !self.is_prefix {
-            let size = self.check_readable().await?;
-            return Ok(vec![(self.path.clone(), size)]);
+            return Ok(vec![self.check_readable().await?]);
         }
-        let mut found: Vec<(ObjectPath, u64)> = self
+        let mut found: Vec<ObjectMeta> = self
             .store
             .list(Some(&self.path))
-            .map_ok(|meta| (meta.location, meta.size))
             .try_collect()
             .await
             .map_err(|e| anyhow::anyhow!("{self}: {}", describe_error(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
-        found.sort();
+        found.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(found)
     }
 
-    /// Streams `object` (of `size` bytes, from [`ObjectUrl::objects`]) as consecutive range
-    /// requests of [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request is
-    /// read whole and at once, so however slowly the pipeline consumes the data, no request
-    /// outlives the timeout, and a failed one is retried on its own instead of failing the run.
-    /// Memory: a few chunks, whatever the object's size.
+    /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
+    /// [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request is read whole and
+    /// at once, so however slowly the pipeline consumes the data, no request outlives the
+    /// timeout, and a failed one is retried on its own instead of failing the run. Each asks
+    /// for the ETag seen when the object was found: if the object is replaced mid-read, the
+    /// read fails instead of mixing two versions. Memory: a few chunks, whatever the size.
     pub fn read_chunks(
         &self,
-        object: &ObjectPath,
-        size: u64,
+        meta: &ObjectMeta,
     ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
-        let (store, object) = (self.store.clone(), object.clone());
+        let (store, meta) = (self.store.clone(), meta.clone());
+        let size = meta.size;
         let ranges = (0..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
         futures::stream::iter(ranges)
             .map(move |range| {
-                let (store, object) = (store.clone(), object.clone());
-                async move { store.get_range(&object, range).await }
+                let (store, meta) = (store.clone(), meta.clone());
+                async move {
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(range)),
+                        if_match: meta.e_tag.clone(),
+                        version: meta.version.clone(),
+                        ..GetOptions::default()
+                    };
+                    store.get_opts(&meta.location, options).await?.bytes().await
+                }
             })
             .buffered(CHUNKS_IN_FLIGHT)
     }
@@ -197,9 +206,9 @@ impl ObjectUrl {
     /// Checks that the object exists and is readable, and returns its size; the error names the
     /// URL and says whether the object or the whole bucket is missing (a HEAD response has no
     /// body to tell).
-    pub async fn check_readable(&self) -> anyhow::Result<u64> {
+    pub async fn check_readable(&self) -> anyhow::Result<ObjectMeta> {
         match self.store.head(&self.path).await {
-            Ok(meta) => Ok(meta.size),
+            Ok(meta) => Ok(meta),
             Err(object_store::Error::NotFound { .. }) if self.display.starts_with("s3://") => {
                 let bucket_missing = match self.store.list_with_delimiter(None).await {
                     Err(object_store::Error::NotFound { .. }) => true,
@@ -239,6 +248,7 @@ pub fn describe_error(e: &object_store::Error) -> String {
             "no such bucket".to_string()
         }
         object_store::Error::NotFound { .. } => "no such object".to_string(),
+        object_store::Error::Precondition { .. } => "the object changed while it was being read".to_string(),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             "access denied: check the credentials".to_string()
         }
