@@ -175,22 +175,24 @@ impl ObjectUrl {
     }
 
     /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
-    /// [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request is read whole and
-    /// at once, so however slowly the pipeline consumes the data, no request outlives the
-    /// timeout, and a failed one is retried on its own instead of failing the run. Each asks
-    /// for the ETag seen when the object was found: if the object is replaced mid-read, the
-    /// read fails instead of mixing two versions. Memory: a few chunks, whatever the size.
+    /// [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request runs as its own
+    /// task and is read whole at once, so however slowly the pipeline consumes the data, no
+    /// request waits on the reader and outlives its timeout, and a failed one is retried on its
+    /// own instead of failing the run. Each asks for the ETag seen when the object was found:
+    /// if the object is replaced mid-read, the read fails instead of mixing two versions.
+    /// Memory: a few chunks, whatever the size. Call it inside the tokio runtime.
     pub fn read_chunks(
         &self,
         meta: &ObjectMeta,
     ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
         let (store, meta) = (self.store.clone(), meta.clone());
+        let runtime = tokio::runtime::Handle::current();
         let size = meta.size;
         let ranges = (0..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
         futures::stream::iter(ranges)
             .map(move |range| {
                 let (store, meta) = (store.clone(), meta.clone());
-                async move {
+                runtime.spawn(async move {
                     let options = GetOptions {
                         range: Some(GetRange::Bounded(range)),
                         if_match: meta.e_tag.clone(),
@@ -198,9 +200,12 @@ impl ObjectUrl {
                         ..GetOptions::default()
                     };
                     store.get_opts(&meta.location, options).await?.bytes().await
-                }
+                })
             })
             .buffered(CHUNKS_IN_FLIGHT)
+            .map(|joined| {
+                joined.unwrap_or_else(|e| Err(object_store::Error::Generic { store: "runner", source: Box::new(e) }))
+            })
     }
 
     /// Checks that the object exists and is readable, and returns its size; the error names the

@@ -297,9 +297,11 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
 }
 
 /// However slowly a pipeline consumes an object, reading it does not run into the S3 request
-/// timeout: the object is read in ranges, each its own short request. Here the timeout is one
-/// second and the reader pauses two seconds after the first chunk; one long GET would be cut
-/// off by its timeout halfway (as it was, at 30 s, for a 10-million-row file).
+/// timeout: the object is read in ranges, each its own short request that runs to its end while
+/// the reader is busy. Here the timeout is two seconds and the reader pauses four after the
+/// first chunk, with the next ranges in flight; one long GET would be cut off by its timeout
+/// (as it was, at 30 s, for a 10-million-row file), and so would ranges left waiting on the
+/// reader.
 #[tokio::test]
 async fn a_slow_reader_outlives_the_request_timeout() {
     use futures::StreamExt;
@@ -315,7 +317,7 @@ async fn a_slow_reader_outlives_the_request_timeout() {
         endpoint: Some(s3.endpoint()),
         access_key_id: Some(S3_ACCESS_KEY.into()),
         secret_access_key: Some(S3_SECRET_KEY.into()),
-        timeout_seconds: Some(1),
+        timeout_seconds: Some(2),
         ..S3Options::default()
     };
     let url = ObjectUrl::parse("s3://batch/big.bin", dir.path(), &options).unwrap();
@@ -330,7 +332,7 @@ async fn a_slow_reader_outlives_the_request_timeout() {
         read.extend_from_slice(&chunk.expect("every range is read"));
         count += 1;
         if count == 1 {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
         }
     }
     assert_eq!(count, 3, "20 MiB in ranges of 8 MiB");
