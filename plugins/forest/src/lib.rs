@@ -628,15 +628,26 @@ impl Levels {
     /// Sums, for each row, the single leaf weight each tree reaches: eight rows at a time walk
     /// every tree in lockstep, with their features and scores in cache. Stumps are added first,
     /// then the other trees in order.
+    ///
+    /// Each group of rows is first copied feature-major (`x[feature * LANES + lane]`), so a lane's
+    /// value sits at a constant offset from one base: the unrolled lanes then need no pointer of
+    /// their own, which keeps them in registers under Cranelift too, not only under LLVM.
     fn sum<const C: u32>(&self, input: &[f32], n_features: usize, output: &mut [f32], t: usize) {
         for scores in output.chunks_exact_mut(t) {
             scores.copy_from_slice(&self.stumps);
         }
+        let mut columns = vec![0.0f32; LANES * n_features];
         let mut groups = input.chunks_exact(LANES * n_features);
         let mut scores = output.chunks_exact_mut(LANES * t);
         for (group, scores) in (&mut groups).zip(&mut scores) {
-            self.sum_lanes::<C, LANES>(group, n_features, scores, t);
+            for (lane, row) in group.chunks_exact(n_features).enumerate() {
+                for (feature, &x) in row.iter().enumerate() {
+                    columns[feature * LANES + lane] = x;
+                }
+            }
+            self.sum_lanes::<C, LANES>(&columns, n_features, scores, t);
         }
+        // One row is its own feature-major layout.
         for (row, scores) in
             groups.remainder().chunks_exact(n_features).zip(scores.into_remainder().chunks_exact_mut(t))
         {
@@ -644,12 +655,12 @@ impl Levels {
         }
     }
 
-    /// [`Levels::sum`] for `N` rows.
+    /// [`Levels::sum`] for `N` rows, given feature-major: `x[feature * N + lane]`.
     #[inline(always)]
-    fn sum_lanes<const C: u32, const N: usize>(&self, rows: &[f32], n_features: usize, scores: &mut [f32], t: usize) {
+    fn sum_lanes<const C: u32, const N: usize>(&self, x: &[f32], n_features: usize, scores: &mut [f32], t: usize) {
         let cmp = Cmp::from_bits(C);
         let single = self.single.as_deref().expect("checked by the caller");
-        assert!(rows.len() == N * n_features && scores.len() == N * t);
+        assert!(x.len() == N * n_features && scores.len() == N * t);
         for tree in &self.deep {
             let mut at = [0usize; N];
             for _ in 0..tree.depth {
@@ -657,12 +668,15 @@ impl Levels {
                     // SAFETY: before the last step a position is one of the tree's 2^depth - 1
                     // nodes, all within `nodes` (built by `Forest::levels`). A feature index is
                     // below `min_features()`, which `predict` checked against `n_features`
-                    // (padding nodes read feature 0), so it lies within this lane's row.
+                    // (padding nodes read feature 0), so `feature * N + lane` lies within `x`.
                     let node = unsafe { *self.nodes.get_unchecked(tree.nodes as usize + *position) };
                     let feature = (node.feature & !LEVEL_MISSING_TRUE) as usize;
-                    let x = unsafe { *rows.get_unchecked(lane * n_features + feature) };
-                    let go_true =
-                        if x.is_nan() { node.feature & LEVEL_MISSING_TRUE != 0 } else { cmp.test(x, node.threshold) };
+                    let value = unsafe { *x.get_unchecked(feature * N + lane) };
+                    let go_true = if value.is_nan() {
+                        node.feature & LEVEL_MISSING_TRUE != 0
+                    } else {
+                        cmp.test(value, node.threshold)
+                    };
                     *position = 2 * *position + 2 - go_true as usize;
                 }
             }
