@@ -99,12 +99,7 @@ impl PluginRuntime {
     /// Errors are one-line explanations meant for the user; the caller adds the step's name.
     pub fn load(&self, path: &Path) -> anyhow::Result<LoadedPlugin> {
         let started = Instant::now();
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
-        contract::check_header(&bytes).with_context(|| format!("{} is not a plugin", path.display()))?;
-        let (component, cache) = self
-            .cache
-            .load(&self.engine, &bytes)
-            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        let (bytes, component, cache) = self.compile(path)?;
         let contract = Contract::of(&component, &self.engine).with_context(|| path.display().to_string())?;
         let pre = self
             .linker
@@ -120,15 +115,9 @@ impl PluginRuntime {
         })
     }
 
-    /// A store for one instance of a step's plugin, with the step's limits in force.
     /// Describes a component file, whether or not it fits this runner (`runner plugin inspect`).
     pub fn inspect(&self, path: &Path) -> anyhow::Result<Inspection> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        contract::check_header(&bytes).with_context(|| format!("{} is not a plugin", path.display()))?;
-        let (component, _) = self
-            .cache
-            .load(&self.engine, &bytes)
-            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        let (bytes, component, _) = self.compile(path)?;
         let ty = component.component_type();
         Ok(Inspection {
             size: bytes.len() as u64,
@@ -139,6 +128,19 @@ impl PluginRuntime {
         })
     }
 
+    /// Reads the file at `path`, checks that it is a component, and compiles it (or loads it
+    /// from the cache): its bytes, the component, and whether the cache had it.
+    fn compile(&self, path: &Path) -> anyhow::Result<(Vec<u8>, wasmtime::component::Component, CacheOutcome)> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
+        contract::check_header(&bytes).with_context(|| format!("{} is not a plugin", path.display()))?;
+        let (component, cache) = self
+            .cache
+            .load(&self.engine, &bytes)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        Ok((bytes, component, cache))
+    }
+
+    /// A store for one instance of a step's plugin, with the step's limits in force.
     fn store(&self, step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<Store<State>> {
         let mut store = Store::new(&self.engine, State::new(step, assets, sandbox)?);
         store.limiter(|state| &mut state.limits);
