@@ -9,6 +9,12 @@
 //! When every branch uses the same comparison (XGBoost: `<`, scikit-learn: `<=`), the walk is
 //! monomorphised for it.
 //!
+//! When the trees read few features at few distinct thresholds (Iris: 4 features, 31
+//! thresholds, 300 trees), the whole ensemble is a function of which interval between
+//! thresholds each feature falls in: 4,860 cells for Iris. The forest then also tabulates its
+//! scores per cell, computed by the walk itself, and scores a row by locating its cell and
+//! reading the table: the same bits as the walk, at a cost independent of the number of trees.
+//!
 //! Semantics follow the ONNX spec (as onnxruntime implements it): a missing value (NaN) takes the
 //! branch `nodes_missing_value_tracks_true` says, scores are aggregated over trees (sum, average,
 //! min or max), then `base_values` are added. Sums run in tree order in `f32`, as tract does, so
@@ -157,7 +163,40 @@ pub struct Forest {
     /// The same trees padded to complete binary trees, when they all use one comparison and
     /// padding costs little: then rows are scored without a branch per node.
     levels: Option<Levels>,
+    /// The scores tabulated per cell of the threshold grid, when the grid is small.
+    table: Option<Table>,
 }
+
+/// The ensemble's scores tabulated over the grid its thresholds make: every branch compares
+/// one feature with one threshold, so the leaf each tree reaches, and with it the score, only
+/// depends on which interval between a feature's sorted distinct thresholds each value falls
+/// in (its bin). A row's cell is its bins in mixed radix; the table holds each cell's scores as
+/// [`Forest::score`] computes them for a row in that cell, so reading it gives the same bits.
+/// Rows with a missing value in a feature the trees read take the walk.
+#[derive(Debug, Clone, PartialEq)]
+struct Table {
+    /// The features the trees read.
+    features: Vec<Axis>,
+    /// `x <= t`-style branches (`Leq`, `Gt`): a bin counts the thresholds below the value;
+    /// `x < t`-style (`Lt`, `Gte`): the thresholds at or below it.
+    below_only: bool,
+    /// `n_targets` scores per cell.
+    scores: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    feature: usize,
+    /// Distinct, ascending.
+    thresholds: Vec<f32>,
+    /// Cells between consecutive bins of this feature.
+    stride: usize,
+}
+
+/// Tabulate when the grid has at most this many cells ...
+const MAX_TABLE_CELLS: usize = 1 << 16;
+/// ... and filling it walks at most this many trees (a few milliseconds).
+const MAX_TABLE_WORK: usize = 1 << 23;
 
 /// Trees padded to complete binary trees (heap order: the children of node `i` are `2i + 1`,
 /// taken when the test is true, and `2i + 2`). A leaf above the bottom level is repeated in
@@ -309,6 +348,7 @@ impl Forest {
             base_values: if t.base_values.is_empty() { vec![0.0; t.n_targets] } else { t.base_values.clone() },
             uniform: None,
             levels: None,
+            table: None,
         };
         let mut modes_seen: Vec<Cmp> = Vec::new();
         for tree in tree_ids {
@@ -373,7 +413,63 @@ impl Forest {
         if forest.uniform.is_some() {
             forest.levels = forest.levels();
         }
+        forest.table = forest.table();
         Ok(forest)
+    }
+
+    /// The table of scores per cell, or `None` when branches compare in mixed ways or for
+    /// (in)equality, a threshold is NaN, or the grid is too large to fill quickly.
+    fn table(&self) -> Option<Table> {
+        let below_only = match self.uniform? {
+            Cmp::Lt | Cmp::Gte => false,
+            Cmp::Leq | Cmp::Gt => true,
+            Cmp::Eq | Cmp::Neq => return None,
+        };
+        let mut thresholds: Vec<Vec<f32>> = vec![Vec::new(); self.max_feature + 1];
+        for node in self.nodes.iter().filter(|n| n.meta & LEAF == 0) {
+            if node.value.is_nan() {
+                return None;
+            }
+            thresholds[(node.meta & FEATURE_MASK) as usize].push(node.value);
+        }
+        let mut features = Vec::new();
+        let mut cells = 1usize;
+        for (feature, mut t) in thresholds.into_iter().enumerate() {
+            if t.is_empty() {
+                continue;
+            }
+            t.sort_unstable_by(f32::total_cmp);
+            t.dedup_by(|a, b| a == b); // -0.0 == 0.0: one threshold
+            let stride = cells;
+            cells = cells.checked_mul(t.len() + 1).filter(|&c| c <= MAX_TABLE_CELLS)?;
+            features.push(Axis { feature, thresholds: t, stride });
+        }
+        if cells.saturating_mul(self.roots.len()) > MAX_TABLE_WORK {
+            return None;
+        }
+        // One row per cell, each feature at a value inside its bin: for `x < t` branches, bin
+        // 0 is below the first threshold and bin b starts at threshold b - 1; for `x <= t`,
+        // bin b ends at threshold b and the last bin is above them all.
+        let width = self.min_features();
+        let mut scores = vec![0.0; cells * self.n_targets];
+        let mut rows = Vec::new();
+        const CHUNK: usize = 4096;
+        for (first, out) in (0..cells).step_by(CHUNK).zip(scores.chunks_mut(CHUNK * self.n_targets)) {
+            rows.clear();
+            rows.resize(out.len() / self.n_targets * width, 0.0);
+            for (cell, row) in (first..).zip(rows.chunks_exact_mut(width)) {
+                for axis in &features {
+                    let bin = cell / axis.stride % (axis.thresholds.len() + 1);
+                    row[axis.feature] = match (below_only, bin) {
+                        (false, 0) => f32::NEG_INFINITY,
+                        (false, b) => axis.thresholds[b - 1],
+                        (true, b) => axis.thresholds.get(b).copied().unwrap_or(f32::INFINITY),
+                    };
+                }
+            }
+            self.score(&rows, width, out);
+        }
+        Some(Table { features, below_only, scores })
     }
 
     /// The padded layout, or `None` when a tree is too deep or padding would cost more than
@@ -471,6 +567,15 @@ impl Forest {
         if output.len() != rows * self.n_targets {
             return Err(format!("output has {} values, expected {}", output.len(), rows * self.n_targets));
         }
+        match &self.table {
+            Some(table) => table.predict(self, input, n_features, output),
+            None => self.score(input, n_features, output),
+        }
+        Ok(())
+    }
+
+    /// [`Forest::predict`] without the table, on checked arguments.
+    fn score(&self, input: &[f32], n_features: usize, output: &mut [f32]) {
         // Sums of one weight per leaf (boosted trees): walk and add in one pass.
         if let (Some(levels @ Levels { single: Some(_), .. }), Some(cmp), Aggregate::Sum | Aggregate::Average) =
             (&self.levels, self.uniform, self.aggregate)
@@ -484,7 +589,7 @@ impl Forest {
                 Cmp::Neq => levels.sum::<5>(input, n_features, output, self.n_targets),
             }
             self.finish_scores(output, &[]);
-            return Ok(());
+            return;
         }
         // Otherwise each walker writes, for a block of rows, the leaf range every tree reaches
         // for every row (tree-major), monomorphised for the comparison all branches share.
@@ -533,7 +638,6 @@ impl Forest {
                 self.aggregate(input, n_features, output, |rows, out| self.walk_all::<MIXED>(rows, n_features, out))
             }
         }
-        Ok(())
     }
 
     /// Scores blocks of rows: `walk` gives the leaf each tree reaches for each row of a block
@@ -621,6 +725,49 @@ impl Forest {
             node = self.nodes[if go_true { node.yes } else { node.no } as usize];
         }
         node
+    }
+}
+
+impl Table {
+    /// Scores rows by their cells; rows with a missing value the trees read take the walk.
+    fn predict(&self, forest: &Forest, input: &[f32], n_features: usize, output: &mut [f32]) {
+        let t = forest.n_targets;
+        let mut missing = Vec::new();
+        for (r, (row, scores)) in input.chunks_exact(n_features).zip(output.chunks_exact_mut(t)).enumerate() {
+            let mut cell = 0;
+            for axis in &self.features {
+                let x = row[axis.feature];
+                if x.is_nan() {
+                    missing.push(r);
+                    break;
+                }
+                cell += axis.stride * self.bin(&axis.thresholds, x);
+            }
+            if missing.last() != Some(&r) {
+                scores.copy_from_slice(&self.scores[cell * t..(cell + 1) * t]);
+            }
+        }
+        if !missing.is_empty() {
+            let rows: Vec<f32> =
+                missing.iter().flat_map(|&r| &input[r * n_features..(r + 1) * n_features]).copied().collect();
+            let mut scores = vec![0.0; missing.len() * t];
+            forest.score(&rows, n_features, &mut scores);
+            for (&r, s) in missing.iter().zip(scores.chunks_exact(t)) {
+                output[r * t..(r + 1) * t].copy_from_slice(s);
+            }
+        }
+    }
+
+    /// The bin of `x` (not NaN) among `thresholds`: how many lie below it (or at it, for
+    /// `x < t` branches). Counting without branches beats a binary search on short lists.
+    #[inline]
+    fn bin(&self, thresholds: &[f32], x: f32) -> usize {
+        match (thresholds.len() <= 32, self.below_only) {
+            (true, true) => thresholds.iter().map(|&t| (t < x) as usize).sum(),
+            (true, false) => thresholds.iter().map(|&t| (t <= x) as usize).sum(),
+            (false, true) => thresholds.partition_point(|&t| t < x),
+            (false, false) => thresholds.partition_point(|&t| t <= x),
+        }
     }
 }
 
@@ -801,6 +948,11 @@ mod tests {
     /// A deterministic random ensemble: `trees` trees of depth up to 7 over 5 features, one
     /// comparison for all branches, missing values sent either way, leaves voting for 3 targets.
     fn random_trees(trees: i64, seed: u64, max_weights: u32) -> OnnxTrees {
+        random_trees_with(trees, seed, max_weights, 200, Cmp::Lt)
+    }
+
+    /// [`random_trees`] with `distinct` possible thresholds and comparison `cmp`.
+    fn random_trees_with(trees: i64, seed: u64, max_weights: u32, distinct: u32, cmp: Cmp) -> OnnxTrees {
         let mut state = seed;
         let mut next = move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -821,8 +973,8 @@ mod tests {
                     let (yes, no) = (next_id, next_id + 1);
                     next_id += 2;
                     t.feature_ids.push((next() % 5) as i64);
-                    t.values.push((next() % 200) as f32 / 20.0 - 5.0);
-                    t.modes.push(Some(Cmp::Lt));
+                    t.values.push((next() % distinct) as f32 * (10.0 / distinct as f32) - 5.0);
+                    t.modes.push(Some(cmp));
                     t.true_ids.push(yes);
                     t.false_ids.push(no);
                     pending.push((yes, depth + 1));
@@ -857,13 +1009,49 @@ mod tests {
         }
     }
 
+    /// A small grid is tabulated, and the table scores every row with the walk's very bits:
+    /// values on, between and beyond the thresholds, signed zeros, infinities, missing values;
+    /// for every comparison that orders, with one and with several weights per leaf.
+    #[test]
+    fn the_table_scores_exactly_as_the_walk() {
+        for (seed, cmp) in [(1, Cmp::Lt), (2, Cmp::Leq), (3, Cmp::Gte), (4, Cmp::Gt)] {
+            for max_weights in [1, 2] {
+                let tabulated = Forest::compile(&random_trees_with(60, seed, max_weights, 6, cmp)).unwrap();
+                assert!(tabulated.table.is_some(), "{cmp:?}: 5 features x 6 thresholds make 7^5 cells");
+                let walked = Forest { table: None, ..tabulated.clone() };
+                let special = [-5.0, 0.0, -0.0, 5.0 / 3.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e30];
+                let mut state = seed;
+                let input: Vec<f32> = (0..5 * 2000)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let v = (state >> 33) as u32;
+                        match v % 4 {
+                            // exactly a threshold: (k * 10/6) - 5 as the trees compute it
+                            0 => (v / 4 % 6) as f32 * (10.0 / 6.0) - 5.0,
+                            1 => special[(v / 4) as usize % special.len()],
+                            _ => (v % 2400) as f32 / 200.0 - 6.0,
+                        }
+                    })
+                    .collect();
+                let (mut a, mut b) = (vec![0.0; 2000 * 3], vec![0.0; 2000 * 3]);
+                tabulated.predict(&input, 5, &mut a).unwrap();
+                walked.predict(&input, 5, &mut b).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{cmp:?}, {max_weights} weights per leaf");
+            }
+        }
+        // Too many cells, or an equality test: no table.
+        assert!(Forest::compile(&random_trees(40, 7, 1)).unwrap().table.is_none());
+        assert!(Forest::compile(&random_trees_with(20, 5, 1, 6, Cmp::Eq)).unwrap().table.is_none());
+    }
+
     fn compare(padded: &Forest, walked: &Forest) {
         let mut state = 99u64;
         let input: Vec<f32> = (0..5 * 333)
             .map(|_| {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
                 let v = (state >> 40) as u32;
-                if v % 10 == 0 { f32::NAN } else { (v % 2000) as f32 / 200.0 - 5.0 }
+                if v.is_multiple_of(10) { f32::NAN } else { (v % 2000) as f32 / 200.0 - 5.0 }
             })
             .collect();
         let (mut a, mut b) = (vec![0.0; 333 * 3], vec![0.0; 333 * 3]);
