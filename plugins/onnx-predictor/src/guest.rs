@@ -16,7 +16,7 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 
-use crate::predictor::{Labels, Prediction, Predictor, TreeEngine};
+use crate::predictor::{Feature, Labels, Prediction, Predictor, TreeEngine, class_names, gather};
 use etl::plugin::host::{self, Level};
 use etl::plugin::types::{Batch, Column, Error, Values};
 use exports::etl::plugin::transform::{Guest, GuestTransformer, Transformer};
@@ -109,26 +109,26 @@ impl GuestTransformer for Predict {
 }
 
 impl Predict {
-    /// Gathers the feature columns into a row-major `f32` matrix; a null becomes NaN, which tree
-    /// ensembles treat as a missing value.
+    /// Gathers the feature columns into the model's row-major input.
     fn features(&self, batch: &Batch, rows: usize, input: &mut Vec<f32>) -> Result<(), Error> {
-        let width = self.config.features.len();
-        input.clear();
-        input.resize(rows * width, 0.0);
-        for (j, name) in self.config.features.iter().enumerate() {
-            let column = batch.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
-                let have: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
-                error(format!("no input column `{name}` (the batch has: {})", have.join(", ")))
-            })?;
-            match &column.values {
-                Values::F64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
-                Values::S64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
-                _ => return Err(error(format!("feature column `{name}` is not numeric"))),
-            }
-            if let Some(nulls) = &column.nulls {
-                nulls.iter().enumerate().filter(|(_, n)| **n).for_each(|(r, _)| input[r * width + j] = f32::NAN);
-            }
-        }
+        let columns = self
+            .config
+            .features
+            .iter()
+            .map(|name| {
+                let column = batch.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                    let have: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
+                    error(format!("no input column `{name}` (the batch has: {})", have.join(", ")))
+                })?;
+                let values = match &column.values {
+                    Values::F64(v) => Feature::F64(v),
+                    Values::S64(v) => Feature::S64(v),
+                    _ => return Err(error(format!("feature column `{name}` is not numeric"))),
+                };
+                Ok((values, column.nulls.as_deref()))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        gather(&columns, rows, input);
         Ok(())
     }
 
@@ -175,17 +175,9 @@ impl Predict {
         if self.config.classes.is_empty() {
             return Ok(Values::S64(ids));
         }
-        let classes = &self.config.classes;
-        ids.iter()
-            .enumerate()
-            .map(|(row, &id)| {
-                usize::try_from(id).ok().and_then(|i| classes.get(i)).cloned().ok_or_else(|| Error {
-                    message: format!("the model predicted class {id}, but `classes` names only {}", classes.len()),
-                    row: Some(row as u32),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
+        class_names(&ids, &self.config.classes)
             .map(Values::String)
+            .map_err(|(row, message)| Error { message, row: Some(row as u32) })
     }
 }
 

@@ -14,11 +14,7 @@ use forest::{Aggregate, Cmp, Forest, OnnxTrees};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{AttributeProto, NodeProto};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cast::cast;
-use tract_onnx::tract_core::ops::change_axes::AxisOp;
-use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, sigmoid};
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::ops::nn::LayerSoftmax;
 use tract_onnx_opl::ml::DirectLookup;
 
 /// Registers the fast tree ensembles in `onnx`'s op registry.
@@ -129,20 +125,6 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
 }
 
 /// Appends a post-transform to `scores`.
-fn wire_post_transform(
-    prefix: &str,
-    model: &mut TypedModel,
-    scores: TVec<OutletId>,
-    transform: Option<PostTransform>,
-) -> TractResult<TVec<OutletId>> {
-    match transform {
-        None => Ok(scores),
-        Some(PostTransform::Softmax) => LayerSoftmax::new(1, false).wire(&format!("{prefix}.softmax"), model, &scores),
-        Some(PostTransform::Logistic) => model.wire_node(format!("{prefix}.logistic"), sigmoid(), &scores),
-    }
-}
-
-/// ONNX `TreeEnsembleClassifier`: outputs the label of the best class and the class scores.
 #[derive(Debug, Clone)]
 struct Classifier {
     forest: Arc<Forest>,
@@ -178,19 +160,16 @@ impl Expansion for Classifier {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let scores = model.wire_node(format!("{prefix}.trees"), TreeScores { forest: self.forest.clone() }, inputs)?;
-        let scores = wire_post_transform(prefix, model, scores, self.post_transform)?;
-        let winners =
-            model.wire_node(format!("{prefix}.argmax"), Reduce::new(tvec!(1), Reducer::ArgMax(false)), &scores)?;
-        let winners = model.wire_node(format!("{prefix}.rm_axis"), AxisOp::Rm(1), &winners)?;
-        let winners = model.wire_node(format!("{prefix}.cast"), cast(i32::datum_type()), &winners)?;
+        let op = TreeScores { forest: self.forest.clone(), post_transform: self.post_transform, winners: true };
+        let outputs = model.wire_node(format!("{prefix}.trees"), op, inputs)?;
+        let (winners, scores) = (&outputs[..1], outputs[1]);
         let fallback = Tensor::zero_dt(self.class_labels.datum_type(), &[])?.into_arc_tensor();
         let labels = model.wire_node(
             format!("{prefix}.labels"),
             DirectLookup::new(self.class_labels.clone(), fallback)?,
-            &winners,
+            winners,
         )?;
-        Ok(tvec!(labels[0], scores[0]))
+        Ok(tvec!(labels[0], scores))
     }
 }
 
@@ -222,21 +201,28 @@ impl Expansion for Regressor {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let scores = model.wire_node(format!("{prefix}.trees"), TreeScores { forest: self.forest.clone() }, inputs)?;
-        wire_post_transform(prefix, model, scores, self.post_transform)
+        let op = TreeScores { forest: self.forest.clone(), post_transform: self.post_transform, winners: false };
+        model.wire_node(format!("{prefix}.trees"), op, inputs)
     }
 }
 
-/// The typed op that scores rows `[N, F]` into `[N, targets]` with a compiled forest.
+/// The typed op that scores rows `[N, F]` with a compiled forest: `[N, targets]` scores after
+/// the post-transform, preceded, for a classifier (`winners`), by each row's best target `[N]`
+/// (`i32`; the first of equal scores, as ONNX's `ArgMax`). One pass over the rows, in place of
+/// tract's generic softmax and argmax, which cost many times the trees on rows of three scores.
 #[derive(Debug, Clone)]
 struct TreeScores {
     forest: Arc<Forest>,
+    post_transform: Option<PostTransform>,
+    winners: bool,
 }
 
 // Ops must be comparable; two ops are the same when they share one compiled forest.
 impl PartialEq for TreeScores {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.forest, &other.forest)
+            && self.post_transform == other.post_transform
+            && self.winners == other.winners
     }
 }
 
@@ -248,7 +234,7 @@ impl Op for TreeScores {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![self.forest.to_string()])
+        Ok(vec![self.forest.to_string(), format!("post-transform: {:?}", self.post_transform)])
     }
 
     op_as_typed_op!();
@@ -264,19 +250,46 @@ impl EvalOp for TreeScores {
         if shape.len() != 2 {
             bail!("tree ensemble input must be [rows, features], got {shape:?}");
         }
-        let (rows, features) = (shape[0], shape[1]);
-        let mut scores = vec![0f32; rows * self.forest.n_targets()];
+        let (rows, features, targets) = (shape[0], shape[1], self.forest.n_targets());
+        let mut scores = vec![0f32; rows * targets];
         let values = input.try_as_plain_ram()?.as_slice::<f32>()?;
         self.forest.predict(values, features, &mut scores).map_err(|e| format_err!("{e}"))?;
-        let scores = Tensor::from_shape(&[rows, self.forest.n_targets()], &scores)?;
-        Ok(tvec!(scores.into_tvalue()))
+        for row in scores.chunks_exact_mut(targets) {
+            match self.post_transform {
+                None => {}
+                Some(PostTransform::Softmax) => {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for s in row.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let scale = sum.recip();
+                    row.iter_mut().for_each(|s| *s *= scale);
+                }
+                Some(PostTransform::Logistic) => row.iter_mut().for_each(|s| *s = 1.0 / (1.0 + (-*s).exp())),
+            }
+        }
+        let mut outputs = tvec!();
+        if self.winners {
+            let best = |row: &[f32]| (1..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+            let winners: Vec<i32> = scores.chunks_exact(targets).map(|row| best(row) as i32).collect();
+            outputs.push(Tensor::from_shape(&[rows], &winners)?.into_tvalue());
+        }
+        outputs.push(Tensor::from_shape(&[rows, targets], &scores)?.into_tvalue());
+        Ok(outputs)
     }
 }
 
 impl TypedOp for TreeScores {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let rows = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact([rows, self.forest.n_targets().to_dim()])))
+        let mut facts = tvec!();
+        if self.winners {
+            facts.push(i32::fact([rows.clone()]));
+        }
+        facts.push(f32::fact([rows, self.forest.n_targets().to_dim()]));
+        Ok(facts)
     }
 
     as_op!();

@@ -121,6 +121,42 @@ impl Predictor {
     }
 }
 
+/// One input column, as a batch carries it.
+#[derive(Debug, Clone, Copy)]
+pub enum Feature<'a> {
+    F64(&'a [f64]),
+    S64(&'a [i64]),
+}
+
+/// Gathers feature columns (values, null mask), in the model's order, into the row-major `f32`
+/// matrix it takes; a null becomes NaN, which tree ensembles treat as a missing value.
+pub fn gather(columns: &[(Feature, Option<&[bool]>)], rows: usize, input: &mut Vec<f32>) {
+    let width = columns.len();
+    input.clear();
+    input.resize(rows * width, 0.0);
+    for (j, (values, nulls)) in columns.iter().enumerate() {
+        match values {
+            Feature::F64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
+            Feature::S64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
+        }
+        if let Some(nulls) = nulls {
+            nulls.iter().enumerate().filter(|(_, n)| **n).for_each(|(r, _)| input[r * width + j] = f32::NAN);
+        }
+    }
+}
+
+/// Class ids as the names in `classes`; an id without a name fails with its row.
+pub fn class_names(ids: &[i64], classes: &[String]) -> Result<Vec<String>, (usize, String)> {
+    ids.iter()
+        .enumerate()
+        .map(|(row, &id)| {
+            usize::try_from(id).ok().and_then(|i| classes.get(i)).cloned().ok_or_else(|| {
+                (row, format!("the model predicted class {id}, but `classes` names only {}", classes.len()))
+            })
+        })
+        .collect()
+}
+
 fn to_vec<T: Datum>(tensor: &Tensor) -> Result<Vec<T>, String> {
     Ok(tensor.try_as_plain_ram().map_err(|e| e.to_string())?.as_slice::<T>().map_err(|e| e.to_string())?.to_vec())
 }
