@@ -21,8 +21,17 @@ pub fn write_python_float(out: &mut String, x: f64) {
     // even, as CPython's dtoa does. (Rust's own `{:e}` breaks such ties upwards:
     // 1000000000000000.25 is `...0.2` in Python but `...0.3` in Rust.) Ryu follows Python.
     let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(x);
+    // Most values: ryu's text is Python's (`5.1`, `5.0`, `0.0001`, `1000000000000000.0`). They
+    // differ when ryu uses an exponent (`1e16`, `1e-7`: Python writes `1e+16`, `1e-07`) and
+    // from 1e-5 down to where ryu switches (`0.00001`: Python writes `1e-05`).
+    let digits_start = usize::from(x.is_sign_negative());
+    if !text.as_bytes().contains(&b'e') && !text[digits_start..].starts_with("0.0000") {
+        out.push_str(text);
+        return;
+    }
     let mut scratch = [0u8; 32];
-    let (negative, digits, exponent) = decompose(buffer.format_finite(x), &mut scratch);
+    let (negative, digits, exponent) = decompose(text, &mut scratch);
     if negative {
         out.push('-');
     }

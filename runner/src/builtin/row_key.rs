@@ -76,12 +76,14 @@ impl RowKey {
                 push_python_str(&mut text, column, row);
             }
             let digest = Sha256::digest(text.as_bytes());
+            let mut hex = [0u8; 64];
+            for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+                pair[0] = HEX[(byte >> 4) as usize];
+                pair[1] = HEX[(byte & 0xF) as usize];
+            }
             let mut key = String::with_capacity(self.config.prefix.len() + 64);
             key.push_str(&self.config.prefix);
-            for byte in digest {
-                key.push(HEX[(byte >> 4) as usize] as char);
-                key.push(HEX[(byte & 0xF) as usize] as char);
-            }
+            key.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
             keys.push(key);
         }
         Ok(keys)
