@@ -251,15 +251,19 @@ impl EvalOp for TreeScores {
             bail!("tree ensemble input must be [rows, features], got {shape:?}");
         }
         let (rows, features, targets) = (shape[0], shape[1], self.forest.n_targets());
-        let mut scores = vec![0f32; rows * targets];
         let values = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        self.forest.predict(values, features, &mut scores).map_err(|e| format_err!("{e}"))?;
+        // Written in place: no copy of the scores between the steps.
+        let mut scores_tensor = Tensor::zero::<f32>(&[rows, targets])?;
+        let mut scores_view = scores_tensor.try_as_plain_ram_mut()?;
+        let scores = scores_view.as_slice_mut::<f32>()?;
+        self.forest.predict(values, features, scores).map_err(|e| format_err!("{e}"))?;
         for row in scores.chunks_exact_mut(targets) {
             match self.post_transform {
                 None => {}
                 Some(PostTransform::Softmax) => {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
+                    // (`f32::max` is a libm call in WebAssembly; a comparison is not.)
+                    let max = row.iter().fold(f32::NEG_INFINITY, |max, &s| if s > max { s } else { max });
+                    let mut sum = 0f32;
                     for s in row.iter_mut() {
                         *s = (*s - max).exp();
                         sum += *s;
@@ -272,11 +276,17 @@ impl EvalOp for TreeScores {
         }
         let mut outputs = tvec!();
         if self.winners {
+            let mut winners = Tensor::zero::<i32>(&[rows])?;
             let best = |row: &[f32]| (1..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
-            let winners: Vec<i32> = scores.chunks_exact(targets).map(|row| best(row) as i32).collect();
-            outputs.push(Tensor::from_shape(&[rows], &winners)?.into_tvalue());
+            let mut view = winners.try_as_plain_ram_mut()?;
+            for (winner, row) in view.as_slice_mut::<i32>()?.iter_mut().zip(scores.chunks_exact(targets)) {
+                *winner = best(row) as i32;
+            }
+            drop(view);
+            outputs.push(winners.into_tvalue());
         }
-        outputs.push(Tensor::from_shape(&[rows, targets], &scores)?.into_tvalue());
+        drop(scores_view);
+        outputs.push(scores_tensor.into_tvalue());
         Ok(outputs)
     }
 }
