@@ -13,6 +13,12 @@ use runner::spec::Role;
 use runner::spec::Spec;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, not the system allocator: batches are built on one thread and freed on another,
+/// which makes glibc's per-thread arenas fragment, so the resident size kept creeping up with
+/// the length of a run (+26% from 1 to 4 million rows).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status when the run started but failed.
 const EXIT_RUN_FAILED: u8 = 1;
 /// Exit status when the spec (or a plugin it names) is invalid; clap uses it for bad usage too.
