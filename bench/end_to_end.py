@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from scoring import wasm_and_native
+from scoring import build, wasm_and_native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS, SECRET = "bench-access", "bench-secret-key"
@@ -86,13 +86,6 @@ def s3s_fs() -> str:
             check=True,
         )
     return found
-
-
-def build():
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip2"], cwd=os.path.join(ROOT, "plugins"), check=True)
-    subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "score", "-p", "onnx-predictor"], cwd=os.path.join(ROOT, "plugins"), check=True)
-    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner", "--bin", "runner", "--example", "score_plugin"],
-                   cwd=ROOT, check=True)
 
 
 def main():
@@ -167,7 +160,7 @@ def main():
                     break
                 dst.write(line)
         # Scoring alone, WASM and native under the same conditions (see bench/scoring.py).
-        wasm_us, native_us = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
+        wasm_us, native_us, program_us = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
         ort = subprocess.run([sys.executable, "-c", ORT, csv_copy], cwd=ROOT, capture_output=True, text=True, check=True)
         ort_us = float(ort.stdout)
 
@@ -187,6 +180,7 @@ def main():
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
         print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, medians, calls only)")
+        print(f"    same code without the component boundary: {program_us / native_us:.2f}  ({program_us:.2f} us/row in WASM)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
         cores = os.cpu_count()
         used = cpu["runner"] + cpu["redis-server"]

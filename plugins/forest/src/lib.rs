@@ -759,15 +759,19 @@ impl Table {
     }
 
     /// The bin of `x` (not NaN) among `thresholds`: how many lie below it (or at it, for
-    /// `x < t` branches). Counting without branches beats a binary search on short lists.
+    /// `x < t` branches). A binary search whose steps select rather than branch: the number of
+    /// steps depends only on the length, so nothing is mispredicted, in WebAssembly as natively.
     #[inline]
     fn bin(&self, thresholds: &[f32], x: f32) -> usize {
-        match (thresholds.len() <= 32, self.below_only) {
-            (true, true) => thresholds.iter().map(|&t| (t < x) as usize).sum(),
-            (true, false) => thresholds.iter().map(|&t| (t <= x) as usize).sum(),
-            (false, true) => thresholds.partition_point(|&t| t < x),
-            (false, false) => thresholds.partition_point(|&t| t <= x),
+        let (mut below, mut unknown) = (0, thresholds.len());
+        while unknown > 0 {
+            let half = unknown / 2;
+            let t = thresholds[below + half];
+            let passed = if self.below_only { t < x } else { t <= x };
+            below = if passed { below + half + 1 } else { below };
+            unknown = if passed { unknown - half - 1 } else { half };
         }
+        below
     }
 }
 

@@ -282,10 +282,8 @@ impl EvalOp for TreeScores {
             for (winner, row) in view.as_slice_mut::<i32>()?.iter_mut().zip(scores.chunks_exact(targets)) {
                 *winner = best(row) as i32;
             }
-            drop(view);
             outputs.push(winners.into_tvalue());
         }
-        drop(scores_view);
         outputs.push(scores_tensor.into_tvalue());
         Ok(outputs)
     }
