@@ -125,6 +125,7 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
 }
 
 /// Appends a post-transform to `scores`.
+/// ONNX `TreeEnsembleClassifier`: outputs the label of the best class and the class scores.
 #[derive(Debug, Clone)]
 struct Classifier {
     forest: Arc<Forest>,
