@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::batch::{Batch, Column, Values};
-use crate::format::write_python_float;
+use crate::format::PythonFloats;
 use crate::step::Transform;
 
 /// The `config` table of a `row-key` transform.
@@ -67,13 +67,14 @@ impl RowKey {
         };
         let mut text = String::with_capacity(64);
         let mut keys = Vec::with_capacity(batch.rows());
+        let mut floats: Vec<PythonFloats> = columns.iter().map(|_| PythonFloats::default()).collect();
         for row in 0..batch.rows() {
             text.clear();
-            for (i, column) in columns.iter().enumerate() {
+            for (i, (column, floats)) in columns.iter().zip(&mut floats).enumerate() {
                 if i > 0 {
                     text.push(' ');
                 }
-                push_python_str(&mut text, column, row);
+                push_python_str(&mut text, column, row, floats);
             }
             let digest = Sha256::digest(text.as_bytes());
             let mut hex = [0u8; 64];
@@ -93,13 +94,13 @@ impl RowKey {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends Python's `str()` of one value, as pandas would hand it to the original flow.
-fn push_python_str(text: &mut String, column: &Column, row: usize) {
+fn push_python_str(text: &mut String, column: &Column, row: usize, floats: &mut PythonFloats) {
     if column.is_null(row) {
         text.push_str("nan");
         return;
     }
     match &column.values {
-        Values::F64(v) => write_python_float(text, v[row]),
+        Values::F64(v) => floats.write(text, v[row]),
         Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
         Values::String(v) => text.push_str(&v[row]),
         Values::Bool(v) => text.push_str(if v[row] { "True" } else { "False" }),
