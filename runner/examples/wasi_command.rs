@@ -13,9 +13,9 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use runner::plugin::ComponentCache;
+use runner::plugin::{ComponentCache, engine_config};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
@@ -50,13 +50,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // As `PluginRuntime::new` configures it: component model, deadlines checked by epoch.
-    let mut config = Config::new();
-    config.wasm_component_model(true).epoch_interruption(true);
-    if std::env::var_os("RUNNER_PERFMAP").is_some() {
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
-    let engine = Engine::new(&config)?;
+    let engine = Engine::new(&engine_config(false))?;
     let bytes = std::fs::read(program).with_context(|| program.clone())?;
     let cache =
         ComponentCache::new(std::env::var_os("RUNNER_CACHE_DIR").map(Into::into).or_else(ComponentCache::default_dir));

@@ -734,17 +734,9 @@ impl Table {
         let t = forest.n_targets;
         let mut missing = Vec::new();
         for (r, (row, scores)) in input.chunks_exact(n_features).zip(output.chunks_exact_mut(t)).enumerate() {
-            let mut cell = 0;
-            for axis in &self.features {
-                let x = row[axis.feature];
-                if x.is_nan() {
-                    missing.push(r);
-                    break;
-                }
-                cell += axis.stride * self.bin(&axis.thresholds, x);
-            }
-            if missing.last() != Some(&r) {
-                scores.copy_from_slice(&self.scores[cell * t..(cell + 1) * t]);
+            match self.cell(row) {
+                Some(cell) => scores.copy_from_slice(&self.scores[cell * t..(cell + 1) * t]),
+                None => missing.push(r),
             }
         }
         if !missing.is_empty() {
@@ -756,6 +748,20 @@ impl Table {
                 output[r * t..(r + 1) * t].copy_from_slice(s);
             }
         }
+    }
+
+    /// The cell of `row`, or `None` when a feature the trees read is missing (NaN).
+    #[inline]
+    fn cell(&self, row: &[f32]) -> Option<usize> {
+        let mut cell = 0;
+        for axis in &self.features {
+            let x = row[axis.feature];
+            if x.is_nan() {
+                return None;
+            }
+            cell += axis.stride * self.bin(&axis.thresholds, x);
+        }
+        Some(cell)
     }
 
     /// The bin of `x` (not NaN) among `thresholds`: how many lie below it (or at it, for

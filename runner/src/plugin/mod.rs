@@ -66,17 +66,23 @@ pub struct LoadedPlugin {
     pre: InstancePre<State>,
 }
 
+/// The engine settings plugins run under (the benchmarks' WASI programs too): the component
+/// model, deadlines checked by epoch, fuel counted when `fuel`.
+pub fn engine_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
+    // For profiling with `perf`: name the plugins' compiled functions in /tmp/perf-<pid>.map.
+    if std::env::var_os("RUNNER_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
 impl PluginRuntime {
     /// An engine whose compiled code checks deadlines (epoch interruption) and, when `fuel`,
     /// counts fuel. The compile cache keys on these settings too.
     pub fn new(cache: ComponentCache, fuel: bool) -> anyhow::Result<PluginRuntime> {
-        let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
-        // For profiling with `perf`: name the plugins' compiled functions in /tmp/perf-<pid>.map.
-        if std::env::var_os("RUNNER_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&engine_config(fuel))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
