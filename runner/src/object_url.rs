@@ -57,8 +57,19 @@ pub struct S3Options {
 
 /// Bytes per range request when an object is streamed (see [`ObjectUrl::read_chunks`]).
 const CHUNK_BYTES: u64 = 8 << 20;
+/// Bytes of the first range request: small, so the first rows reach the pipeline (and the
+/// plugins and Redis start working) after a short request rather than a full chunk.
+const FIRST_CHUNK_BYTES: u64 = 1 << 20;
 /// Range requests in flight while the reader works on the chunk before them.
 const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// One object to read, as [`ObjectUrl::objects`] found it.
+pub struct Found {
+    /// Path, size and ETag.
+    pub meta: ObjectMeta,
+    /// Its first chunk, when it was fetched while the object was looked up.
+    first: Option<bytes::Bytes>,
+}
 
 /// An object, or with a trailing `/` every object under a prefix, in some store.
 #[derive(Clone)]
@@ -158,10 +169,31 @@ impl ObjectUrl {
     }
 
     /// The objects this URL names (path, size, ETag): itself (checked to be readable), or every
-    /// object under the prefix, by name.
-    pub async fn objects(&self) -> anyhow::Result<Vec<ObjectMeta>> {
+    /// object under the prefix, by name. A single object's first chunk is requested together
+    /// with its HEAD, so reading starts one round trip earlier.
+    pub async fn objects(&self) -> anyhow::Result<Vec<Found>> {
         if !self.is_prefix {
-            return Ok(vec![self.check_readable().await?]);
+            let first = GetOptions { range: Some(GetRange::Bounded(0..FIRST_CHUNK_BYTES)), ..GetOptions::default() };
+            let (meta, first) = tokio::join!(self.check_readable(), async {
+                let got = self.store.get_opts(&self.path, first).await?;
+                let e_tag = got.meta.e_tag.clone();
+                Ok::<_, object_store::Error>((e_tag, got.bytes().await?))
+            });
+            let meta = meta?;
+            // Kept only if it is, whole, the version the HEAD saw (a failure here, as for an
+            // empty object's range, is left to `read_chunks`, which asks again).
+            let expected = chunk_ranges(meta.size).next().map_or(0, |r| r.end - r.start);
+            let first = match first {
+                Ok((e_tag, bytes)) if e_tag == meta.e_tag && bytes.len() as u64 == expected && expected > 0 => {
+                    Some(bytes)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!("{self}: the first range is asked for again ({})", describe_error(&e));
+                    None
+                }
+            };
+            return Ok(vec![Found { meta, first }]);
         }
         let mut found: Vec<ObjectMeta> = self
             .store
@@ -171,41 +203,44 @@ impl ObjectUrl {
             .map_err(|e| anyhow::anyhow!("{self}: {}", describe_error(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(found)
+        Ok(found.into_iter().map(|meta| Found { meta, first: None }).collect())
     }
 
     /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
-    /// [`CHUNK_BYTES`], [`CHUNKS_IN_FLIGHT`] ahead of the reader. Each request runs as its own
-    /// task and is read whole at once, so however slowly the pipeline consumes the data, no
-    /// request waits on the reader and outlives its timeout, and a failed one is retried on its
-    /// own instead of failing the run. Each asks for the ETag seen when the object was found:
-    /// if the object is replaced mid-read, the read fails instead of mixing two versions.
-    /// Memory: a few chunks, whatever the size. Call it inside the tokio runtime.
-    pub fn read_chunks(
-        &self,
-        meta: &ObjectMeta,
-    ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
-        let (store, meta) = (self.store.clone(), meta.clone());
-        let runtime = tokio::runtime::Handle::current();
+    /// [`CHUNK_BYTES`] (the first one smaller, see [`chunk_ranges`]), [`CHUNKS_IN_FLIGHT`] ahead
+    /// of the reader. Each request runs as its own task and is read whole at once, so however
+    /// slowly the pipeline consumes the data, no request waits on the reader and outlives its
+    /// timeout, and a failed one is retried on its own instead of failing the run. Each asks for
+    /// the ETag seen when the object was found: if the object is replaced mid-read, the read
+    /// fails instead of mixing two versions. Memory: a few chunks, whatever the size. Call it
+    /// inside the tokio runtime.
+    pub fn read_chunks(&self, found: Found) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
+        let Found { meta, first } = found;
         let size = meta.size;
-        let ranges = (0..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
-        futures::stream::iter(ranges)
-            .map(move |range| {
-                let (store, meta) = (store.clone(), meta.clone());
-                runtime.spawn(async move {
-                    let options = GetOptions {
-                        range: Some(GetRange::Bounded(range)),
-                        if_match: meta.e_tag.clone(),
-                        version: meta.version.clone(),
-                        ..GetOptions::default()
-                    };
-                    store.get_opts(&meta.location, options).await?.bytes().await
-                })
+        let (store, runtime) = (self.store.clone(), tokio::runtime::Handle::current());
+        let fetch = move |range: std::ops::Range<u64>| {
+            let (store, meta) = (store.clone(), meta.clone());
+            runtime.spawn(async move {
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(range)),
+                    if_match: meta.e_tag.clone(),
+                    version: meta.version.clone(),
+                    ..GetOptions::default()
+                };
+                store.get_opts(&meta.location, options).await?.bytes().await
             })
+        };
+        let mut ranges = chunk_ranges(size).skip(usize::from(first.is_some()));
+        // The first requests start now, not when the reader first asks: it may be busy with
+        // the chunk fetched already.
+        let started: Vec<_> = ranges.by_ref().take(CHUNKS_IN_FLIGHT).map(&fetch).collect();
+        let fetched = futures::stream::iter(started)
+            .chain(futures::stream::iter(ranges).map(fetch))
             .buffered(CHUNKS_IN_FLIGHT)
             .map(|joined| {
                 joined.unwrap_or_else(|e| Err(object_store::Error::Generic { store: "runner", source: Box::new(e) }))
-            })
+            });
+        futures::stream::iter(first.map(Ok)).chain(fetched)
     }
 
     /// Checks that the object exists and is readable, and returns its size; the error names the
@@ -244,6 +279,15 @@ impl ObjectUrl {
             None => "/".into(),
         }
     }
+}
+
+/// The byte ranges an object of `size` bytes is read in: [`FIRST_CHUNK_BYTES`], then
+/// [`CHUNK_BYTES`] each, the last one shorter.
+fn chunk_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64>> + Send + 'static {
+    let first = (size > 0).then(|| 0..size.min(FIRST_CHUNK_BYTES));
+    let rest =
+        (FIRST_CHUNK_BYTES..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
+    first.into_iter().chain(rest)
 }
 
 /// A one-line description of a store error, without credentials: the caller adds the URL.
@@ -330,6 +374,22 @@ mod tests {
         assert!(url.is_prefix);
         assert_eq!(url.name_of(&ObjectPath::from("srv/data/a.csv")), "/srv/data/a.csv");
         assert!(parse("ftp://host/x", "/").unwrap_err().to_string().contains("unsupported scheme"));
+    }
+
+    #[test]
+    fn chunks_cover_the_object_once_in_order() {
+        for size in [0, 1, FIRST_CHUNK_BYTES - 1, FIRST_CHUNK_BYTES, FIRST_CHUNK_BYTES + 1, 3 * CHUNK_BYTES + 7] {
+            let ranges: Vec<_> = chunk_ranges(size).collect();
+            let mut next = 0;
+            for range in &ranges {
+                assert_eq!(range.start, next, "size {size}: {ranges:?}");
+                assert!(!range.is_empty() && range.end - range.start <= CHUNK_BYTES, "size {size}: {ranges:?}");
+                next = range.end;
+            }
+            assert_eq!(next, size, "size {size}: {ranges:?}");
+            assert!(ranges.first().is_none_or(|r| r.end <= FIRST_CHUNK_BYTES));
+        }
+        assert_eq!(chunk_ranges(FIRST_CHUNK_BYTES + CHUNK_BYTES + 1).count(), 3);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
-use crate::object_url::{ObjectUrl, describe_error};
+use crate::object_url::{Found, ObjectUrl, describe_error};
 use crate::pipeline::policy::{Policy, Rejected};
 use crate::pipeline::{Counting, Progress};
 use crate::step::Source;
@@ -75,7 +75,7 @@ impl CsvSource {
             bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
         }
         let objects = url.objects().await?;
-        progress.expect_bytes(objects.iter().map(|meta| meta.size).sum());
+        progress.expect_bytes(objects.iter().map(|found| found.meta.size).sum());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
             if let Err(e) = read_objects(source, url, objects, progress, tx.clone()).await {
@@ -100,7 +100,7 @@ type Schema = (Vec<String>, Vec<ColumnType>);
 async fn read_objects(
     source: SourceContext,
     url: ObjectUrl,
-    objects: Vec<object_store::ObjectMeta>,
+    objects: Vec<Found>,
     progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
@@ -109,10 +109,10 @@ async fn read_objects(
     }
     let source = Arc::new(source);
     let mut schema: Option<Schema> = None;
-    for meta in objects {
-        let name = url.name_of(&meta.location);
+    for found in objects {
+        let name = url.name_of(&found.meta.location);
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-        let chunks = url.read_chunks(&meta).map_err(|e| std::io::Error::other(describe_error(&e)));
+        let chunks = url.read_chunks(found).map_err(|e| std::io::Error::other(describe_error(&e)));
         let stream = StreamReader::new(chunks);
         let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());

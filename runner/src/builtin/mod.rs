@@ -72,13 +72,13 @@ impl Builtin {
     /// Opens a source; `step` and `policy` say how to report the rows it cannot read.
     pub async fn open_source(
         &self,
-        context: &OpenContext<'_>,
+        context: &OpenContext,
         step: &str,
         policy: Policy,
     ) -> anyhow::Result<Box<dyn Source>> {
         match self {
             Builtin::CsvSource(config) => {
-                let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), context.s3)?;
+                let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), &context.s3)?;
                 let batch_rows = context.spec.pipeline.batch_rows.get();
                 let source = SourceContext { config: config.clone(), batch_rows, step: step.to_string(), policy };
                 Ok(Box::new(CsvSource::open(source, url, context.progress.clone()).await?))
@@ -87,14 +87,14 @@ impl Builtin {
         }
     }
 
-    pub fn open_transform(&self, _context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Transform>> {
+    pub fn open_transform(&self, _context: &OpenContext) -> anyhow::Result<Box<dyn Transform>> {
         match self {
             Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config.clone()))),
             other => unreachable!("{other:?} is not a transform: `plan` checks roles"),
         }
     }
 
-    pub async fn open_sink(&self, context: &OpenContext<'_>) -> anyhow::Result<Box<dyn Sink>> {
+    pub async fn open_sink(&self, context: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
         match self {
             Builtin::FileSink(config, format) => {
                 Ok(Box::new(FileSink::open(config.clone(), *format, context.spec.base_dir())?))

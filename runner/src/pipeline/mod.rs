@@ -36,6 +36,7 @@ use crate::plugin::sandbox::Sandbox;
 use crate::plugin::{ComponentCache, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
+use crate::step::{Sink, Source, Transform};
 pub use open::OpenContext;
 use policy::{DeadLetterConfig, Policy};
 pub use progress::{Counting, Progress};
@@ -56,10 +57,10 @@ pub struct Options {
 
 /// A checked pipeline, ready to run.
 pub struct Plan {
-    pub spec: Spec,
-    pub steps: Vec<PlannedStep>,
+    pub spec: Arc<Spec>,
+    pub steps: Vec<Arc<PlannedStep>>,
     /// How to reach `s3://` URLs (the spec's `[s3]` table).
-    pub s3: S3Options,
+    pub s3: Arc<S3Options>,
     runtime: Option<Arc<PluginRuntime>>,
     progress: bool,
 }
@@ -150,16 +151,16 @@ impl Plan {
                 (_, None, _) => 1,
             };
             let dead_letter = spec.dead_letter(step)?;
-            steps.push(PlannedStep { spec: step.clone(), implementation, workers, dead_letter });
+            steps.push(Arc::new(PlannedStep { spec: step.clone(), implementation, workers, dead_letter }));
         }
-        Ok(Plan { spec, steps, s3, runtime, progress: options.progress })
+        Ok(Plan { spec: Arc::new(spec), steps, s3: Arc::new(s3), runtime, progress: options.progress })
     }
 
     /// Opens every step and streams all data from the source to the sink.
     pub async fn run(self) -> RunReport {
         let started = Instant::now();
         let pipeline = self.spec.name();
-        let mut steps: Vec<StepStats> = self.steps.iter().map(PlannedStep::stats).collect();
+        let mut steps: Vec<StepStats> = self.steps.iter().map(|s| s.stats()).collect();
         let error = self.stream(&mut steps).await.err();
         RunReport { pipeline, steps, elapsed: started.elapsed(), error }
     }
@@ -172,14 +173,14 @@ impl Plan {
         opened.next_batch().await.with_context(|| format!("step `{}`", source.spec.name))
     }
 
-    fn context(&self, progress: Arc<Progress>) -> OpenContext<'_> {
-        OpenContext { spec: &self.spec, s3: &self.s3, progress, runtime: self.runtime.clone() }
+    fn context(&self, progress: Arc<Progress>) -> OpenContext {
+        OpenContext { spec: self.spec.clone(), s3: self.s3.clone(), progress, runtime: self.runtime.clone() }
     }
 
     async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
         let progress = Arc::new(Progress::default());
         let context = self.context(progress.clone());
-        let (first, rest) = self.steps.split_first().expect("a plan has a source");
+        let (_, rest) = self.steps.split_first().expect("a plan has a source");
         let (last, middle) = rest.split_last().expect("a plan has a sink");
         let policies: Vec<Policy> = {
             let mut policies = Vec::new();
@@ -188,12 +189,7 @@ impl Plan {
             }
             policies
         };
-        let source = open::source(&context, first, policies[0].clone()).await?;
-        let mut transforms = Vec::new();
-        for step in middle {
-            transforms.push(open::transform(&context, step).await?);
-        }
-        let sink = open::sink(&context, last).await?;
+        let (source, transforms, sink) = open_all(&context, &self.steps, &policies).await?;
         let _display = progress.show(self.progress);
         let stop = Arc::new(Stop::default());
         let signals = tokio::spawn(stop.clone().watch());
@@ -228,6 +224,45 @@ impl Plan {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Opens every step at once, each in its own task: the source's first request, the plugins'
+/// assets and instances, and the sink's connection overlap instead of queueing behind each
+/// other. The first failure ends the wait and cancels the rest (a source's bad URL is not held
+/// up by a sink's connection retries).
+async fn open_all(
+    context: &OpenContext,
+    steps: &[Arc<PlannedStep>],
+    policies: &[Policy],
+) -> anyhow::Result<(Box<dyn Source>, Vec<Vec<Box<dyn Transform>>>, Box<dyn Sink>)> {
+    enum Opened {
+        Source(Box<dyn Source>),
+        Transform(usize, Vec<Box<dyn Transform>>),
+        Sink(Box<dyn Sink>),
+    }
+    let last = steps.len() - 1;
+    let mut opening = tokio::task::JoinSet::new();
+    for (i, step) in steps.iter().enumerate() {
+        let (context, step, policy) = (context.clone(), step.clone(), policies[i].clone());
+        opening.spawn(async move {
+            match i {
+                0 => open::source(&context, &step, policy).await.map(Opened::Source),
+                i if i == last => open::sink(&context, &step).await.map(Opened::Sink),
+                i => open::transform(&context, &step).await.map(|workers| Opened::Transform(i, workers)),
+            }
+        });
+    }
+    let (mut source, mut sink) = (None, None);
+    let mut transforms: Vec<Option<Vec<Box<dyn Transform>>>> = (1..last).map(|_| None).collect();
+    while let Some(opened) = opening.join_next().await {
+        match opened.context("a step panicked while opening")?? {
+            Opened::Source(s) => source = Some(s),
+            Opened::Transform(i, workers) => transforms[i - 1] = Some(workers),
+            Opened::Sink(s) => sink = Some(s),
+        }
+    }
+    let missing = "every step was opened";
+    Ok((source.expect(missing), transforms.into_iter().map(|t| t.expect(missing)).collect(), sink.expect(missing)))
 }
 
 /// Finds the file of `plugin = "name"`: a path (has a `/` or ends in `.wasm`) is taken relative

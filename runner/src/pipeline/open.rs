@@ -15,22 +15,24 @@ use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginT
 use crate::spec::Spec;
 use crate::step::{Sink, Source, Transform};
 
-/// What opening a step needs besides the step itself.
-pub struct OpenContext<'a> {
-    pub spec: &'a Spec,
-    pub s3: &'a S3Options,
+/// What opening a step needs besides the step itself. Cheap to clone: each step opens in its
+/// own task, with its own copy.
+#[derive(Clone)]
+pub struct OpenContext {
+    pub spec: Arc<Spec>,
+    pub s3: Arc<S3Options>,
     pub progress: Arc<Progress>,
     pub(super) runtime: Option<Arc<PluginRuntime>>,
 }
 
-impl OpenContext<'_> {
+impl OpenContext {
     fn runtime(&self) -> &Arc<PluginRuntime> {
         self.runtime.as_ref().expect("a plan with plugins has a runtime")
     }
 }
 
 /// A step's error policy, with its dead letter opened.
-pub async fn policy(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Result<Policy> {
+pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Policy> {
     let dead_letter = match &step.dead_letter {
         Some(config) => Some(
             DeadLetter::open(config, context.spec.base_dir())
@@ -42,7 +44,7 @@ pub async fn policy(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Re
     Ok(Policy::new(step.spec.on_error, dead_letter))
 }
 
-pub async fn source(context: &OpenContext<'_>, step: &PlannedStep, policy: Policy) -> anyhow::Result<Box<dyn Source>> {
+pub async fn source(context: &OpenContext, step: &PlannedStep, policy: Policy) -> anyhow::Result<Box<dyn Source>> {
     let name = &step.spec.name;
     let opened: anyhow::Result<Box<dyn Source>> = async {
         match &step.implementation {
@@ -61,7 +63,7 @@ pub async fn source(context: &OpenContext<'_>, step: &PlannedStep, policy: Polic
 }
 
 /// Opens `step.workers` instances of a transform.
-pub async fn transform(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Result<Vec<Box<dyn Transform>>> {
+pub async fn transform(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Vec<Box<dyn Transform>>> {
     let name = &step.spec.name;
     let opened: anyhow::Result<Vec<Box<dyn Transform>>> = async {
         let mut workers: Vec<Box<dyn Transform>> = Vec::with_capacity(step.workers);
@@ -86,7 +88,7 @@ pub async fn transform(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow:
     opened.with_context(|| format!("step `{name}`"))
 }
 
-pub async fn sink(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Result<Box<dyn Sink>> {
+pub async fn sink(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Box<dyn Sink>> {
     let name = &step.spec.name;
     let opened: anyhow::Result<Box<dyn Sink>> = async {
         match &step.implementation {
@@ -103,11 +105,11 @@ pub async fn sink(context: &OpenContext<'_>, step: &PlannedStep) -> anyhow::Resu
 }
 
 /// Reads every asset a plugin step declares, through the same stores as the data.
-async fn fetch_assets(context: &OpenContext<'_>, assets: &BTreeMap<String, String>) -> anyhow::Result<AssetBytes> {
+async fn fetch_assets(context: &OpenContext, assets: &BTreeMap<String, String>) -> anyhow::Result<AssetBytes> {
     let mut bytes = BTreeMap::new();
     for (name, url) in assets {
         let location =
-            ObjectUrl::parse(url, context.spec.base_dir(), context.s3).with_context(|| format!("asset `{name}`"))?;
+            ObjectUrl::parse(url, context.spec.base_dir(), &context.s3).with_context(|| format!("asset `{name}`"))?;
         let data = match location.store.get(&location.path).await {
             Ok(object) => object.bytes().await,
             Err(e) => Err(e),
