@@ -22,6 +22,11 @@ use runner::plugin::sandbox::Sandbox;
 use runner::plugin::{PluginRuntime, PluginTransform};
 use runner::step::Transform;
 
+/// The runner's allocator (see `main.rs`), so the host's side of each call costs what it costs
+/// in `runner run`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
 
 #[tokio::main(flavor = "current_thread")]

@@ -15,6 +15,12 @@ use std::time::Instant;
 
 use onnx_predictor::predictor::{Feature, Predictor, TreeEngine, class_names, gather};
 
+/// Natively, the runner's allocator (as `runner/examples/score_plugin.rs` has): the label
+/// strings cost what they cost in the host.
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A feature column's values and null mask.
 type Column = (Vec<f64>, Option<Vec<bool>>);
 
