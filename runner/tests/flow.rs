@@ -195,6 +195,37 @@ fn service_failures_name_the_url_and_hide_secrets() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// Steps open at once, and the first that fails to open stops the run: the others are not
+/// waited for. Here the source asks an S3 endpoint that never answers (30 s timeout) while the
+/// sink cannot create its directory: the run fails on the sink's error at once. Opened one after
+/// the other, the sink would have waited for the source's timeout.
+#[test]
+fn a_step_that_fails_to_open_is_not_held_up_by_the_others() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts: no answer
+    let dir = common::temp();
+    std::fs::write(dir.path().join("blocker"), "a file where the sink wants a directory").unwrap();
+    let spec = dir.path().join("stuck.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[s3]\nendpoint = \"http://{}\"\naccess_key_id = \"{S3_ACCESS_KEY}\"\n\
+             secret_access_key = \"{S3_SECRET_KEY}\"\ntimeout_seconds = 30\n\
+             [source]\nkind = \"csv\"\nconfig = {{ url = \"s3://batch/data.csv\" }}\n\
+             [sink]\nkind = \"csv\"\nconfig = {{ url = \"blocker/out.csv\" }}\n",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = runner().args(["run", spec.to_str().unwrap()]).output().expect("start runner");
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.starts_with("error: step `sink`: cannot create directory ") && line.contains("blocker"), "{line}");
+    assert!(elapsed < std::time::Duration::from_secs(15), "waited {elapsed:?} for the source: {err}");
+}
+
 /// An S3 endpoint that takes the connection but never answers: the run gives up after
 /// `timeout_seconds` with one line that names the URL and says it timed out.
 #[test]
