@@ -182,7 +182,16 @@ struct Table {
     below_only: bool,
     /// `n_targets` scores per cell.
     scores: Vec<f32>,
+    /// Every feature's thresholds padded with NaN (which no comparison counts) to `width`, a
+    /// power of two up to [`MAX_COUNTED`]: a bin is then a fixed number of comparisons with no
+    /// loop left to run, which compiles to a few SIMD instructions under LLVM and Cranelift
+    /// alike. Empty (width 0) when a feature has more thresholds: those take the binary search.
+    padded: Vec<f32>,
+    width: usize,
 }
+
+/// Most thresholds per feature whose bins are counted rather than searched.
+const MAX_COUNTED: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Axis {
@@ -469,7 +478,8 @@ impl Forest {
             }
             self.score(&rows, width, out);
         }
-        Some(Table { features, below_only, scores })
+        let (padded, width) = Table::pad(&features);
+        Some(Table { features, below_only, scores, padded, width })
     }
 
     /// The padded layout, or `None` when a tree is too deep or padding would cost more than
@@ -729,12 +739,54 @@ impl Forest {
 }
 
 impl Table {
+    /// The features' thresholds padded with NaN to one power-of-two width (at least 4), and
+    /// that width; `(vec![], 0)` when a feature has more than [`MAX_COUNTED`].
+    fn pad(features: &[Axis]) -> (Vec<f32>, usize) {
+        let longest = features.iter().map(|a| a.thresholds.len()).max().unwrap_or(0);
+        if longest > MAX_COUNTED {
+            return (Vec::new(), 0);
+        }
+        let width = longest.next_power_of_two().max(4);
+        let mut padded = Vec::with_capacity(features.len() * width);
+        for axis in features {
+            padded.extend_from_slice(&axis.thresholds);
+            padded.resize(padded.len() + width - axis.thresholds.len(), f32::NAN);
+        }
+        (padded, width)
+    }
+
     /// Scores rows by their cells; rows with a missing value the trees read take the walk.
     fn predict(&self, forest: &Forest, input: &[f32], n_features: usize, output: &mut [f32]) {
+        match (self.width, self.below_only) {
+            (4, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<4, false>(row)),
+            (4, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<4, true>(row)),
+            (8, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<8, false>(row)),
+            (8, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<8, true>(row)),
+            (16, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<16, false>(row)),
+            (16, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<16, true>(row)),
+            (32, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<32, false>(row)),
+            (32, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<32, true>(row)),
+            (64, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<64, false>(row)),
+            (64, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<64, true>(row)),
+            _ => self.predict_with(forest, input, n_features, output, |row| self.cell(row)),
+        }
+    }
+
+    /// Scores every row from the table, its cell found by `cell`; rows without a cell (a
+    /// missing value) take the walk.
+    #[inline]
+    fn predict_with(
+        &self,
+        forest: &Forest,
+        input: &[f32],
+        n_features: usize,
+        output: &mut [f32],
+        cell: impl Fn(&[f32]) -> Option<usize>,
+    ) {
         let t = forest.n_targets;
         let mut missing = Vec::new();
         for (r, (row, scores)) in input.chunks_exact(n_features).zip(output.chunks_exact_mut(t)).enumerate() {
-            match self.cell(row) {
+            match cell(row) {
                 Some(cell) => scores.copy_from_slice(&self.scores[cell * t..(cell + 1) * t]),
                 None => missing.push(r),
             }
@@ -760,6 +812,27 @@ impl Table {
                 return None;
             }
             cell += axis.stride * self.bin(&axis.thresholds, x);
+        }
+        Some(cell)
+    }
+
+    /// [`Table::cell`] with each bin counted over the `W` padded thresholds of its feature
+    /// (`BELOW_ONLY` as `below_only`): the same bin, as the thresholds are sorted.
+    #[inline]
+    fn counted<const W: usize, const BELOW_ONLY: bool>(&self, row: &[f32]) -> Option<usize> {
+        let mut cell = 0;
+        for (axis, thresholds) in self.features.iter().zip(self.padded.chunks_exact(W)) {
+            let x = row[axis.feature];
+            if x.is_nan() {
+                return None;
+            }
+            let thresholds: &[f32; W] = thresholds.try_into().expect("chunks of W");
+            let bin: u32 = if BELOW_ONLY {
+                thresholds.iter().map(|&t| u32::from(t < x)).sum()
+            } else {
+                thresholds.iter().map(|&t| u32::from(t <= x)).sum()
+            };
+            cell += axis.stride * bin as usize;
         }
         Some(cell)
     }
@@ -1053,6 +1126,66 @@ mod tests {
         // Too many cells, or an equality test: no table.
         assert!(Forest::compile(&random_trees(40, 7, 1)).unwrap().table.is_none());
         assert!(Forest::compile(&random_trees_with(20, 5, 1, 6, Cmp::Eq)).unwrap().table.is_none());
+    }
+
+    #[test]
+    fn counted_bins_are_the_searched_bins() {
+        let mut state = 5u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for lengths in [[0, 1], [3, 4], [5, 16], [17, 64], [1, 33], [9, 2]] {
+            let features: Vec<Axis> = lengths
+                .iter()
+                .enumerate()
+                .map(|(feature, &n)| {
+                    let mut thresholds: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 4.0).collect();
+                    if n > 2 {
+                        thresholds[1] = -0.0; // between -0.5 and 0.5: still ascending
+                        thresholds.retain(|&t| t != 0.0 || t.is_sign_negative());
+                    }
+                    thresholds.sort_by(f32::total_cmp);
+                    thresholds.dedup();
+                    Axis { feature, thresholds, stride: if feature == 0 { 1 } else { n + 1 } }
+                })
+                .collect();
+            let features = {
+                let stride = features[0].thresholds.len() + 1;
+                let mut f = features;
+                f[1].stride = stride;
+                f
+            };
+            let (padded, width) = Table::pad(&features);
+            for below_only in [false, true] {
+                let table =
+                    Table { features: features.clone(), below_only, scores: vec![], padded: padded.clone(), width };
+                for _ in 0..2000 {
+                    let pick = |v: u32| match v % 5 {
+                        0 => [f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e30][(v / 5) as usize % 5],
+                        1 | 2 => (v / 5 % 80) as f32 * 0.5 - 20.0, // on a threshold, or beyond all
+                        _ => (v / 5 % 4000) as f32 / 100.0 - 20.0,
+                    };
+                    let row = [pick(next()), pick(next())];
+                    let counted = match width {
+                        4 if below_only => table.counted::<4, true>(&row),
+                        4 => table.counted::<4, false>(&row),
+                        8 if below_only => table.counted::<8, true>(&row),
+                        8 => table.counted::<8, false>(&row),
+                        16 if below_only => table.counted::<16, true>(&row),
+                        16 => table.counted::<16, false>(&row),
+                        32 if below_only => table.counted::<32, true>(&row),
+                        32 => table.counted::<32, false>(&row),
+                        64 if below_only => table.counted::<64, true>(&row),
+                        64 => table.counted::<64, false>(&row),
+                        other => panic!("width {other} for {lengths:?}"),
+                    };
+                    assert_eq!(counted, table.cell(&row), "{lengths:?} below_only {below_only} row {row:?}");
+                }
+            }
+        }
+        let long = [Axis { feature: 0, thresholds: (0..65).map(|i| i as f32).collect(), stride: 1 }];
+        assert_eq!(Table::pad(&long), (vec![], 0), "more than MAX_COUNTED: searched");
     }
 
     fn compare(padded: &Forest, walked: &Forest) {
