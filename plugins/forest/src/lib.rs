@@ -757,17 +757,12 @@ impl Table {
 
     /// Scores rows by their cells; rows with a missing value the trees read take the walk.
     fn predict(&self, forest: &Forest, input: &[f32], n_features: usize, output: &mut [f32]) {
-        match (self.width, self.below_only) {
-            (4, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<4, false>(row)),
-            (4, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<4, true>(row)),
-            (8, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<8, false>(row)),
-            (8, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<8, true>(row)),
-            (16, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<16, false>(row)),
-            (16, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<16, true>(row)),
-            (32, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<32, false>(row)),
-            (32, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<32, true>(row)),
-            (64, false) => self.predict_with(forest, input, n_features, output, |row| self.counted::<64, false>(row)),
-            (64, true) => self.predict_with(forest, input, n_features, output, |row| self.counted::<64, true>(row)),
+        match self.width {
+            4 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<4>(row)),
+            8 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<8>(row)),
+            16 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<16>(row)),
+            32 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<32>(row)),
+            64 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<64>(row)),
             _ => self.predict_with(forest, input, n_features, output, |row| self.cell(row)),
         }
     }
@@ -816,8 +811,14 @@ impl Table {
         Some(cell)
     }
 
-    /// [`Table::cell`] with each bin counted over the `W` padded thresholds of its feature
-    /// (`BELOW_ONLY` as `below_only`): the same bin, as the thresholds are sorted.
+    /// [`Table::cell`] with each bin counted over the `W` padded thresholds of its feature: the
+    /// same bin, as the thresholds are sorted. `W` is the table's `width`.
+    #[inline]
+    fn counted_cell<const W: usize>(&self, row: &[f32]) -> Option<usize> {
+        if self.below_only { self.counted::<W, true>(row) } else { self.counted::<W, false>(row) }
+    }
+
+    /// [`Table::counted_cell`] for one kind of comparison (`BELOW_ONLY` as `below_only`).
     #[inline]
     fn counted<const W: usize, const BELOW_ONLY: bool>(&self, row: &[f32]) -> Option<usize> {
         let mut cell = 0;
@@ -1136,26 +1137,17 @@ mod tests {
             (state >> 33) as u32
         };
         for lengths in [[0, 1], [3, 4], [5, 16], [17, 64], [1, 33], [9, 2]] {
-            let features: Vec<Axis> = lengths
+            // Thresholds -4, -3.5, ..., so 0.0 is one of them from 9 on; the rows try -0.0 too.
+            let mut features: Vec<Axis> = lengths
                 .iter()
                 .enumerate()
-                .map(|(feature, &n)| {
-                    let mut thresholds: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 4.0).collect();
-                    if n > 2 {
-                        thresholds[1] = -0.0; // between -0.5 and 0.5: still ascending
-                        thresholds.retain(|&t| t != 0.0 || t.is_sign_negative());
-                    }
-                    thresholds.sort_by(f32::total_cmp);
-                    thresholds.dedup();
-                    Axis { feature, thresholds, stride: if feature == 0 { 1 } else { n + 1 } }
+                .map(|(feature, &n)| Axis {
+                    feature,
+                    thresholds: (0..n).map(|i| i as f32 * 0.5 - 4.0).collect(),
+                    stride: 1,
                 })
                 .collect();
-            let features = {
-                let stride = features[0].thresholds.len() + 1;
-                let mut f = features;
-                f[1].stride = stride;
-                f
-            };
+            features[1].stride = lengths[0] + 1;
             let (padded, width) = Table::pad(&features);
             for below_only in [false, true] {
                 let table =
@@ -1168,16 +1160,11 @@ mod tests {
                     };
                     let row = [pick(next()), pick(next())];
                     let counted = match width {
-                        4 if below_only => table.counted::<4, true>(&row),
-                        4 => table.counted::<4, false>(&row),
-                        8 if below_only => table.counted::<8, true>(&row),
-                        8 => table.counted::<8, false>(&row),
-                        16 if below_only => table.counted::<16, true>(&row),
-                        16 => table.counted::<16, false>(&row),
-                        32 if below_only => table.counted::<32, true>(&row),
-                        32 => table.counted::<32, false>(&row),
-                        64 if below_only => table.counted::<64, true>(&row),
-                        64 => table.counted::<64, false>(&row),
+                        4 => table.counted_cell::<4>(&row),
+                        8 => table.counted_cell::<8>(&row),
+                        16 => table.counted_cell::<16>(&row),
+                        32 => table.counted_cell::<32>(&row),
+                        64 => table.counted_cell::<64>(&row),
                         other => panic!("width {other} for {lengths:?}"),
                     };
                     assert_eq!(counted, table.cell(&row), "{lengths:?} below_only {below_only} row {row:?}");
