@@ -182,7 +182,7 @@ impl ObjectUrl {
             let meta = meta?;
             // Kept only if it is, whole, the version the HEAD saw (a failure here, as for an
             // empty object's range, is left to `read_chunks`, which asks again).
-            let expected = chunk_ranges(meta.size).next().map_or(0, |r| r.end - r.start);
+            let expected = meta.size.min(FIRST_CHUNK_BYTES);
             let first = match first {
                 Ok((e_tag, bytes)) if e_tag == meta.e_tag && bytes.len() as u64 == expected && expected > 0 => {
                     Some(bytes)

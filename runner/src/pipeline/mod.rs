@@ -180,8 +180,7 @@ impl Plan {
     async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
         let progress = Arc::new(Progress::default());
         let context = self.context(progress.clone());
-        let (_, rest) = self.steps.split_first().expect("a plan has a source");
-        let (last, middle) = rest.split_last().expect("a plan has a sink");
+        let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
         let policies: Vec<Policy> = {
             let mut policies = Vec::new();
             for step in &self.steps {
