@@ -112,6 +112,17 @@ fn test() -> Result<(), String> {
         "testing plugins",
         cargo().current_dir(root().join("plugins")).args(["test", "--workspace", "--exclude", "onnx-predictor"]),
     )?;
+    // The forest's unit tests again inside WebAssembly, where its hot loops take their SIMD128
+    // path, run by the runner's engine settings (runner/examples/wasi_command.rs).
+    step("building the WASI test runner", cargo().args(["build", "--package", "runner", "--example", "wasi_command"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    step(
+        "testing forest inside WebAssembly",
+        cargo()
+            .current_dir(root().join("plugins"))
+            .env("CARGO_TARGET_WASM32_WASIP2_RUNNER", target.join("debug/examples/wasi_command"))
+            .args(["test", "--package", "forest", "--target", "wasm32-wasip2"]),
+    )?;
     // Every test binary runs even when one fails, so one CI log shows every failure.
     step("testing the runner", cargo().args(["test", "--workspace", "--no-fail-fast"]))
 }

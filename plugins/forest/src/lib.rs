@@ -103,6 +103,53 @@ impl Aggregate {
     }
 }
 
+/// What is applied to each row's scores after aggregation (ONNX `post_transform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PostTransform {
+    #[default]
+    None,
+    /// `exp(s - max) / sum`, over the row's targets.
+    Softmax,
+    /// `1 / (1 + exp(-s))`, per target.
+    Logistic,
+}
+
+impl PostTransform {
+    /// Parses the ONNX `post_transform` attribute (absent means `NONE`).
+    pub fn from_onnx(name: &str) -> Result<PostTransform, String> {
+        match name {
+            "NONE" => Ok(PostTransform::None),
+            "SOFTMAX" => Ok(PostTransform::Softmax),
+            "LOGISTIC" => Ok(PostTransform::Logistic),
+            other => Err(format!("post_transform {other} is not supported")),
+        }
+    }
+
+    fn apply(self, row: &mut [f32]) {
+        match self {
+            PostTransform::None => {}
+            PostTransform::Softmax => {
+                // (`f32::max` is a libm call in WebAssembly; a comparison is not.)
+                let max = row.iter().fold(f32::NEG_INFINITY, |max, &s| if s > max { s } else { max });
+                let mut sum = 0f32;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let scale = sum.recip();
+                row.iter_mut().for_each(|s| *s *= scale);
+            }
+            PostTransform::Logistic => row.iter_mut().for_each(|s| *s = 1.0 / (1.0 + (-*s).exp())),
+        }
+    }
+}
+
+/// The index of a row's highest score, the first of equal ones (as ONNX's `ArgMax`).
+#[inline]
+fn best(row: &[f32]) -> i32 {
+    (1..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as i32
+}
+
 /// A tree ensemble in ONNX's parallel-array form: one entry per node, one per leaf weight.
 /// `leaf_*` are the `class_*` (classifier) or `target_*` (regressor) attributes.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +173,8 @@ pub struct OnnxTrees {
     pub aggregate: Aggregate,
     /// Added to each target after aggregation. Empty means zeros.
     pub base_values: Vec<f32>,
+    /// Applied to each row's scores last.
+    pub post_transform: PostTransform,
 }
 
 // Node layout, 16 bytes: `meta` packs the feature index (low 24 bits), the comparison
@@ -158,6 +207,7 @@ pub struct Forest {
     max_feature: usize,
     aggregate: Aggregate,
     base_values: Vec<f32>,
+    post_transform: PostTransform,
     /// The comparison every branch uses, if they all use the same one.
     uniform: Option<Cmp>,
     /// The same trees padded to complete binary trees, when they all use one comparison and
@@ -170,9 +220,11 @@ pub struct Forest {
 /// The ensemble's scores tabulated over the grid its thresholds make: every branch compares
 /// one feature with one threshold, so the leaf each tree reaches, and with it the score, only
 /// depends on which interval between a feature's sorted distinct thresholds each value falls
-/// in (its bin). A row's cell is its bins in mixed radix; the table holds each cell's scores as
-/// [`Forest::score`] computes them for a row in that cell, so reading it gives the same bits.
-/// Rows with a missing value in a feature the trees read take the walk.
+/// in (its bin). A row's cell is its bins in mixed radix; the table holds each cell's final
+/// scores (post-transform applied) and best target, as [`Forest::score`] and
+/// [`Forest::finish_rows`] compute them for a row in that cell, so reading it gives the same
+/// bits with no `exp` left per row. Rows with a missing value in a feature the trees read take
+/// the walk.
 #[derive(Debug, Clone, PartialEq)]
 struct Table {
     /// The features the trees read.
@@ -180,8 +232,10 @@ struct Table {
     /// `x <= t`-style branches (`Leq`, `Gt`): a bin counts the thresholds below the value;
     /// `x < t`-style (`Lt`, `Gte`): the thresholds at or below it.
     below_only: bool,
-    /// `n_targets` scores per cell.
+    /// `n_targets` scores per cell, post-transformed.
     scores: Vec<f32>,
+    /// The best target of each cell.
+    best: Vec<i32>,
     /// Every feature's thresholds padded with NaN (which no comparison counts) to `width`, a
     /// power of two up to [`MAX_COUNTED`]: a bin is then a fixed number of comparisons with no
     /// loop left to run, which compiles to a few SIMD instructions under LLVM and Cranelift
@@ -254,11 +308,12 @@ impl fmt::Display for Forest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} trees, {} nodes, {} targets, {:?}",
+            "{} trees, {} nodes, {} targets, {:?}, post-transform {:?}",
             self.roots.len(),
             self.nodes.len(),
             self.n_targets,
-            self.aggregate
+            self.aggregate,
+            self.post_transform
         )
     }
 }
@@ -355,6 +410,7 @@ impl Forest {
             max_feature: 0,
             aggregate: t.aggregate,
             base_values: if t.base_values.is_empty() { vec![0.0; t.n_targets] } else { t.base_values.clone() },
+            post_transform: t.post_transform,
             uniform: None,
             levels: None,
             table: None,
@@ -478,8 +534,10 @@ impl Forest {
             }
             self.score(&rows, width, out);
         }
+        let mut best = vec![0; cells];
+        self.finish_rows(&mut scores, &mut best);
         let (padded, width) = Table::pad(&features);
-        Some(Table { features, below_only, scores, padded, width })
+        Some(Table { features, below_only, scores, best, padded, width })
     }
 
     /// The padded layout, or `None` when a tree is too deep or padding would cost more than
@@ -562,8 +620,20 @@ impl Forest {
     }
 
     /// Scores `input`, rows of `n_features` values, into `output`, rows of `n_targets()`
-    /// values: aggregated tree outputs plus base values, before any post-transform.
+    /// values: aggregated tree outputs plus base values, post-transformed.
     pub fn predict(&self, input: &[f32], n_features: usize, output: &mut [f32]) -> Result<(), String> {
+        self.predict_best(input, n_features, output, &mut [])
+    }
+
+    /// [`Forest::predict`], and each row's best target (the first of equal scores) into
+    /// `best`, one per row, unless `best` is empty.
+    pub fn predict_best(
+        &self,
+        input: &[f32],
+        n_features: usize,
+        output: &mut [f32],
+        best: &mut [i32],
+    ) -> Result<(), String> {
         if n_features < self.min_features() {
             return Err(format!(
                 "the ensemble reads feature #{}, but rows have {n_features} features",
@@ -577,14 +647,31 @@ impl Forest {
         if output.len() != rows * self.n_targets {
             return Err(format!("output has {} values, expected {}", output.len(), rows * self.n_targets));
         }
+        if !best.is_empty() && best.len() != rows {
+            return Err(format!("room for {} best targets, expected {rows}", best.len()));
+        }
         match &self.table {
-            Some(table) => table.predict(self, input, n_features, output),
-            None => self.score(input, n_features, output),
+            Some(table) => table.predict(self, input, n_features, output, best),
+            None => {
+                self.score(input, n_features, output);
+                self.finish_rows(output, best);
+            }
         }
         Ok(())
     }
 
-    /// [`Forest::predict`] without the table, on checked arguments.
+    /// The last steps of scoring, on rows of aggregated scores: the post-transform, then each
+    /// row's best target unless `best` is empty.
+    fn finish_rows(&self, scores: &mut [f32], best: &mut [i32]) {
+        for (r, row) in scores.chunks_exact_mut(self.n_targets).enumerate() {
+            self.post_transform.apply(row);
+            if let Some(b) = best.get_mut(r) {
+                *b = crate::best(row);
+            }
+        }
+    }
+
+    /// [`Forest::predict`] without the table and before the post-transform, on checked arguments.
     fn score(&self, input: &[f32], n_features: usize, output: &mut [f32]) {
         // Sums of one weight per leaf (boosted trees): walk and add in one pass.
         if let (Some(levels @ Levels { single: Some(_), .. }), Some(cmp), Aggregate::Sum | Aggregate::Average) =
@@ -755,20 +842,22 @@ impl Table {
         (padded, width)
     }
 
-    /// Scores rows by their cells; rows with a missing value the trees read take the walk.
-    fn predict(&self, forest: &Forest, input: &[f32], n_features: usize, output: &mut [f32]) {
+    /// Scores rows (and their best targets, unless `best` is empty) by their cells; rows with
+    /// a missing value the trees read take the walk.
+    fn predict(&self, forest: &Forest, input: &[f32], n_features: usize, output: &mut [f32], best: &mut [i32]) {
+        let (f, n) = (forest, n_features);
         match self.width {
-            4 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<4>(row)),
-            8 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<8>(row)),
-            16 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<16>(row)),
-            32 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<32>(row)),
-            64 => self.predict_with(forest, input, n_features, output, |row| self.counted_cell::<64>(row)),
-            _ => self.predict_with(forest, input, n_features, output, |row| self.cell(row)),
+            4 => self.predict_with(f, input, n, output, best, |row| self.counted_cell::<4>(row)),
+            8 => self.predict_with(f, input, n, output, best, |row| self.counted_cell::<8>(row)),
+            16 => self.predict_with(f, input, n, output, best, |row| self.counted_cell::<16>(row)),
+            32 => self.predict_with(f, input, n, output, best, |row| self.counted_cell::<32>(row)),
+            64 => self.predict_with(f, input, n, output, best, |row| self.counted_cell::<64>(row)),
+            _ => self.predict_with(f, input, n, output, best, |row| self.cell(row)),
         }
     }
 
-    /// Scores every row from the table, its cell found by `cell`; rows without a cell (a
-    /// missing value) take the walk.
+    /// Scores every row from the table, its cell found by `cell`, and its best target unless
+    /// `best` is empty; rows without a cell (a missing value) take the walk.
     #[inline]
     fn predict_with(
         &self,
@@ -776,13 +865,19 @@ impl Table {
         input: &[f32],
         n_features: usize,
         output: &mut [f32],
+        best: &mut [i32],
         cell: impl Fn(&[f32]) -> Option<usize>,
     ) {
         let t = forest.n_targets;
         let mut missing = Vec::new();
         for (r, (row, scores)) in input.chunks_exact(n_features).zip(output.chunks_exact_mut(t)).enumerate() {
             match cell(row) {
-                Some(cell) => scores.copy_from_slice(&self.scores[cell * t..(cell + 1) * t]),
+                Some(cell) => {
+                    copy_scores(scores, &self.scores[cell * t..(cell + 1) * t]);
+                    if let Some(b) = best.get_mut(r) {
+                        *b = self.best[cell];
+                    }
+                }
                 None => missing.push(r),
             }
         }
@@ -790,9 +885,14 @@ impl Table {
             let rows: Vec<f32> =
                 missing.iter().flat_map(|&r| &input[r * n_features..(r + 1) * n_features]).copied().collect();
             let mut scores = vec![0.0; missing.len() * t];
+            let mut missing_best = vec![0; if best.is_empty() { 0 } else { missing.len() }];
             forest.score(&rows, n_features, &mut scores);
-            for (&r, s) in missing.iter().zip(scores.chunks_exact(t)) {
+            forest.finish_rows(&mut scores, &mut missing_best);
+            for (i, (&r, s)) in missing.iter().zip(scores.chunks_exact(t)).enumerate() {
                 output[r * t..(r + 1) * t].copy_from_slice(s);
+                if let Some(b) = best.get_mut(r) {
+                    *b = missing_best[i];
+                }
             }
         }
     }
@@ -828,12 +928,7 @@ impl Table {
                 return None;
             }
             let thresholds: &[f32; W] = thresholds.try_into().expect("chunks of W");
-            let bin: u32 = if BELOW_ONLY {
-                thresholds.iter().map(|&t| u32::from(t < x)).sum()
-            } else {
-                thresholds.iter().map(|&t| u32::from(t <= x)).sum()
-            };
-            cell += axis.stride * bin as usize;
+            cell += axis.stride * count_below::<W, BELOW_ONLY>(thresholds, x) as usize;
         }
         Some(cell)
     }
@@ -852,6 +947,50 @@ impl Table {
             unknown = if passed { unknown - half - 1 } else { half };
         }
         below
+    }
+}
+
+/// How many of `thresholds` lie below `x` (`t < x`), or at or below it when not `BELOW_ONLY`
+/// (`t <= x`). NaN thresholds (the padding) never count.
+#[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
+#[inline(always)]
+fn count_below<const W: usize, const BELOW_ONLY: bool>(thresholds: &[f32; W], x: f32) -> u32 {
+    // LLVM vectorises this natively (SSE/AVX compares and adds).
+    if BELOW_ONLY {
+        thresholds.iter().map(|&t| u32::from(t < x)).sum()
+    } else {
+        thresholds.iter().map(|&t| u32::from(t <= x)).sum()
+    }
+}
+
+/// [`count_below`] in WebAssembly SIMD: four thresholds per compare. LLVM does not vectorise
+/// the plain loop for WebAssembly (it emits one scalar compare per threshold, which Cranelift
+/// then spills), so the vector code is spelled out: the same compares, the same count.
+#[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+#[inline(always)]
+fn count_below<const W: usize, const BELOW_ONLY: bool>(thresholds: &[f32; W], x: f32) -> u32 {
+    use core::arch::wasm32::*;
+    let x = f32x4_splat(x);
+    let mut below = i32x4_splat(0);
+    for t in thresholds.chunks_exact(4) {
+        let t = f32x4(t[0], t[1], t[2], t[3]);
+        // A true lane is all ones, -1: subtracting it counts it.
+        below = i32x4_sub(below, if BELOW_ONLY { f32x4_lt(t, x) } else { f32x4_le(t, x) });
+    }
+    let halves = i32x4_add(below, i32x4_shuffle::<2, 3, 0, 1>(below, below));
+    (i32x4_extract_lane::<0>(halves) + i32x4_extract_lane::<1>(halves)) as u32
+}
+
+/// Copies a row's scores. Rows of up to four are copied value by value: `copy_from_slice` of
+/// an unknown length is a call to `memcpy`, which WebAssembly makes a host call (`memory.copy`).
+#[inline(always)]
+fn copy_scores(to: &mut [f32], from: &[f32]) {
+    match (to, from) {
+        ([a], [x]) => *a = *x,
+        ([a, b], [x, y]) => (*a, *b) = (*x, *y),
+        ([a, b, c], [x, y, z]) => (*a, *b, *c) = (*x, *y, *z),
+        ([a, b, c, d], [x, y, z, w]) => (*a, *b, *c, *d) = (*x, *y, *z, *w),
+        (to, from) => to.copy_from_slice(from),
     }
 }
 
@@ -977,6 +1116,7 @@ mod tests {
             n_targets: 2,
             aggregate,
             base_values: vec![10.0, 20.0],
+            post_transform: PostTransform::None,
         }
     }
 
@@ -1013,6 +1153,36 @@ mod tests {
         // Away from the second threshold both trees agree.
         let rows: Vec<[f32; 2]> = (0..200).map(|i| [(i % 7) as f32 * 0.4, (i % 5) as f32 + 0.5]).collect();
         assert_eq!(predict(&mixed, &rows), predict(&uniform, &rows), "{BLOCK_ROWS}-row blocks and the tail");
+    }
+
+    #[test]
+    fn post_transforms_and_best_targets() {
+        let rows = [[0.5, 9.0], [1.0, 2.0]]; // raw scores [11, 20.5], [10, 22.5]
+        let input: Vec<f32> = rows.iter().flatten().copied().collect();
+        let score = |post| {
+            let forest =
+                Forest::compile(&OnnxTrees { post_transform: post, ..trees(Aggregate::Sum, Cmp::Leq) }).unwrap();
+            let (mut out, mut best) = (vec![0.0; 4], vec![-1; 2]);
+            forest.predict_best(&input, 2, &mut out, &mut best).unwrap();
+            (out, best)
+        };
+        assert_eq!(score(PostTransform::None), (vec![11.0, 20.5, 10.0, 22.5], vec![1, 1]));
+        let (softmax, best) = score(PostTransform::Softmax);
+        let expected = [1.0 / (1.0 + 9.5f32.exp()), 1.0 / (1.0 + (-9.5f32).exp())];
+        assert!((softmax[0] - expected[0]).abs() < 1e-7 && (softmax[1] - expected[1]).abs() < 1e-6, "{softmax:?}");
+        assert!((softmax[2] + softmax[3] - 1.0).abs() < 1e-6, "{softmax:?}");
+        assert_eq!(best, vec![1, 1]);
+        let (logistic, _) = score(PostTransform::Logistic);
+        assert_eq!(logistic[0], 1.0 / (1.0 + (-11.0f32).exp()));
+        // Equal scores: the first wins.
+        let mut tied = trees(Aggregate::Sum, Cmp::Leq);
+        tied.leaf_weights = vec![0.0; 5];
+        tied.base_values = vec![1.0, 1.0];
+        let forest = Forest::compile(&tied).unwrap();
+        let mut best = vec![-1; 2];
+        forest.predict_best(&input, 2, &mut [0.0; 4], &mut best).unwrap();
+        assert_eq!(best, vec![0, 0]);
+        assert!(PostTransform::from_onnx("PROBIT").unwrap_err().contains("PROBIT"));
     }
 
     #[test]
@@ -1093,14 +1263,19 @@ mod tests {
         }
     }
 
-    /// A small grid is tabulated, and the table scores every row with the walk's very bits:
-    /// values on, between and beyond the thresholds, signed zeros, infinities, missing values;
-    /// for every comparison that orders, with one and with several weights per leaf.
+    /// A small grid is tabulated, and the table scores every row with the walk's very bits
+    /// and best targets: values on, between and beyond the thresholds, signed zeros,
+    /// infinities, missing values; for every comparison that orders, with one and with several
+    /// weights per leaf, under every post-transform.
     #[test]
     fn the_table_scores_exactly_as_the_walk() {
-        for (seed, cmp) in [(1, Cmp::Lt), (2, Cmp::Leq), (3, Cmp::Gte), (4, Cmp::Gt)] {
+        let posts = [PostTransform::None, PostTransform::Softmax, PostTransform::Logistic];
+        for ((seed, cmp), post) in
+            [(1, Cmp::Lt), (2, Cmp::Leq), (3, Cmp::Gte), (4, Cmp::Gt)].into_iter().zip(posts.iter().cycle())
+        {
             for max_weights in [1, 2] {
-                let tabulated = Forest::compile(&random_trees_with(60, seed, max_weights, 6, cmp)).unwrap();
+                let trees = OnnxTrees { post_transform: *post, ..random_trees_with(60, seed, max_weights, 6, cmp) };
+                let tabulated = Forest::compile(&trees).unwrap();
                 assert!(tabulated.table.is_some(), "{cmp:?}: 5 features x 6 thresholds make 7^5 cells");
                 let walked = Forest { table: None, ..tabulated.clone() };
                 let special = [-5.0, 0.0, -0.0, 5.0 / 3.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e30];
@@ -1118,10 +1293,15 @@ mod tests {
                     })
                     .collect();
                 let (mut a, mut b) = (vec![0.0; 2000 * 3], vec![0.0; 2000 * 3]);
-                tabulated.predict(&input, 5, &mut a).unwrap();
-                walked.predict(&input, 5, &mut b).unwrap();
+                let (mut best_a, mut best_b) = (vec![-1; 2000], vec![-1; 2000]);
+                tabulated.predict_best(&input, 5, &mut a, &mut best_a).unwrap();
+                walked.predict_best(&input, 5, &mut b, &mut best_b).unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a), bits(&b), "{cmp:?}, {max_weights} weights per leaf");
+                assert_eq!(bits(&a), bits(&b), "{cmp:?}, {max_weights} weights per leaf, {post:?}");
+                assert_eq!(best_a, best_b, "{cmp:?}, {max_weights} weights per leaf, {post:?}");
+                let mut plain = vec![0.0; 2000 * 3];
+                tabulated.predict(&input, 5, &mut plain).unwrap();
+                assert_eq!(bits(&plain), bits(&a), "the scores do not depend on asking for the best");
             }
         }
         // Too many cells, or an equality test: no table.
@@ -1150,8 +1330,14 @@ mod tests {
             features[1].stride = lengths[0] + 1;
             let (padded, width) = Table::pad(&features);
             for below_only in [false, true] {
-                let table =
-                    Table { features: features.clone(), below_only, scores: vec![], padded: padded.clone(), width };
+                let table = Table {
+                    features: features.clone(),
+                    below_only,
+                    scores: vec![],
+                    best: vec![],
+                    padded: padded.clone(),
+                    width,
+                };
                 for _ in 0..2000 {
                     let pick = |v: u32| match v % 5 {
                         0 => [f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1e30][(v / 5) as usize % 5],

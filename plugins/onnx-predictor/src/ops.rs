@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use forest::{Aggregate, Cmp, Forest, OnnxTrees};
+use forest::{Aggregate, Cmp, Forest, OnnxTrees, PostTransform};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{AttributeProto, NodeProto};
 use tract_onnx::prelude::*;
@@ -72,22 +72,9 @@ fn parse_trees(node: &NodeProto, leaf_prefix: &str, n_targets: usize, aggregate:
         n_targets,
         aggregate,
         base_values: floats(node, "base_values")?,
+        post_transform: PostTransform::from_onnx(string(node, "post_transform").as_deref().unwrap_or("NONE"))
+            .map_err(|e| format_err!("{}: {e}", node.name))?,
     })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PostTransform {
-    Softmax,
-    Logistic,
-}
-
-fn post_transform(node: &NodeProto) -> TractResult<Option<PostTransform>> {
-    match string(node, "post_transform").as_deref() {
-        None | Some("NONE") => Ok(None),
-        Some("SOFTMAX") => Ok(Some(PostTransform::Softmax)),
-        Some("LOGISTIC") => Ok(Some(PostTransform::Logistic)),
-        Some(other) => bail!("post_transform {other} is not supported"),
-    }
 }
 
 fn compile(node: &NodeProto, trees: &OnnxTrees) -> TractResult<Arc<Forest>> {
@@ -110,8 +97,7 @@ fn classifier(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
         return tract_own(ctx, node);
     }
     let forest = compile(node, &trees)?;
-    let post_transform = post_transform(node)?;
-    Ok((expand(Classifier { forest, class_labels, post_transform }), vec![]))
+    Ok((expand(Classifier { forest, class_labels }), vec![]))
 }
 
 fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -120,8 +106,7 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
         .map_err(|e| format_err!("{}: {e}", node.name))?;
     let trees = parse_trees(node, "target", n_targets, aggregate)?;
     let forest = compile(node, &trees)?;
-    let post_transform = post_transform(node)?;
-    Ok((expand(Regressor { forest, post_transform }), vec![]))
+    Ok((expand(Regressor { forest }), vec![]))
 }
 
 /// Appends a post-transform to `scores`.
@@ -130,7 +115,6 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
 struct Classifier {
     forest: Arc<Forest>,
     class_labels: Arc<Tensor>,
-    post_transform: Option<PostTransform>,
 }
 
 impl Expansion for Classifier {
@@ -161,7 +145,7 @@ impl Expansion for Classifier {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let op = TreeScores { forest: self.forest.clone(), post_transform: self.post_transform, winners: true };
+        let op = TreeScores { forest: self.forest.clone(), winners: true };
         let outputs = model.wire_node(format!("{prefix}.trees"), op, inputs)?;
         let (winners, scores) = (&outputs[..1], outputs[1]);
         let fallback = Tensor::zero_dt(self.class_labels.datum_type(), &[])?.into_arc_tensor();
@@ -178,7 +162,6 @@ impl Expansion for Classifier {
 #[derive(Debug, Clone)]
 struct Regressor {
     forest: Arc<Forest>,
-    post_transform: Option<PostTransform>,
 }
 
 impl Expansion for Regressor {
@@ -202,7 +185,7 @@ impl Expansion for Regressor {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let op = TreeScores { forest: self.forest.clone(), post_transform: self.post_transform, winners: false };
+        let op = TreeScores { forest: self.forest.clone(), winners: false };
         model.wire_node(format!("{prefix}.trees"), op, inputs)
     }
 }
@@ -214,16 +197,13 @@ impl Expansion for Regressor {
 #[derive(Debug, Clone)]
 struct TreeScores {
     forest: Arc<Forest>,
-    post_transform: Option<PostTransform>,
     winners: bool,
 }
 
 // Ops must be comparable; two ops are the same when they share one compiled forest.
 impl PartialEq for TreeScores {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.forest, &other.forest)
-            && self.post_transform == other.post_transform
-            && self.winners == other.winners
+        Arc::ptr_eq(&self.forest, &other.forest) && self.winners == other.winners
     }
 }
 
@@ -235,7 +215,7 @@ impl Op for TreeScores {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![self.forest.to_string(), format!("post-transform: {:?}", self.post_transform)])
+        Ok(vec![self.forest.to_string()])
     }
 
     op_as_typed_op!();
@@ -254,39 +234,16 @@ impl EvalOp for TreeScores {
         let (rows, features, targets) = (shape[0], shape[1], self.forest.n_targets());
         let values = input.try_as_plain_ram()?.as_slice::<f32>()?;
         // Written in place: no copy of the scores between the steps.
-        let mut scores_tensor = Tensor::zero::<f32>(&[rows, targets])?;
-        let mut scores_view = scores_tensor.try_as_plain_ram_mut()?;
-        let scores = scores_view.as_slice_mut::<f32>()?;
-        self.forest.predict(values, features, scores).map_err(|e| format_err!("{e}"))?;
-        for row in scores.chunks_exact_mut(targets) {
-            match self.post_transform {
-                None => {}
-                Some(PostTransform::Softmax) => {
-                    // (`f32::max` is a libm call in WebAssembly; a comparison is not.)
-                    let max = row.iter().fold(f32::NEG_INFINITY, |max, &s| if s > max { s } else { max });
-                    let mut sum = 0f32;
-                    for s in row.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let scale = sum.recip();
-                    row.iter_mut().for_each(|s| *s *= scale);
-                }
-                Some(PostTransform::Logistic) => row.iter_mut().for_each(|s| *s = 1.0 / (1.0 + (-*s).exp())),
-            }
+        let mut scores = Tensor::zero::<f32>(&[rows, targets])?;
+        let mut winners = Tensor::zero::<i32>(&[if self.winners { rows } else { 0 }])?;
+        {
+            let mut scores = scores.try_as_plain_ram_mut()?;
+            let mut winners = winners.try_as_plain_ram_mut()?;
+            self.forest
+                .predict_best(values, features, scores.as_slice_mut::<f32>()?, winners.as_slice_mut::<i32>()?)
+                .map_err(|e| format_err!("{e}"))?;
         }
-        let mut outputs = tvec!();
-        if self.winners {
-            let mut winners = Tensor::zero::<i32>(&[rows])?;
-            let best = |row: &[f32]| (1..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
-            let mut view = winners.try_as_plain_ram_mut()?;
-            for (winner, row) in view.as_slice_mut::<i32>()?.iter_mut().zip(scores.chunks_exact(targets)) {
-                *winner = best(row) as i32;
-            }
-            outputs.push(winners.into_tvalue());
-        }
-        outputs.push(scores_tensor.into_tvalue());
-        Ok(outputs)
+        Ok(if self.winners { tvec!(winners.into_tvalue(), scores.into_tvalue()) } else { tvec!(scores.into_tvalue()) })
     }
 }
 
