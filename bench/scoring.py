@@ -105,10 +105,12 @@ def native(model: str, data: str, engine: str, rows: int) -> float:
     return json.loads(done.stdout)["us_per_row"]
 
 
-def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple[float, float, float]:
+def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple[float, float, float, dict]:
     """`model` and `data` are absolute paths. Microseconds per row, medians of `rounds` processes each, taking turns, each the best of
     3 passes over the rows: the plugin's calls in WASM (boundary included), the native benchmark
-    program (the plugin's per-batch work, natively), and that same program compiled to WASM."""
+    program (the plugin's per-batch work, natively), and that same program compiled to WASM; and
+    every process's figure by name, since the WASM program runs at one of two speeds per process
+    on this machine (README), which a median alone hides."""
     plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
     program = f"{ROOT}/plugins/target/wasm32-wasip2/release/examples/score.wasm"
     env = dict(os.environ, RUNNER_CACHE_DIR=cache)
@@ -123,7 +125,15 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple
         done = sh(f"{ROOT}/target/release/examples/wasi_command", program, *dirs, "--", *args,
                   env=env, capture_output=True, text=True)
         program_wasm.append(json.loads(done.stdout)["us_per_row"])
-    return statistics.median(wasm), statistics.median(native), statistics.median(program_wasm)
+    runs = {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm}
+    return statistics.median(wasm), statistics.median(native), statistics.median(program_wasm), runs
+
+
+def print_runs(runs: dict):
+    """One line per measurement: each process's microseconds per row, in the order they ran."""
+    print("per process (us/row, in turn):")
+    for name, values in runs.items():
+        print(f"  {name:<20} " + " ".join(f"{v:.3f}" for v in values))
 
 
 def onnxruntime_us(model: str, data: str) -> float:
@@ -169,7 +179,7 @@ def main():
         warm = runner(fast_spec, cache)
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
-        wasm_us, native_us, program_us = wasm_and_native(model, data, cache)
+        wasm_us, native_us, program_us, runs = wasm_and_native(model, data, cache)
         results = [
             ("plugin in WASM (our trees)", a.rows, wasm_us),
             ("same code, native", a.rows, native_us),
@@ -186,6 +196,7 @@ def main():
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
         print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
+        print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
