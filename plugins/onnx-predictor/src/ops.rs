@@ -109,7 +109,6 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
     Ok((expand(Regressor { forest }), vec![]))
 }
 
-/// Appends a post-transform to `scores`.
 /// ONNX `TreeEnsembleClassifier`: outputs the label of the best class and the class scores.
 #[derive(Debug, Clone)]
 struct Classifier {
@@ -192,7 +191,8 @@ impl Expansion for Regressor {
 
 /// The typed op that scores rows `[N, F]` with a compiled forest: `[N, targets]` scores after
 /// the post-transform, preceded, for a classifier (`winners`), by each row's best target `[N]`
-/// (`i32`; the first of equal scores, as ONNX's `ArgMax`). One pass over the rows, in place of
+/// (`i32`; the first of equal scores, as ONNX's `ArgMax`). Both come from
+/// [`Forest::predict_best`], read straight from the table for a tabulated forest, in place of
 /// tract's generic softmax and argmax, which cost many times the trees on rows of three scores.
 #[derive(Debug, Clone)]
 struct TreeScores {
