@@ -115,12 +115,14 @@ fn test() -> Result<(), String> {
     // The forest's unit tests again inside WebAssembly, where its hot loops take their SIMD128
     // path, run by the runner's engine settings (runner/examples/wasi_command.rs).
     step("building the WASI test runner", cargo().args(["build", "--package", "runner", "--example", "wasi_command"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    // (A relative CARGO_TARGET_DIR is relative to the root, where the runner was built.)
+    let target = root().join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from));
     step(
         "testing forest inside WebAssembly",
         cargo()
             .current_dir(root().join("plugins"))
             .env("CARGO_TARGET_WASM32_WASIP2_RUNNER", target.join("debug/examples/wasi_command"))
+            .env("RUNNER_CACHE_DIR", target.join("tmp/plugin-cache"))
             .args(["test", "--package", "forest", "--target", "wasm32-wasip2"]),
     )?;
     // Every test binary runs even when one fails, so one CI log shows every failure.

@@ -17,7 +17,8 @@
 //!
 //! Semantics follow the ONNX spec (as onnxruntime implements it): a missing value (NaN) takes the
 //! branch `nodes_missing_value_tracks_true` says, scores are aggregated over trees (sum, average,
-//! min or max), then `base_values` are added. Sums run in tree order in `f32`, as tract does, so
+//! min or max), then `base_values` are added, then the post-transform (softmax or logistic) is
+//! applied and, for classifiers, the best target taken (the first of equal scores). Sums run in tree order in `f32`, as tract does, so
 //! results match tract's op to within a few units in the last place.
 
 use std::collections::HashMap;
@@ -952,7 +953,7 @@ impl Table {
 
 /// How many of `thresholds` lie below `x` (`t < x`), or at or below it when not `BELOW_ONLY`
 /// (`t <= x`). NaN thresholds (the padding) never count.
-#[cfg(not(all(target_family = "wasm", target_feature = "simd128")))]
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn count_below<const W: usize, const BELOW_ONLY: bool>(thresholds: &[f32; W], x: f32) -> u32 {
     // LLVM vectorises this natively (SSE/AVX compares and adds).
@@ -966,7 +967,7 @@ fn count_below<const W: usize, const BELOW_ONLY: bool>(thresholds: &[f32; W], x:
 /// [`count_below`] in WebAssembly SIMD: four thresholds per compare. LLVM does not vectorise
 /// the plain loop for WebAssembly (it emits one scalar compare per threshold, which Cranelift
 /// then spills), so the vector code is spelled out: the same compares, the same count.
-#[cfg(all(target_family = "wasm", target_feature = "simd128"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn count_below<const W: usize, const BELOW_ONLY: bool>(thresholds: &[f32; W], x: f32) -> u32 {
     use core::arch::wasm32::*;
@@ -1316,7 +1317,7 @@ mod tests {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
-        for lengths in [[0, 1], [3, 4], [5, 16], [17, 64], [1, 33], [9, 2]] {
+        for lengths in [[0, 1], [3, 4], [5, 16], [17, 64], [1, 33], [9, 2], [20, 3]] {
             // Thresholds -4, -3.5, ..., so 0.0 is one of them from 9 on; the rows try -0.0 too.
             let mut features: Vec<Axis> = lengths
                 .iter()

@@ -72,9 +72,14 @@ fn parse_trees(node: &NodeProto, leaf_prefix: &str, n_targets: usize, aggregate:
         n_targets,
         aggregate,
         base_values: floats(node, "base_values")?,
-        post_transform: PostTransform::from_onnx(string(node, "post_transform").as_deref().unwrap_or("NONE"))
-            .map_err(|e| format_err!("{}: {e}", node.name))?,
+        post_transform: PostTransform::None, // see `post_transform`
     })
+}
+
+/// The node's `post_transform` attribute (absent: none).
+fn post_transform(node: &NodeProto) -> TractResult<PostTransform> {
+    PostTransform::from_onnx(string(node, "post_transform").as_deref().unwrap_or("NONE"))
+        .map_err(|e| format_err!("{}: {e}", node.name))
 }
 
 fn compile(node: &NodeProto, trees: &OnnxTrees) -> TractResult<Arc<Forest>> {
@@ -89,13 +94,14 @@ fn classifier(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
         (true, false) => rctensor1(&string_labels),
         _ => bail!("expected exactly one of `classlabels_int64s` and `classlabels_strings`"),
     };
-    let trees = parse_trees(node, "class", class_labels.len(), Aggregate::Sum)?;
+    let mut trees = parse_trees(node, "class", class_labels.len(), Aggregate::Sum)?;
     // Two classes with every weight on class 0: onnxruntime and tract special-case this layout.
     // Leave it to tract's own op rather than guess.
     if class_labels.len() < 3 && trees.leaf_targets.iter().all(|&t| t == 0) {
         let tract_own = tract_onnx::onnx().op_register.0["TreeEnsembleClassifier"];
         return tract_own(ctx, node);
     }
+    trees.post_transform = post_transform(node)?;
     let forest = compile(node, &trees)?;
     Ok((expand(Classifier { forest, class_labels }), vec![]))
 }
@@ -104,7 +110,8 @@ fn regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn In
     let n_targets = attribute(node, "n_targets").map_or(1, |a| a.i.max(1) as usize);
     let aggregate = Aggregate::from_onnx(string(node, "aggregate_function").as_deref().unwrap_or("SUM"))
         .map_err(|e| format_err!("{}: {e}", node.name))?;
-    let trees = parse_trees(node, "target", n_targets, aggregate)?;
+    let trees =
+        OnnxTrees { post_transform: post_transform(node)?, ..parse_trees(node, "target", n_targets, aggregate)? };
     let forest = compile(node, &trees)?;
     Ok((expand(Regressor { forest }), vec![]))
 }
