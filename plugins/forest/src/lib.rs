@@ -18,8 +18,9 @@
 //! Semantics follow the ONNX spec (as onnxruntime implements it): a missing value (NaN) takes the
 //! branch `nodes_missing_value_tracks_true` says, scores are aggregated over trees (sum, average,
 //! min or max), then `base_values` are added, then the post-transform (softmax or logistic) is
-//! applied and, for classifiers, the best target taken (the first of equal scores). Sums run in tree order in `f32`, as tract does, so
-//! results match tract's op to within a few units in the last place.
+//! applied and, for classifiers, the best target taken (the first of equal scores). Sums run in
+//! tree order in `f32`, as tract does, so results match tract's op to within a few units in the
+//! last place.
 
 use std::collections::HashMap;
 use std::fmt;
