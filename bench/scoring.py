@@ -116,16 +116,20 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple
     env = dict(os.environ, RUNNER_CACHE_DIR=cache)
     args = [model, data, "--batch", str(BATCH), "--repeat", "3"]
     dirs = ["--dir", os.path.dirname(os.path.abspath(model)), "--dir", os.path.dirname(os.path.abspath(data))]
-    wasm, native, program_wasm = [], [], []
+    wasm, native, program_wasm, ids = [], [], [], []
     for _ in range(rounds):
         done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, *args, env=env, capture_output=True, text=True)
         wasm.append(json.loads(done.stdout)["us_per_row"])
+        done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, *args, "--class-ids", env=env,
+                  capture_output=True, text=True)
+        ids.append(json.loads(done.stdout)["us_per_row"])
         done = sh(f"{ROOT}/plugins/target/release/examples/score", *args, capture_output=True, text=True)
         native.append(json.loads(done.stdout)["us_per_row"])
         done = sh(f"{ROOT}/target/release/examples/wasi_command", program, *dirs, "--", *args,
                   env=env, capture_output=True, text=True)
         program_wasm.append(json.loads(done.stdout)["us_per_row"])
-    runs = {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm}
+    runs = {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm,
+            "plugin, class ids": ids}
     return statistics.median(wasm), statistics.median(native), statistics.median(program_wasm), runs
 
 
@@ -196,6 +200,9 @@ def main():
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
         print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
+        ids_us = statistics.median(runs["plugin, class ids"])
+        print(f"the plugin's calls with class ids instead of names (no string per row): {ids_us:.2f} us/row,"
+              f" {ids_us / native_us:.2f}x native (which does name them)")
         print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")
     finally:

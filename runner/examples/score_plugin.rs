@@ -2,13 +2,15 @@
 //! counterpart of `plugins/onnx-predictor/examples/score.rs`, under the same conditions.
 //!
 //! ```text
-//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N]
+//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids]
 //! ```
 //! Every CSV column is a feature (the four Iris columns). All rows are parsed into batches of
 //! `--batch` rows before the clock starts, so only the plugin calls are timed, one instance, with
 //! nothing else running: each call hands a columnar batch to the guest, which gathers the
 //! features, scores them with tract and appends the label column, which comes back to the host.
 //! The best of `--repeat` passes is reported, as one JSON line like the native example's.
+//! `--class-ids` leaves `classes` out of the plugin's config, so the label column holds class ids
+//! instead of names: what the boundary costs without a string per row.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,7 +34,7 @@ const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "pet
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N]";
+    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids]";
     let [plugin, model, csv] = [0, 1, 2].map(|i| args.get(i).cloned());
     let (Some(plugin), Some(model), Some(csv)) = (plugin, model, csv) else { anyhow::bail!(usage) };
     let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -46,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Arc::new(PluginRuntime::new(cache, false)?);
     let loaded = runtime.load(Path::new(&plugin))?;
     let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
-    let config = serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] });
+    let config = if args.iter().any(|a| a == "--class-ids") {
+        serde_json::json!({ "features": FEATURES })
+    } else {
+        serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] })
+    };
     let mut step =
         PluginTransform::open(&runtime, &loaded, "score", &config.to_string(), assets, &Sandbox::default()).await?;
 
