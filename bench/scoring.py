@@ -105,12 +105,13 @@ def native(model: str, data: str, engine: str, rows: int) -> float:
     return json.loads(done.stdout)["us_per_row"]
 
 
-def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple[float, float, float, dict]:
-    """`model` and `data` are absolute paths. Microseconds per row, medians of `rounds` processes each, taking turns, each the best of
-    3 passes over the rows: the plugin's calls in WASM (boundary included), the native benchmark
-    program (the plugin's per-batch work, natively), and that same program compiled to WASM; and
-    every process's figure by name, since the WASM program runs at one of two speeds per process
-    on this machine (README), which a median alone hides."""
+def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[str, list[float]]:
+    """`model` and `data` are absolute paths. Microseconds per row of `rounds` processes each,
+    taking turns, each the best of 3 passes over the rows, by name: the plugin's calls in WASM
+    (boundary included), the native benchmark program (the plugin's per-batch work, natively),
+    that same program compiled to WASM, and the plugin's calls returning class ids instead of
+    names. Every process's figure is kept (see `medians`): the WASM program runs at one of two
+    speeds per process on this machine (README), which a median alone hides."""
     plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
     program = f"{ROOT}/plugins/target/wasm32-wasip2/release/examples/score.wasm"
     env = dict(os.environ, RUNNER_CACHE_DIR=cache)
@@ -128,9 +129,13 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> tuple
         done = sh(f"{ROOT}/target/release/examples/wasi_command", program, *dirs, "--", *args,
                   env=env, capture_output=True, text=True)
         program_wasm.append(json.loads(done.stdout)["us_per_row"])
-    runs = {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm,
-            "plugin, class ids": ids}
-    return statistics.median(wasm), statistics.median(native), statistics.median(program_wasm), runs
+    return {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm, "plugin, class ids": ids}
+
+
+def medians(runs: dict[str, list[float]]) -> tuple[float, float, float, float]:
+    """The medians of `wasm_and_native`'s runs, in its order: plugin calls, native, same code in
+    WASM, plugin calls with class ids."""
+    return tuple(statistics.median(values) for values in runs.values())
 
 
 def print_runs(runs: dict):
@@ -183,7 +188,8 @@ def main():
         warm = runner(fast_spec, cache)
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
-        wasm_us, native_us, program_us, runs = wasm_and_native(model, data, cache)
+        runs = wasm_and_native(model, data, cache)
+        wasm_us, native_us, program_us, ids_us = medians(runs)
         results = [
             ("plugin in WASM (our trees)", a.rows, wasm_us),
             ("same code, native", a.rows, native_us),
@@ -200,7 +206,6 @@ def main():
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
         print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
-        ids_us = statistics.median(runs["plugin, class ids"])
         print(f"the plugin's calls with class ids instead of names (no string per row): {ids_us:.2f} us/row,"
               f" {ids_us / native_us:.2f}x native (which does name them)")
         print_runs(runs)
