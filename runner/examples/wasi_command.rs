@@ -13,6 +13,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use runner::plugin::contract::{PACKAGE, VERSION};
 use runner::plugin::{ComponentCache, engine_config};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -60,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // The predictor's library carries its plugin glue, which imports the runner's `host`
     // interface; a program never calls it.
-    let mut host = linker.instance("etl:plugin/host@0.1.0")?;
+    let mut host = linker.instance(&format!("{PACKAGE}/host@{VERSION}"))?;
     for name in ["log", "asset"] {
         host.func_new(name, move |_, _, _, _| Err(wasmtime::format_err!("a program cannot call host.{name}")))?;
     }

@@ -13,6 +13,16 @@ pub enum Values {
     S64(Vec<i64>),
     String(Vec<String>),
     Bool(Vec<bool>),
+    /// Text again (column type `string`), dictionary-encoded: what a plugin returns for labels
+    /// and categories, so a class name crosses the boundary once per batch, not once per row.
+    Dictionary(Dictionary),
+}
+
+/// Dictionary-encoded text: row `i` holds `values[keys[i]]`. [`Batch::new`] checks the keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dictionary {
+    pub values: Vec<String>,
+    pub keys: Vec<u32>,
 }
 
 /// A column's type, as written in a spec (`"f64"`, `"s64"`, `"string"`, `"bool"`).
@@ -43,6 +53,7 @@ impl Values {
             Values::S64(v) => v.len(),
             Values::String(v) => v.len(),
             Values::Bool(v) => v.len(),
+            Values::Dictionary(d) => d.keys.len(),
         }
     }
 
@@ -54,8 +65,25 @@ impl Values {
         match self {
             Values::F64(_) => ColumnType::F64,
             Values::S64(_) => ColumnType::S64,
-            Values::String(_) => ColumnType::String,
+            Values::String(_) | Values::Dictionary(_) => ColumnType::String,
             Values::Bool(_) => ColumnType::Bool,
+        }
+    }
+
+    /// The text at `row` of a `string` column, whichever its encoding; `None` for other types.
+    pub fn text(&self, row: usize) -> Option<&str> {
+        match self {
+            Values::String(v) => Some(&v[row]),
+            Values::Dictionary(d) => Some(&d.values[d.keys[row] as usize]),
+            _ => None,
+        }
+    }
+
+    /// The column with dictionary-encoded text spelled out, one string per row.
+    pub fn decoded(self) -> Values {
+        match self {
+            Values::Dictionary(d) => Values::String(d.keys.iter().map(|&k| d.values[k as usize].clone()).collect()),
+            other => other,
         }
     }
 
@@ -107,6 +135,9 @@ pub enum BatchError {
     /// Two columns share a name.
     #[error("duplicate column name `{0}`")]
     DuplicateName(String),
+    /// A dictionary-encoded column points past its dictionary.
+    #[error("column `{column}`, row {row}: key {key} is outside its dictionary of {len} values")]
+    DictionaryKey { column: String, row: usize, key: u32, len: usize },
 }
 
 impl Batch {
@@ -130,6 +161,12 @@ impl Batch {
             }
             if columns[..i].iter().any(|c| c.name == column.name) {
                 return Err(BatchError::DuplicateName(column.name.clone()));
+            }
+            if let Values::Dictionary(d) = &column.values
+                && let Some(row) = d.keys.iter().position(|&k| k as usize >= d.values.len())
+            {
+                let (column, key, len) = (column.name.clone(), d.keys[row], d.values.len());
+                return Err(BatchError::DictionaryKey { column, row, key, len });
             }
         }
         Ok(Batch { columns, rows })
@@ -170,6 +207,9 @@ impl Batch {
                     Values::S64(v) => Values::S64(drop_at(v, row)),
                     Values::String(v) => Values::String(drop_at(v, row)),
                     Values::Bool(v) => Values::Bool(drop_at(v, row)),
+                    Values::Dictionary(d) => {
+                        Values::Dictionary(Dictionary { values: d.values.clone(), keys: drop_at(&d.keys, row) })
+                    }
                 },
                 nulls: c.nulls.as_ref().map(|n| drop_at(n, row)),
             })
@@ -220,5 +260,27 @@ mod tests {
         let mut masked = a.clone();
         masked.nulls = Some(vec![true]);
         assert!(matches!(Batch::new(vec![masked]), Err(BatchError::NullMaskLength { .. })));
+    }
+
+    #[test]
+    fn dictionary_text_reads_like_plain_text() {
+        let names = vec!["setosa".to_string(), "virginica".to_string()];
+        let dict = Values::Dictionary(Dictionary { values: names, keys: vec![1, 0, 1] });
+        assert_eq!(dict.column_type(), ColumnType::String);
+        assert_eq!(dict.len(), 3);
+        assert_eq!((0..3).map(|r| dict.text(r).unwrap()).collect::<Vec<_>>(), ["virginica", "setosa", "virginica"]);
+        let plain = dict.clone().decoded();
+        assert_eq!(plain, Values::String(vec!["virginica".into(), "setosa".into(), "virginica".into()]));
+        assert_eq!(Values::F64(vec![1.0]).text(0), None);
+
+        let batch = Batch::new(vec![Column::new("label", dict)]).unwrap();
+        let dropped = batch.without_row(1);
+        assert_eq!(dropped.columns()[0].values.text(1), Some("virginica"));
+
+        let bad = Values::Dictionary(Dictionary { values: vec!["a".into()], keys: vec![0, 0, 3] });
+        assert_eq!(
+            Batch::new(vec![Column::new("label", bad)]).unwrap_err().to_string(),
+            "column `label`, row 2: key 3 is outside its dictionary of 1 values"
+        );
     }
 }

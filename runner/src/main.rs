@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
-use runner::plugin::contract::{PACKAGE, VERSION};
+use runner::plugin::contract::{PACKAGE, spoken};
 use runner::plugin::{ComponentCache, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::Spec;
@@ -301,7 +301,7 @@ fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     let usable = match &inspection.contract {
         Ok(contract) => {
             println!("  world:    {} (exports {})", contract.role.world(), contract.export_name());
-            println!("  contract: {PACKAGE}@{}; this runner speaks {PACKAGE}@{VERSION}: compatible", contract.version);
+            println!("  contract: {PACKAGE}@{}; this runner speaks {}: compatible", contract.version, spoken());
             true
         }
         Err(reason) => {

@@ -42,6 +42,7 @@ impl GuestWriter for Count {
             Values::S64(v) => v.len(),
             Values::String(v) => v.len(),
             Values::Bool(v) => v.len(),
+            Values::Dictionary(d) => d.keys.len(),
         });
         self.rows.set(self.rows.get() + rows as u64);
         host::log(Level::Info, &format!("{}received {rows} rows", self.config.label));

@@ -7,7 +7,7 @@
 //! table as JSON, `process` gets one batch of columns and returns the batch to pass on.
 
 use etl::plugin::host::{self, Level};
-use etl::plugin::types::{Batch, Column, Error, Values};
+use etl::plugin::types::{Batch, Column, Dictionary, Error, Values};
 use exports::etl::plugin::transform::{Guest, GuestTransformer, Transformer};
 use serde::Deserialize;
 
@@ -67,6 +67,8 @@ fn retain(column: Column, keep: &[bool]) -> Column {
         Values::S64(v) => Values::S64(pick(v, keep)),
         Values::String(v) => Values::String(pick(v, keep)),
         Values::Bool(v) => Values::Bool(pick(v, keep)),
+        // Text with few distinct values: the dictionary stays, the keys are filtered.
+        Values::Dictionary(d) => Values::Dictionary(Dictionary { keys: pick(d.keys, keep), ..d }),
     };
     Column { name: column.name, values, nulls: column.nulls.map(|n| pick(n, keep)) }
 }

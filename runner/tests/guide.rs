@@ -121,49 +121,77 @@ fn new_plugins_of_every_kind_build_and_run() {
 #[test]
 fn inspect_tells_the_world_of_each_example() {
     for (name, world, export) in [
-        ("generate", "source-plugin", "etl:plugin/source@0.1.0"),
-        ("derive", "transform-plugin", "etl:plugin/transform@0.1.0"),
-        ("onnx-predictor", "transform-plugin", "etl:plugin/transform@0.1.0"),
-        ("dir-sink", "sink-plugin", "etl:plugin/sink@0.1.0"),
+        ("generate", "source-plugin", "etl:plugin/source@0.2.0"),
+        ("derive", "transform-plugin", "etl:plugin/transform@0.2.0"),
+        ("onnx-predictor", "transform-plugin", "etl:plugin/transform@0.2.0"),
+        ("dir-sink", "sink-plugin", "etl:plugin/sink@0.2.0"),
     ] {
         let output = run(&["plugin", "inspect", plugin(name).to_str().unwrap()]);
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         let out = stdout(&output);
         assert!(out.contains(&format!("world:    {world} (exports {export})")), "{name}: {out}");
-        assert!(out.contains("contract: etl:plugin@0.1.0; this runner speaks etl:plugin@0.1.0: compatible"), "{out}");
+        assert!(
+            out.contains("contract: etl:plugin@0.2.0; this runner speaks etl:plugin@0.2.0 and 0.1.0: compatible"),
+            "{out}"
+        );
         assert!(out.contains("imports:  ") && out.contains("exports:  "), "{out}");
     }
 }
 
-/// A plugin built against another contract version is refused, naming both versions; one built
-/// against a frozen copy of the current version still runs.
+/// A plugin built against a contract version the runner does not speak is refused, naming the
+/// versions; one built against a frozen copy of the older 0.1.0 still runs, and gets the
+/// current plugins' dictionary-encoded text spelled out, since 0.1.0 has no such case.
 #[test]
 fn contract_versions_are_checked() {
-    let output = run(&["plugin", "inspect", plugin("contract-v0-2-0").to_str().unwrap()]);
+    let output = run(&["plugin", "inspect", plugin("contract-v0-3-0").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    let message = "built against contract etl:plugin@0.2.0, but this runner speaks etl:plugin@0.1.0";
+    let message = "built against contract etl:plugin@0.3.0, but this runner speaks etl:plugin@0.2.0 and 0.1.0";
     assert!(stdout(&output).contains(message), "{}", stdout(&output));
+    let output = run(&["plugin", "inspect", plugin("contract-v0-1-0").to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let compatible = "contract: etl:plugin@0.1.0; this runner speaks etl:plugin@0.2.0 and 0.1.0: compatible";
+    assert!(stdout(&output).contains(compatible), "{}", stdout(&output));
 
+    // Score the Iris rows (the predictor returns its labels as a dictionary), then pass them
+    // through a 0.1.0 plugin, or through none; the CSV written must be the same.
     let dir = temp();
-    for (fixture, ok) in [("contract-v0-2-0", false), ("contract-v0-1-0", true)] {
-        let spec = dir.path().join("spec.toml");
-        std::fs::write(
-            &spec,
-            format!(
-                "[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n\n[[transform]]\nplugin = \"{}\"\n\n[sink]\nkind = \"discard\"\n",
-                root().join("models/iris/iris.csv").display(),
-                plugin(fixture).display()
-            ),
-        )
-        .unwrap();
-        let output = run(&["run", spec.to_str().unwrap()]);
-        if ok {
-            assert!(output.status.success(), "{}", stderr(&output));
-            assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
-        } else {
-            assert_eq!(output.status.code(), Some(2), "refused before the run");
-            assert!(stderr(&output).contains(message), "{}", stderr(&output));
-        }
+    let score = format!(
+        "[[transform]]\nplugin = \"{}\"\nassets = {{ model = \"{}\" }}\nconfig = {{ features = [\"sepal_length\", \
+         \"sepal_width\", \"petal_length\", \"petal_width\"], classes = [\"setosa\", \"versicolor\", \"virginica\"] }}\n",
+        plugin("onnx-predictor").display(),
+        root().join("models/iris/model.onnx").display()
+    );
+    let run_with = |fixture: Option<&str>| {
+        let (spec, out) = (dir.path().join("spec.toml"), dir.path().join(format!("{}.csv", fixture.unwrap_or("none"))));
+        let pass = fixture.map_or(String::new(), |f| format!("[[transform]]\nplugin = \"{}\"\n", plugin(f).display()));
+        let text = format!(
+            "[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n\n{score}{pass}\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n",
+            root().join("models/iris/iris.csv").display(),
+            out.display()
+        );
+        std::fs::write(&spec, text).unwrap();
+        (run(&["run", spec.to_str().unwrap()]), out)
+    };
+    let (output, _) = run_with(Some("contract-v0-3-0"));
+    assert_eq!(output.status.code(), Some(2), "refused before the run");
+    assert!(stderr(&output).contains(message), "{}", stderr(&output));
+
+    let (output, old) = run_with(Some("contract-v0-1-0"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
+    let (output, direct) = run_with(None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (old, direct) = (std::fs::read_to_string(old).unwrap(), std::fs::read_to_string(direct).unwrap());
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&old), sorted(&direct), "rows may come in another order, but not other rows");
+    let labels: Vec<&str> = direct.lines().skip(1).map(|line| line.rsplit(',').next().unwrap()).collect();
+    assert_eq!(labels.len(), 150);
+    for class in ["setosa", "versicolor", "virginica"] {
+        assert!(labels.iter().filter(|&&l| l == class).count() >= 45, "{class}: {direct}");
     }
 }
 

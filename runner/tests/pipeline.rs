@@ -128,7 +128,7 @@ fn plugin_of_the_wrong_kind_is_refused() {
     let err = stderr(&output);
     assert!(
         err.contains(
-            "derive.wasm is a transform plugin (it exports etl:plugin/transform@0.1.0), but this step is a sink"
+            "derive.wasm is a transform plugin (it exports etl:plugin/transform@0.2.0), but this step is a sink"
         ),
         "{err}"
     );
@@ -156,6 +156,21 @@ fn malformed_batch_from_a_plugin_is_rejected() {
     assert!(err.contains("FAILED"), "prints the partial summary: {err}");
     assert!(!out.exists(), "a failed run must not leave an output file");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left either");
+
+    // Dictionary-encoded text whose key points past its dictionary.
+    let step = "[[transform]]\nname = \"broken\"\nplugin = \"bad-batch\"\nconfig = { break = \"dictionary\" }";
+    let path = spec(dir.path(), step, &sink);
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "error: step `broken`: plugin `bad_batch.wasm` returned a malformed batch: column `bad_keys`, row 149: \
+             key 2 is outside its dictionary of 2 values"
+        ),
+        "{err}"
+    );
+    assert!(!out.exists(), "a failed run must not leave an output file");
 }
 
 /// A data error names the object and the line.

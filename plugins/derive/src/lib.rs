@@ -113,6 +113,7 @@ fn len(values: &Values) -> usize {
         Values::S64(v) => v.len(),
         Values::String(v) => v.len(),
         Values::Bool(v) => v.len(),
+        Values::Dictionary(d) => d.keys.len(),
     }
 }
 

@@ -92,6 +92,7 @@ impl GuestWriter for DirSink {
             Values::S64(v) => v.len(),
             Values::String(v) => v.len(),
             Values::Bool(v) => v.len(),
+            Values::Dictionary(d) => d.keys.len(),
         });
         for row in 0..rows {
             for (i, column) in input.columns.iter().enumerate() {
@@ -106,6 +107,7 @@ impl GuestWriter for DirSink {
                     Values::S64(v) => text.push_str(&v[row].to_string()),
                     Values::String(v) => field(&mut text, &v[row]),
                     Values::Bool(v) => text.push_str(if v[row] { "true" } else { "false" }),
+                    Values::Dictionary(d) => field(&mut text, &d.values[d.keys[row] as usize]),
                 }
             }
             text.push('\n');

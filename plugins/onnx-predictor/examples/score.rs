@@ -6,14 +6,15 @@
 //! ```
 //! Every CSV column is a feature, in order; an empty field is a missing value. The rows are
 //! parsed into columnar batches first; then each batch goes through what the plugin does with
-//! it: gather the feature columns, score them, name the classes (Iris's three names). Prints one
+//! it: gather the feature columns, score them, name the classes (Iris's three names, as a
+//! dictionary and a key per row, as the plugin returns them). Prints one
 //! JSON line: rows, seconds spent on that (model loading excluded; the best of `--repeat`
 //! passes) and microseconds per row. `runner/examples/score_plugin.rs` is its WebAssembly
 //! counterpart: the same work plus the trip across the component boundary.
 
 use std::time::Instant;
 
-use onnx_predictor::predictor::{Feature, Predictor, TreeEngine, class_names, gather};
+use onnx_predictor::predictor::{Feature, Predictor, TreeEngine, class_keys, gather};
 
 /// Natively, the runner's allocator (as `runner/examples/score_plugin.rs` has): the label
 /// strings cost what they cost in the host.
@@ -82,8 +83,10 @@ fn main() -> Result<(), String> {
             gather(&features, n, &mut input);
             let prediction = predictor.predict(&input, n)?;
             if let Some(onnx_predictor::predictor::Labels::Int(ids)) = &prediction.labels {
-                let names = class_names(ids, &classes).map_err(|(row, e)| format!("row {row}: {e}"))?;
-                checksum += names.iter().map(|n| n.len() as f64).sum::<f64>();
+                // As the plugin does: a dictionary of the names, a key per row.
+                let names = classes.clone();
+                let keys = class_keys(ids, names.len()).map_err(|(row, e)| format!("row {row}: {e}"))?;
+                checksum += keys.iter().map(|&k| names[k as usize].len() as f64).sum::<f64>();
             }
             checksum += prediction.scores.map_or(0.0, |s| s.iter().map(|&v| v as f64).sum());
         }

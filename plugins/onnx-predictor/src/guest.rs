@@ -16,9 +16,9 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 
-use crate::predictor::{Feature, Labels, Prediction, Predictor, TreeEngine, class_names, gather};
+use crate::predictor::{Feature, Labels, Prediction, Predictor, TreeEngine, class_keys, gather};
 use etl::plugin::host::{self, Level};
-use etl::plugin::types::{Batch, Column, Error, Values};
+use etl::plugin::types::{Batch, Column, Dictionary, Error, Values};
 use exports::etl::plugin::transform::{Guest, GuestTransformer, Transformer};
 
 wit_bindgen::generate!({ path: "../../wit", world: "transform-plugin" });
@@ -170,14 +170,15 @@ impl Predict {
         Ok(columns)
     }
 
-    /// Class ids as names when `classes` is configured, else as integers.
+    /// Class ids as names when `classes` is configured (dictionary-encoded: each name crosses
+    /// the boundary once per batch), else as integers.
     fn named(&self, ids: Vec<i64>) -> Result<Values, Error> {
         if self.config.classes.is_empty() {
             return Ok(Values::S64(ids));
         }
-        class_names(&ids, &self.config.classes)
-            .map(Values::String)
-            .map_err(|(row, message)| Error { message, row: Some(row as u32) })
+        let keys = class_keys(&ids, self.config.classes.len())
+            .map_err(|(row, message)| Error { message, row: Some(row as u32) })?;
+        Ok(Values::Dictionary(Dictionary { values: self.config.classes.clone(), keys }))
     }
 }
 
@@ -187,6 +188,7 @@ fn len(values: &Values) -> usize {
         Values::S64(v) => v.len(),
         Values::String(v) => v.len(),
         Values::Bool(v) => v.len(),
+        Values::Dictionary(d) => d.keys.len(),
     }
 }
 

@@ -145,14 +145,16 @@ pub fn gather(columns: &[(Feature, Option<&[bool]>)], rows: usize, input: &mut V
     }
 }
 
-/// Class ids as the names in `classes`; an id without a name fails with its row.
-pub fn class_names(ids: &[i64], classes: &[String]) -> Result<Vec<String>, (usize, String)> {
+/// Class ids as keys into a dictionary of `classes` names (the plugin returns the names once
+/// per batch, not once per row); an id without a name fails with its row.
+pub fn class_keys(ids: &[i64], classes: usize) -> Result<Vec<u32>, (usize, String)> {
     ids.iter()
         .enumerate()
         .map(|(row, &id)| {
-            usize::try_from(id).ok().and_then(|i| classes.get(i)).cloned().ok_or_else(|| {
-                (row, format!("the model predicted class {id}, but `classes` names only {}", classes.len()))
-            })
+            u32::try_from(id)
+                .ok()
+                .filter(|&k| (k as usize) < classes)
+                .ok_or_else(|| (row, format!("the model predicted class {id}, but `classes` names only {classes}")))
         })
         .collect()
 }

@@ -322,6 +322,7 @@ impl<'a> BatchBuilder<'a> {
                     Values::S64(v) => v.truncate(self.rows),
                     Values::String(v) => v.truncate(self.rows),
                     Values::Bool(v) => v.truncate(self.rows),
+                    Values::Dictionary(d) => d.keys.truncate(self.rows),
                 }
             }
         } else {
@@ -352,6 +353,7 @@ impl<'a> BatchBuilder<'a> {
                 }
                 Values::Bool(v) => v.push(!null && parse_bool(trimmed).ok_or_else(|| bad("true or false"))?),
                 Values::String(v) => v.push(text.to_string()),
+                Values::Dictionary(_) => unreachable!("the builder's columns come from Values::with_capacity"),
             }
         }
         Ok(())

@@ -117,9 +117,14 @@ impl FileSink {
                     (Values::F64(v), _) => write_python_float(&mut self.line, v[row]),
                     (Values::S64(v), _) => self.line.push_str(itoa::Buffer::new().format(v[row])),
                     (Values::Bool(v), _) => self.line.push_str(if v[row] { "true" } else { "false" }),
-                    (Values::String(v), Format::Csv) => push_csv_field(&mut self.line, &v[row]),
-                    (Values::String(v), Format::JsonLines) => {
-                        self.line.push_str(&serde_json::to_string(&v[row]).expect("strings serialize"))
+                    (text @ (Values::String(_) | Values::Dictionary(_)), format) => {
+                        let text = text.text(row).unwrap_or_default();
+                        match format {
+                            Format::Csv => push_csv_field(&mut self.line, text),
+                            Format::JsonLines => {
+                                self.line.push_str(&serde_json::to_string(text).expect("strings serialize"))
+                            }
+                        }
                     }
                 }
             }

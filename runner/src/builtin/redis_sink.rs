@@ -37,7 +37,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use serde::Deserialize;
 
-use crate::batch::{Batch, Column, Values};
+use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::write_python_float;
 use crate::step::{RowError, Sink};
 
@@ -187,30 +187,31 @@ impl RedisSink {
     /// else one `SET ... EX` or `HSET` (+ `EXPIRE`) per row.
     fn pipeline(
         &self,
-        keys: &[String],
+        keys: &Values,
         values: &[(&str, &Column)],
         rows: std::ops::Range<usize>,
     ) -> anyhow::Result<redis::Pipeline> {
         let mut pipe = redis::pipe();
         let mut text = String::new();
+        let key = |row: usize| keys.text(row).unwrap_or_default();
         if let (Some(value), None) = (&self.config.value, self.config.ttl_seconds) {
             let column = values[0].1;
             let mset = pipe.cmd("MSET");
             for row in rows {
                 if column.is_null(row) {
                     let message =
-                        format!("row {row} of the batch: `{value}` is null; nothing to SET at key {}", keys[row]);
+                        format!("row {row} of the batch: `{value}` is null; nothing to SET at key {}", key(row));
                     return Err(RowError { row, message }.into());
                 }
                 text.clear();
                 push_text(&mut text, column, row);
-                mset.arg(&keys[row]).arg(&text);
+                mset.arg(key(row)).arg(&text);
             }
             mset.ignore();
             return Ok(pipe);
         }
         for row in rows {
-            let key = &keys[row];
+            let key = key(row);
             if let Some(value) = &self.config.value {
                 let column = values[0].1;
                 if column.is_null(row) {
@@ -249,8 +250,8 @@ fn push_text(text: &mut String, column: &Column, row: usize) {
     match &column.values {
         Values::F64(v) => write_python_float(text, v[row]),
         Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
-        Values::String(v) => text.push_str(&v[row]),
         Values::Bool(v) => text.push_str(if v[row] { "true" } else { "false" }),
+        Values::String(_) | Values::Dictionary(_) => text.push_str(column.values.text(row).unwrap_or_default()),
     }
 }
 
@@ -264,7 +265,8 @@ impl Sink for RedisSink {
             })
         };
         let key_column = column(&self.config.key)?;
-        let Values::String(keys) = &key_column.values else {
+        let keys = &key_column.values;
+        if keys.column_type() != ColumnType::String {
             bail!("the key column `{}` holds {}, not strings", self.config.key, key_column.values.column_type());
         };
         if let Some(row) = (0..batch.rows()).find(|&row| key_column.is_null(row)) {

@@ -102,8 +102,8 @@ fn push_python_str(text: &mut String, column: &Column, row: usize, floats: &mut 
     match &column.values {
         Values::F64(v) => floats.write(text, v[row]),
         Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
-        Values::String(v) => text.push_str(&v[row]),
         Values::Bool(v) => text.push_str(if v[row] { "True" } else { "False" }),
+        Values::String(_) | Values::Dictionary(_) => text.push_str(column.values.text(row).unwrap_or_default()),
     }
 }
 

@@ -175,8 +175,8 @@ pub fn row_json(batch: &Batch, row: usize) -> Value {
             match &column.values {
                 Values::F64(v) => serde_json::Number::from_f64(v[row]).map_or(Value::Null, Value::Number),
                 Values::S64(v) => Value::from(v[row]),
-                Values::String(v) => Value::String(v[row].clone()),
                 Values::Bool(v) => Value::Bool(v[row]),
+                text => Value::String(text.text(row).unwrap_or_default().to_string()),
             }
         };
         object.insert(column.name.clone(), value);

@@ -1,40 +1,56 @@
-//! Host-side bindings for the three plugin worlds of `wit/plugin.wit`.
+//! Host-side bindings for the plugin worlds of every contract version the runner speaks.
 //!
-//! The worlds share the `types` and `host` interfaces; the source and sink bindings reuse the
-//! transform bindings' modules for them (`with`), so there is one `Batch` type and one `Host`
-//! trait to implement, whatever the plugin's kind.
+//! The current contract is `wit/plugin.wit`; older versions the runner still runs are frozen
+//! copies under `runner/contracts/<version>/`. Within a version the worlds share the `types`
+//! and `host` interfaces: the source and sink bindings reuse the transform bindings' modules for
+//! them (`with`), so each version has one `Batch` type and one `Host` trait to implement.
 
-pub mod transform {
-    wasmtime::component::bindgen!({
-        world: "transform-plugin",
-        path: "../wit",
-        exports: { default: async },
-    });
+/// Generates the three worlds of one contract version from the WIT at `$path`.
+macro_rules! worlds {
+    ($path:tt) => {
+        pub mod transform {
+            wasmtime::component::bindgen!({
+                world: "transform-plugin",
+                path: $path,
+                exports: { default: async },
+            });
+        }
+
+        pub mod source {
+            wasmtime::component::bindgen!({
+                world: "source-plugin",
+                path: $path,
+                exports: { default: async },
+                with: {
+                    "etl:plugin/types": super::transform::etl::plugin::types,
+                    "etl:plugin/host": super::transform::etl::plugin::host,
+                },
+            });
+        }
+
+        pub mod sink {
+            wasmtime::component::bindgen!({
+                world: "sink-plugin",
+                path: $path,
+                exports: { default: async },
+                with: {
+                    "etl:plugin/types": super::transform::etl::plugin::types,
+                    "etl:plugin/host": super::transform::etl::plugin::host,
+                },
+            });
+        }
+
+        pub use transform::etl::plugin::host;
+        pub use transform::etl::plugin::types;
+    };
 }
 
-pub mod source {
-    wasmtime::component::bindgen!({
-        world: "source-plugin",
-        path: "../wit",
-        exports: { default: async },
-        with: {
-            "etl:plugin/types": super::transform::etl::plugin::types,
-            "etl:plugin/host": super::transform::etl::plugin::host,
-        },
-    });
+/// `etl:plugin@0.2.0`, the current contract.
+pub mod v0_2 {
+    worlds!("../wit");
 }
 
-pub mod sink {
-    wasmtime::component::bindgen!({
-        world: "sink-plugin",
-        path: "../wit",
-        exports: { default: async },
-        with: {
-            "etl:plugin/types": super::transform::etl::plugin::types,
-            "etl:plugin/host": super::transform::etl::plugin::host,
-        },
-    });
+/// `etl:plugin@0.1.0`: no dictionary-encoded text.
+pub mod v0_1 {
+    worlds!("contracts/0.1.0");
 }
-
-pub use transform::etl::plugin::host;
-pub use transform::etl::plugin::types;

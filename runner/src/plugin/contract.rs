@@ -13,8 +13,22 @@ use crate::spec::Role;
 
 /// The WIT package this host implements.
 pub const PACKAGE: &str = "etl:plugin";
-/// Its version: keep in step with `package etl:plugin@…` in `wit/plugin.wit` (a test checks).
-pub const VERSION: &str = "0.1.0";
+/// Its current version, the one new plugins are built against: keep in step with
+/// `package etl:plugin@…` in `wit/plugin.wit` (a test checks).
+pub const VERSION: &str = "0.2.0";
+
+/// Every version the runner runs plugins of, newest first: the current one and the frozen
+/// copies in `runner/contracts/` (a test checks that each has one).
+pub const SPOKEN: [(&str, Generation); 2] = [(VERSION, Generation::V0_2), ("0.1.0", Generation::V0_1)];
+
+/// Which of the spoken contracts a plugin uses: picks the bindings the host calls it through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// `etl:plugin@0.2.x`: dictionary-encoded text.
+    V0_2,
+    /// `etl:plugin@0.1.x`.
+    V0_1,
+}
 
 /// What a component says it implements.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +36,7 @@ pub struct Contract {
     pub role: Role,
     /// The contract version it was built against.
     pub version: String,
+    pub generation: Generation,
 }
 
 impl Contract {
@@ -39,9 +54,9 @@ impl Contract {
                 "sink" => Role::Sink,
                 _ => continue,
             };
-            found.push(Contract { role, version: version.to_string() });
+            found.push((role, version.to_string()));
         }
-        let contract = match found.len() {
+        let (role, version) = match found.len() {
             1 => found.remove(0),
             0 => bail!(
                 "it exports no {PACKAGE} source, transform or sink interface, so it is not a plugin for this runner \
@@ -50,19 +65,29 @@ impl Contract {
             ),
             _ => bail!("it exports several step interfaces ({}); a plugin implements exactly one", exports.join(", ")),
         };
-        if !compatible(&contract.version, VERSION) {
-            bail!(
-                "it was built against contract {PACKAGE}@{}, but this runner speaks {PACKAGE}@{VERSION}: \
+        match SPOKEN.iter().find(|(spoken, _)| compatible(&version, spoken)) {
+            Some(&(_, generation)) => Ok(Contract { role, version, generation }),
+            None => bail!(
+                "it was built against contract {PACKAGE}@{version}, but this runner speaks {}: \
                  rebuild the plugin against the runner's wit/ directory",
-                contract.version
-            );
+                spoken()
+            ),
         }
-        Ok(contract)
     }
 
     /// The export that carries the contract: `etl:plugin/transform@0.1.0`.
     pub fn export_name(&self) -> String {
         format!("{PACKAGE}/{}@{}", self.role, self.version)
+    }
+}
+
+/// The versions this runner speaks, for messages: `etl:plugin@0.2.0 and 0.1.0`.
+pub fn spoken() -> String {
+    let older: Vec<&str> = SPOKEN[1..].iter().map(|(v, _)| *v).collect();
+    if older.is_empty() {
+        format!("{PACKAGE}@{VERSION}")
+    } else {
+        format!("{PACKAGE}@{VERSION} and {}", older.join(", "))
     }
 }
 
@@ -101,6 +126,12 @@ mod tests {
             wit.contains(&format!("package {PACKAGE}@{VERSION};")),
             "wit/plugin.wit and contract::VERSION disagree"
         );
+        for (version, _) in &SPOKEN[1..] {
+            let path = format!("{}/contracts/{version}/plugin.wit", env!("CARGO_MANIFEST_DIR"));
+            let frozen = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(frozen.contains(&format!("package {PACKAGE}@{version};")), "{path} is not {version}");
+        }
+        assert_eq!(spoken(), "etl:plugin@0.2.0 and 0.1.0");
     }
 
     #[test]

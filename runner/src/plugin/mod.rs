@@ -1,6 +1,7 @@
 //! WebAssembly component plugins: loading, sandboxing, and adapters to the step traits.
 //!
-//! - `bindings`: host bindings generated from `wit/plugin.wit`.
+//! - `bindings`: host bindings generated from `wit/plugin.wit` and the older contracts the runner
+//!   still speaks (`runner/contracts/`).
 //! - `cache`: compiled components on disk, so only the first run pays for Cranelift.
 //! - `contract`: which world (step kind) and contract version a component implements.
 //! - `sandbox`: limits (memory, time per call, fuel) and grants (directories, environment,
@@ -85,7 +86,9 @@ impl PluginRuntime {
         let engine = Engine::new(&engine_config(fuel))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        // The host interfaces of every contract version the runner speaks, side by side.
+        bindings::v0_2::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::v0_1::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         // Deadlines are counted in epochs; one thread advances them for every instance.
         let ticker = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (running, ticking) = (ticker.clone(), engine.weak());

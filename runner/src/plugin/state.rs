@@ -7,7 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::AssetBytes;
-use super::bindings::{host, types};
+use super::bindings::v0_1;
+use super::bindings::v0_2::{host, types};
 use super::sandbox::{Sandbox, StderrTail};
 
 pub struct State {
@@ -63,7 +64,34 @@ impl host::Host for State {
     }
 
     fn asset(&mut self, name: String) -> Result<Vec<u8>, String> {
-        match self.assets.get(&name) {
+        self.asset_bytes(&name)
+    }
+}
+
+impl v0_1::types::Host for State {}
+
+/// Contract 0.1.0's `host` is the same as today's.
+impl v0_1::host::Host for State {
+    fn log(&mut self, level: v0_1::host::Level, message: String) {
+        use v0_1::host::Level as Old;
+        let level = match level {
+            Old::Trace => host::Level::Trace,
+            Old::Debug => host::Level::Debug,
+            Old::Info => host::Level::Info,
+            Old::Warn => host::Level::Warn,
+            Old::Error => host::Level::Error,
+        };
+        host::Host::log(self, level, message)
+    }
+
+    fn asset(&mut self, name: String) -> Result<Vec<u8>, String> {
+        self.asset_bytes(&name)
+    }
+}
+
+impl State {
+    fn asset_bytes(&self, name: &str) -> Result<Vec<u8>, String> {
+        match self.assets.get(name) {
             Some(bytes) => Ok(bytes.as_ref().clone()),
             None if self.assets.is_empty() => {
                 Err(format!("step `{}` declares no assets; add `assets = {{ {name} = \"url\" }}` to it", self.step))

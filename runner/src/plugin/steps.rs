@@ -3,6 +3,9 @@
 //! Each adapter owns one wasmtime `Store` (so one instance, one linear memory) and the handle of
 //! the resource the plugin's `open` returned. Before every call the step's limits are re-armed
 //! (deadline, fuel); every error names the plugin, and a trap says which limit it hit.
+//!
+//! A plugin is called through the bindings of the contract version it was built against
+//! ([`Bindings`]); the code of a call is the same for every version (see [`either!`]).
 
 use std::sync::Arc;
 
@@ -10,11 +13,49 @@ use async_trait::async_trait;
 use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{sink, source, transform, types as wit};
+use super::bindings::{v0_1, v0_2};
+use super::contract::Generation;
+use super::convert::CallError;
 use super::sandbox::{Limits, Sandbox};
-use super::{AssetBytes, LoadedPlugin, PluginRuntime, State, convert};
-use crate::batch::Batch;
+use super::{AssetBytes, LoadedPlugin, PluginRuntime, State};
+use crate::batch::{Batch, BatchError};
 use crate::step::{RowError, Sink, Source, Transform};
+
+/// A plugin's bindings, in the contract version it was built against.
+enum Bindings<Current, V0_1> {
+    V0_2(Current),
+    V0_1(V0_1),
+}
+
+type TransformBindings = Bindings<v0_2::transform::TransformPlugin, v0_1::transform::TransformPlugin>;
+type SourceBindings = Bindings<v0_2::source::SourcePlugin, v0_1::source::SourcePlugin>;
+type SinkBindings = Bindings<v0_2::sink::SinkPlugin, v0_1::sink::SinkPlugin>;
+
+/// Evaluates `$call` with `$b` bound to the bindings of whichever version the plugin has. The
+/// generated types differ from version to version, but the conversions in `convert` (`From`,
+/// `TryFrom`) are implemented for each, so one expression serves all.
+macro_rules! either {
+    ($bindings:expr, $b:ident => $call:expr) => {
+        match $bindings {
+            Bindings::V0_2($b) => $call,
+            Bindings::V0_1($b) => $call,
+        }
+    };
+}
+
+/// Instantiates `$plugin` in `$store` through the bindings (`$world::$pre`) of its version.
+macro_rules! instantiate {
+    ($plugin:expr, $store:expr, $world:ident :: $pre:ident) => {
+        match $plugin.contract.generation {
+            Generation::V0_2 => {
+                Bindings::V0_2(v0_2::$world::$pre::new($plugin.pre.clone())?.instantiate_async($store).await?)
+            }
+            Generation::V0_1 => {
+                Bindings::V0_1(v0_1::$world::$pre::new($plugin.pre.clone())?.instantiate_async($store).await?)
+            }
+        }
+    };
+}
 
 /// Shared by the three adapters: the store, the resource, and what errors need to say.
 struct Instance<B> {
@@ -85,7 +126,7 @@ impl<B> Instance<B> {
 
     /// An error the plugin returned through the contract; one that names a row is a
     /// [`RowError`], so the step's policy can reject just that row.
-    fn failed(&self, e: wit::Error) -> anyhow::Error {
+    fn failed(&self, e: CallError) -> anyhow::Error {
         match e.row {
             Some(row) => RowError {
                 row: row as usize,
@@ -96,9 +137,9 @@ impl<B> Instance<B> {
         }
     }
 
-    fn check(&self, batch: wit::Batch) -> anyhow::Result<Batch> {
-        convert::from_wit(batch)
-            .map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))
+    /// A batch the plugin returned, checked on the way in (`Batch::new`).
+    fn check(&self, batch: Result<Batch, BatchError>) -> anyhow::Result<Batch> {
+        batch.map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))
     }
 }
 
@@ -117,7 +158,7 @@ fn opened(
 }
 
 pub struct PluginTransform {
-    instance: Instance<transform::TransformPlugin>,
+    instance: Instance<TransformBindings>,
     /// Set by a trap: the instance cannot be entered again; `recover` replaces it.
     poisoned: bool,
     reopen: Reopen,
@@ -156,11 +197,12 @@ impl PluginTransform {
 }
 
 impl Reopen {
-    async fn instance(&self) -> anyhow::Result<Instance<transform::TransformPlugin>> {
+    async fn instance(&self) -> anyhow::Result<Instance<TransformBindings>> {
         let Reopen { runtime, plugin, step, config, assets, sandbox } = self;
         let (mut store, name) = store(runtime, plugin, step, assets.clone(), sandbox)?;
-        let bindings = transform::TransformPluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let result = bindings.etl_plugin_transform().transformer().call_open(&mut store, config).await;
+        let bindings = instantiate!(plugin, &mut store, transform::TransformPluginPre);
+        let result =
+            either!(&bindings, b => b.etl_plugin_transform().transformer().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
         let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
         Ok(Instance { store, bindings, handle, plugin: name, limits, fuel })
@@ -172,8 +214,12 @@ impl Transform for PluginTransform {
     async fn process(&mut self, batch: Batch) -> anyhow::Result<Batch> {
         let i = &mut self.instance;
         i.arm()?;
-        let input = convert::to_wit(batch);
-        let result = i.bindings.etl_plugin_transform().transformer().call_process(&mut i.store, i.handle, &input).await;
+        let result = either!(&i.bindings, b => b
+            .etl_plugin_transform()
+            .transformer()
+            .call_process(&mut i.store, i.handle, &batch.into())
+            .await
+            .map(|r| r.map(Batch::try_from).map_err(CallError::from)));
         match result {
             Ok(Ok(output)) => i.check(output),
             Ok(Err(e)) => Err(i.failed(e)),
@@ -196,7 +242,12 @@ impl Transform for PluginTransform {
     async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.instance;
         i.arm()?;
-        let result = i.bindings.etl_plugin_transform().transformer().call_finish(&mut i.store, i.handle).await;
+        let result = either!(&i.bindings, b => b
+            .etl_plugin_transform()
+            .transformer()
+            .call_finish(&mut i.store, i.handle)
+            .await
+            .map(|r| r.map(|batch| batch.map(Batch::try_from)).map_err(CallError::from)));
         match result {
             Ok(Ok(Some(output))) => i.check(output).map(Some),
             Ok(Ok(None)) => Ok(None),
@@ -207,7 +258,7 @@ impl Transform for PluginTransform {
 }
 
 pub struct PluginSource {
-    instance: Instance<source::SourcePlugin>,
+    instance: Instance<SourceBindings>,
     batch_rows: u32,
 }
 
@@ -222,8 +273,8 @@ impl PluginSource {
         batch_rows: usize,
     ) -> anyhow::Result<PluginSource> {
         let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
-        let bindings = source::SourcePluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let result = bindings.etl_plugin_source().reader().call_open(&mut store, config).await;
+        let bindings = instantiate!(plugin, &mut store, source::SourcePluginPre);
+        let result = either!(&bindings, b => b.etl_plugin_source().reader().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
         let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
         let instance = Instance { store, bindings, handle, plugin: name, limits, fuel };
@@ -236,7 +287,12 @@ impl Source for PluginSource {
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.instance;
         i.arm()?;
-        let result = i.bindings.etl_plugin_source().reader().call_next(&mut i.store, i.handle, self.batch_rows).await;
+        let result = either!(&i.bindings, b => b
+            .etl_plugin_source()
+            .reader()
+            .call_next(&mut i.store, i.handle, self.batch_rows)
+            .await
+            .map(|r| r.map(|batch| batch.map(Batch::try_from)).map_err(CallError::from)));
         match result {
             Ok(Ok(Some(output))) => i.check(output).map(Some),
             Ok(Ok(None)) => Ok(None),
@@ -246,7 +302,7 @@ impl Source for PluginSource {
     }
 }
 
-pub struct PluginSink(Instance<sink::SinkPlugin>);
+pub struct PluginSink(Instance<SinkBindings>);
 
 impl PluginSink {
     pub async fn open(
@@ -258,8 +314,8 @@ impl PluginSink {
         sandbox: &Sandbox,
     ) -> anyhow::Result<PluginSink> {
         let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
-        let bindings = sink::SinkPluginPre::new(plugin.pre.clone())?.instantiate_async(&mut store).await?;
-        let result = bindings.etl_plugin_sink().writer().call_open(&mut store, config).await;
+        let bindings = instantiate!(plugin, &mut store, sink::SinkPluginPre);
+        let result = either!(&bindings, b => b.etl_plugin_sink().writer().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
         let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
         Ok(PluginSink(Instance { store, bindings, handle, plugin: name, limits, fuel }))
@@ -271,8 +327,12 @@ impl Sink for PluginSink {
     async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
         let i = &mut self.0;
         i.arm()?;
-        let input = convert::to_wit(batch);
-        let result = i.bindings.etl_plugin_sink().writer().call_write(&mut i.store, i.handle, &input).await;
+        let result = either!(&i.bindings, b => b
+            .etl_plugin_sink()
+            .writer()
+            .call_write(&mut i.store, i.handle, &batch.into())
+            .await
+            .map(|r| r.map_err(CallError::from)));
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(i.failed(e)),
@@ -283,7 +343,12 @@ impl Sink for PluginSink {
     async fn finish(&mut self) -> anyhow::Result<()> {
         let i = &mut self.0;
         i.arm()?;
-        let result = i.bindings.etl_plugin_sink().writer().call_finish(&mut i.store, i.handle).await;
+        let result = either!(&i.bindings, b => b
+            .etl_plugin_sink()
+            .writer()
+            .call_finish(&mut i.store, i.handle)
+            .await
+            .map(|r| r.map_err(CallError::from)));
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(i.failed(e)),
