@@ -183,7 +183,7 @@ def main():
         print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, medians, calls only)")
         print(f"    same code without the component boundary: {program_us / native_us:.2f}  ({program_us:.2f} us/row in WASM)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
-        print(f"    the plugin's calls with class ids, no string per row: {ids_us / native_us:.2f}  ({ids_us:.2f} us/row)")
+        print(f"    the plugin's calls with class ids, not named: {ids_us / native_us:.2f}  ({ids_us:.2f} us/row)")
         print_runs(runs)
         cores = os.cpu_count()
         used = cpu["runner"] + cpu["redis-server"]

@@ -110,7 +110,7 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
     taking turns, each the best of 3 passes over the rows, by name: the plugin's calls in WASM
     (boundary included), the native benchmark program (the plugin's per-batch work, natively),
     that same program compiled to WASM, and the plugin's calls returning class ids instead of
-    names. Every process's figure is kept (see `medians`): the WASM program runs at one of two
+    named classes. Every process's figure is kept (see `medians`): the WASM program runs at one of two
     speeds per process on this machine (README), which a median alone hides."""
     plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
     program = f"{ROOT}/plugins/target/wasm32-wasip2/release/examples/score.wasm"
@@ -206,7 +206,7 @@ def main():
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
         print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
-        print(f"the plugin's calls with class ids instead of names (no string per row): {ids_us:.2f} us/row,"
+        print(f"the plugin's calls with class ids instead of named classes (a dictionary): {ids_us:.2f} us/row,"
               f" {ids_us / native_us:.2f}x native (which does name them)")
         print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")

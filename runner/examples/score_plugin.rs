@@ -10,7 +10,7 @@
 //! features, scores them with tract and appends the label column, which comes back to the host.
 //! The best of `--repeat` passes is reported, as one JSON line like the native example's.
 //! `--class-ids` leaves `classes` out of the plugin's config, so the label column holds class ids
-//! instead of names: what the boundary costs without a string per row.
+//! instead of names (a dictionary of the names, a key per row): what the names cost.
 
 use std::collections::BTreeMap;
 use std::path::Path;
