@@ -206,7 +206,7 @@ def main():
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
         print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
-        print(f"the plugin's calls with class ids instead of named classes (a dictionary): {ids_us:.2f} us/row,"
+        print(f"the plugin's calls with class ids instead of class names: {ids_us:.2f} us/row,"
               f" {ids_us / native_us:.2f}x native (which does name them)")
         print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")

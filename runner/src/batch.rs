@@ -71,6 +71,10 @@ impl Values {
     }
 
     /// The text at `row` of a `string` column, whichever its encoding; `None` for other types.
+    ///
+    /// # Panics
+    /// If `row` is out of range, or a dictionary key is: [`Batch::new`] checks the keys of every
+    /// batch, so a column of a batch is safe.
     pub fn text(&self, row: usize) -> Option<&str> {
         match self {
             Values::String(v) => Some(&v[row]),
@@ -80,6 +84,9 @@ impl Values {
     }
 
     /// The column with dictionary-encoded text spelled out, one string per row.
+    ///
+    /// # Panics
+    /// If a dictionary key is out of range (not for a column of a [`Batch`], whose keys are checked).
     pub fn decoded(self) -> Values {
         match self {
             Values::Dictionary(d) => Values::String(d.keys.iter().map(|&k| d.values[k as usize].clone()).collect()),

@@ -153,7 +153,8 @@ fn contract_versions_are_checked() {
     assert!(stdout(&output).contains(compatible), "{}", stdout(&output));
 
     // Score the Iris rows (the predictor returns its labels as a dictionary), then pass them
-    // through a 0.1.0 plugin, or through none; the CSV written must be the same.
+    // through a 0.1.0 plugin, or a 0.2.0 one that fails on a dictionary, or through none: the
+    // plugins get the labels spelled out, and the CSV written is the same.
     let dir = temp();
     let score = format!(
         "[[transform]]\nplugin = \"{}\"\nassets = {{ model = \"{}\" }}\nconfig = {{ features = [\"sepal_length\", \
@@ -161,37 +162,42 @@ fn contract_versions_are_checked() {
         plugin("onnx-predictor").display(),
         root().join("models/iris/model.onnx").display()
     );
-    let run_with = |fixture: Option<&str>| {
-        let (spec, out) = (dir.path().join("spec.toml"), dir.path().join(format!("{}.csv", fixture.unwrap_or("none"))));
-        let pass = fixture.map_or(String::new(), |f| format!("[[transform]]\nplugin = \"{}\"\n", plugin(f).display()));
+    let run_with = |fixture: &str, config: &str| {
+        let (spec, out) = (dir.path().join("spec.toml"), dir.path().join(format!("{fixture}.csv")));
+        let pass = match fixture {
+            "none" => String::new(),
+            _ => format!("[[transform]]\nplugin = \"{}\"\nconfig = {{ {config} }}\n", plugin(fixture).display()),
+        };
         let text = format!(
             "[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n\n{score}{pass}\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n",
             root().join("models/iris/iris.csv").display(),
             out.display()
         );
         std::fs::write(&spec, text).unwrap();
-        (run(&["run", spec.to_str().unwrap()]), out)
+        let output = run(&["run", spec.to_str().unwrap()]);
+        (output, std::fs::read_to_string(out).unwrap_or_default())
     };
-    let (output, _) = run_with(Some("contract-v0-3-0"));
+    let (output, _) = run_with("contract-v0-3-0", "");
     assert_eq!(output.status.code(), Some(2), "refused before the run");
     assert!(stderr(&output).contains(message), "{}", stderr(&output));
 
-    let (output, old) = run_with(Some("contract-v0-1-0"));
+    let (output, direct) = run_with("none", "");
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
-    let (output, direct) = run_with(None);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let (old, direct) = (std::fs::read_to_string(old).unwrap(), std::fs::read_to_string(direct).unwrap());
+    let labels: Vec<&str> = direct.lines().skip(1).map(|line| line.rsplit(',').next().unwrap()).collect();
+    assert_eq!(labels.len(), 150);
+    for class in ["setosa", "versicolor", "virginica"] {
+        assert!(labels.iter().filter(|&&l| l == class).count() >= 45, "{class}: {direct}");
+    }
     let sorted = |text: &str| {
         let mut lines: Vec<String> = text.lines().map(String::from).collect();
         lines.sort();
         lines
     };
-    assert_eq!(sorted(&old), sorted(&direct), "rows may come in another order, but not other rows");
-    let labels: Vec<&str> = direct.lines().skip(1).map(|line| line.rsplit(',').next().unwrap()).collect();
-    assert_eq!(labels.len(), 150);
-    for class in ["setosa", "versicolor", "virginica"] {
-        assert!(labels.iter().filter(|&&l| l == class).count() >= 45, "{class}: {direct}");
+    for (fixture, config) in [("contract-v0-1-0", ""), ("hostile", "attack = \"plain-text\"")] {
+        let (output, passed) = run_with(fixture, config);
+        assert!(output.status.success(), "{fixture}: {}", stderr(&output));
+        assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
+        assert_eq!(sorted(&passed), sorted(&direct), "{fixture}: rows may come in another order, but not other rows");
     }
 }
 

@@ -215,6 +215,21 @@ fn bad_models_fail_clearly() {
     }
 }
 
+/// A class the config has no name for fails its row, naming the class and the row (the labels
+/// are dictionary keys into `classes`, so a key past its end must never reach the host).
+#[test]
+fn a_class_without_a_name_fails_its_row() {
+    let dir = temp();
+    let config = format!("{IRIS_FEATURES}\nclasses = [\"setosa\", \"versicolor\"]");
+    warm();
+    let output = run(&["run", spec(dir.path(), &iris("iris.csv"), &iris("model.onnx"), &config).to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    // XGBoost first predicts virginica (class 2) at row 100 (models/iris/expected.csv).
+    let message = "failed at row 100 of the batch: the model predicted class 2, but `classes` names only 2";
+    assert!(err.contains("error: step `score`: plugin `onnx_predictor.wasm` ") && err.contains(message), "{err}");
+}
+
 /// The summary says whether the compiled plugin came from the cache.
 #[test]
 fn summary_reports_cache_hits_and_misses() {

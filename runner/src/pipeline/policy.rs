@@ -176,7 +176,9 @@ pub fn row_json(batch: &Batch, row: usize) -> Value {
                 Values::F64(v) => serde_json::Number::from_f64(v[row]).map_or(Value::Null, Value::Number),
                 Values::S64(v) => Value::from(v[row]),
                 Values::Bool(v) => Value::Bool(v[row]),
-                text => Value::String(text.text(row).unwrap_or_default().to_string()),
+                text @ (Values::String(_) | Values::Dictionary(_)) => {
+                    Value::String(text.text(row).unwrap_or_default().to_string())
+                }
             }
         };
         object.insert(column.name.clone(), value);

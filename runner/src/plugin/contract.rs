@@ -2,7 +2,7 @@
 //!
 //! A plugin exports exactly one of `etl:plugin/source`, `etl:plugin/transform` or
 //! `etl:plugin/sink`, and the export's name carries the WIT package version it was built
-//! against (`etl:plugin/transform@0.1.0`). Reading it before instantiation turns a wrong or
+//! against (`etl:plugin/transform@0.2.0`). Reading it before instantiation turns a wrong or
 //! outdated plugin into a one-line message instead of a linker error.
 
 use anyhow::bail;
@@ -75,7 +75,7 @@ impl Contract {
         }
     }
 
-    /// The export that carries the contract: `etl:plugin/transform@0.1.0`.
+    /// The export that carries the contract: `etl:plugin/transform@0.2.0`.
     pub fn export_name(&self) -> String {
         format!("{PACKAGE}/{}@{}", self.role, self.version)
     }
@@ -132,6 +132,10 @@ mod tests {
             assert!(frozen.contains(&format!("package {PACKAGE}@{version};")), "{path} is not {version}");
         }
         assert_eq!(spoken(), "etl:plugin@0.2.0 and 0.1.0");
+        // The runner's frozen 0.1.0 is the one the test fixture stands for.
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/fixtures/contract-v0-1-0/wit/plugin.wit");
+        let frozen = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/0.1.0/plugin.wit");
+        assert_eq!(std::fs::read_to_string(fixture).unwrap(), std::fs::read_to_string(frozen).unwrap());
     }
 
     #[test]
