@@ -201,6 +201,31 @@ fn contract_versions_are_checked() {
     }
 }
 
+/// A source and a sink built against contract 0.1.0 still run, through a 0.2.0 transform:
+/// the 0.1.0 bindings of each kind of step, nulls included.
+#[test]
+fn sources_and_sinks_of_contract_0_1_0_still_run() {
+    let dir = temp();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[source]\nplugin = \"{}\"\n\n[[transform]]\nplugin = \"{}\"\nconfig = {{ attack = \"plain-text\" }}\n\n\
+             [sink]\nplugin = \"{}\"\n",
+            plugin("contract-v0-1-0-source").display(),
+            plugin("hostile").display(),
+            plugin("contract-v0-1-0-sink").display()
+        ),
+    )
+    .unwrap();
+    let output = run(&["run", spec.to_str().unwrap()]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("received 3 rows: n=1,2,3 word=alpha,null,gamma"), "{err}");
+    assert!(err.contains("finished"), "{err}");
+    assert!(err.contains("3 rows read, 3 rows written"), "{err}");
+}
+
 /// The examples of each kind together: `generate` rows, `derive` a column, `dir-sink` writes a
 /// CSV into the directory the spec grants it; without the grant it cannot.
 #[test]
