@@ -110,8 +110,9 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
     taking turns, each the best of 3 passes over the rows, by name: the plugin's calls in WASM
     (boundary included), the native benchmark program (the plugin's per-batch work, natively),
     that same program compiled to WASM, and the plugin's calls returning class ids instead of
-    named classes. Every process's figure is kept (see `medians`): the WASM program runs at one of two
-    speeds per process on this machine (README), which a median alone hides."""
+    named classes. Every process's figure is kept (see `medians`): on this machine memory-bound code runs
+    at one of two speeds per process, native or not (README; runner/examples/mem_probe.rs), which a
+    median alone hides."""
     plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
     program = f"{ROOT}/plugins/target/wasm32-wasip2/release/examples/score.wasm"
     env = dict(os.environ, RUNNER_CACHE_DIR=cache)
