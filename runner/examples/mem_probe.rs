@@ -1,32 +1,50 @@
-//! How fast this machine reads memory at random, in one process: nanoseconds per read from a
-//! table of `BYTES` (default 1 MiB), 20 million reads at pseudo-random places.
+//! Times three loops in one process, in nanoseconds per iteration: 20 million reads at
+//! pseudo-random places of a table of `BYTES` (default 1 MiB, rounded down to a power of two),
+//! the index masked; the same with the index taken by a 64-bit division (`%` of a length the
+//! compiler cannot see); and the arithmetic alone, no read.
 //!
 //! ```text
 //! cargo run --release -p runner --example mem_probe -- [BYTES]
 //! for i in $(seq 12); do target/release/examples/mem_probe; done
 //! ```
-//! On the 2-core VM these benchmarks were measured on, the figure differs from process to
-//! process (3.10-3.48 or 4.04-4.74 ns at 1 MiB in twelve runs, 17.4-33.6 ns at 8 MiB in eight): the
-//! memory each process is given is not equally fast. Every memory-bound program inherits that
-//! (the tree scoring, native or WebAssembly, and redis-server), so compare only figures from
-//! many processes taken in turn (README, "How fast").
+//! On the 2-core VM the benchmarks were measured on, some figures differ from process to
+//! process by up to half (README, "How fast"), with no WebAssembly involved: compare only
+//! figures from many processes taken in turn, as the benchmarks do.
 
+use std::hint::black_box;
 use std::time::Instant;
 
-const READS: u64 = 20_000_000;
+const READS: u32 = 20_000_000;
+
+/// The next of Marsaglia's xorshift64 sequence.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Nanoseconds per iteration of `step`, which adds to the checksum.
+fn time(sum: &mut u64, mut step: impl FnMut(&mut u64) -> u64) -> f64 {
+    let mut x = 88_172_645_463_325_252u64;
+    let started = Instant::now();
+    for _ in 0..READS {
+        *sum = sum.wrapping_add(step(&mut x));
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(READS)
+}
 
 fn main() {
     let bytes: usize = std::env::args().nth(1).map_or(1 << 20, |b| b.parse().expect("BYTES: a number"));
-    let n = (bytes / 4).max(1);
-    let table: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
-    let (mut x, mut sum) = (88_172_645_463_325_252u64, 0u64);
-    let started = Instant::now();
-    for _ in 0..READS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        sum = sum.wrapping_add(u64::from(table[(x % n as u64) as usize]));
-    }
-    let ns = started.elapsed().as_nanos() as f64 / READS as f64;
-    println!("{ns:.2} ns per read ({bytes} bytes; checksum {sum})");
+    let len = 1usize << (bytes / 4).max(1).ilog2();
+    let table: Vec<u32> = (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761)).collect();
+    let (mask, n) = (len as u64 - 1, black_box(len as u64));
+    let mut sum = 0;
+    let masked = time(&mut sum, |x| u64::from(table[(next(x) & mask) as usize]));
+    let divided = time(&mut sum, |x| u64::from(table[(next(x) % n) as usize]));
+    let alone = time(&mut sum, |x| black_box(next(x) & mask));
+    println!(
+        "{masked:.2} ns a read, {divided:.2} with a division, {alone:.2} without the read ({} bytes; checksum {sum})",
+        len * 4
+    );
 }

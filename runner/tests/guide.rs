@@ -222,7 +222,7 @@ fn sources_and_sinks_of_contract_0_1_0_still_run() {
     let err = stderr(&output);
     assert!(output.status.success(), "{err}");
     assert!(err.contains("received 3 rows: n=1,2,3 word=alpha,null,gamma"), "{err}");
-    assert!(err.contains("finished"), "{err}");
+    assert!(err.contains("finish was called"), "{err}");
     assert!(err.contains("3 rows read, 3 rows written"), "{err}");
 }
 
