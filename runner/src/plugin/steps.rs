@@ -5,7 +5,7 @@
 //! (deadline, fuel); every error names the plugin, and a trap says which limit it hit.
 //!
 //! A plugin is called through the bindings of the contract version it was built against
-//! ([`Bindings`]); the code of a call is the same for every version (see [`either!`]).
+//! ([`Bindings`]); the code of a call is the same for every version (see `either!` below).
 
 use std::sync::Arc;
 
