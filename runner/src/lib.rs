@@ -15,7 +15,7 @@
 //! - [`lookup`]: `runner lookup`: a row's key, computed as the pipeline does, and its value.
 //! - [`scaffold`]: `runner plugin new`: a new plugin crate from the templates in `templates/`.
 //! - [`object_url`]: resolves data and asset URLs to an `object_store` store and path.
-//! - [`format`]: text forms of values (Python-compatible floats).
+//! - [`format`](mod@format): text forms of values (Python-compatible floats).
 //!
 //! `builtin` and `plugin` depend on `step` and `batch`, never on each other; `pipeline`
 //! depends on the traits and on the two registries, never on a concrete step's internals.

@@ -207,7 +207,7 @@ impl ObjectUrl {
     }
 
     /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
-    /// [`CHUNK_BYTES`] (the first one smaller, see [`chunk_ranges`]), [`CHUNKS_IN_FLIGHT`] ahead
+    /// `CHUNK_BYTES` (the first one smaller, see `chunk_ranges`), `CHUNKS_IN_FLIGHT` ahead
     /// of the reader. Each request runs as its own task and is read whole at once, so however
     /// slowly the pipeline consumes the data, no request waits on the reader and outlives its
     /// timeout, and a failed one is retried on its own instead of failing the run. Each asks for
