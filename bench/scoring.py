@@ -110,7 +110,8 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
     taking turns, each the best of 3 passes over the rows, by name: the plugin's calls in WASM
     (boundary included), the native benchmark program (the plugin's per-batch work, natively),
     that same program compiled to WASM, and the plugin's calls returning class ids instead of
-    named classes. Every process's figure is kept (see `medians`): on this machine memory-bound code runs
+    named classes; and the boundary alone: the `hostile` fixture in its `none` mode, which returns
+    the batch it gets, so a call is the columns copied in and out. Every process's figure is kept (see `medians`): on this machine memory-bound code runs
     at one of two speeds per process, native or not (README; runner/examples/mem_probe.rs), which a
     median alone hides."""
     plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
@@ -118,7 +119,8 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
     env = dict(os.environ, RUNNER_CACHE_DIR=cache)
     args = [model, data, "--batch", str(BATCH), "--repeat", "3"]
     dirs = ["--dir", os.path.dirname(os.path.abspath(model)), "--dir", os.path.dirname(os.path.abspath(data))]
-    wasm, native, program_wasm, ids = [], [], [], []
+    passthrough = f"{ROOT}/plugins/target/wasm32-wasip2/release/hostile.wasm"
+    wasm, native, program_wasm, ids, boundary = [], [], [], [], []
     for _ in range(rounds):
         done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, *args, env=env, capture_output=True, text=True)
         wasm.append(json.loads(done.stdout)["us_per_row"])
@@ -130,12 +132,16 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
         done = sh(f"{ROOT}/target/release/examples/wasi_command", program, *dirs, "--", *args,
                   env=env, capture_output=True, text=True)
         program_wasm.append(json.loads(done.stdout)["us_per_row"])
-    return {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm, "plugin, class ids": ids}
+        done = sh(f"{ROOT}/target/release/examples/score_plugin", passthrough, *args, "--config", '{"attack": "none"}',
+                  env=env, capture_output=True, text=True)
+        boundary.append(json.loads(done.stdout)["us_per_row"])
+    return {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm, "plugin, class ids": ids,
+            "boundary alone": boundary}
 
 
-def medians(runs: dict[str, list[float]]) -> tuple[float, float, float, float]:
+def medians(runs: dict[str, list[float]]) -> tuple[float, ...]:
     """The medians of `wasm_and_native`'s runs, in its order: plugin calls, native, same code in
-    WASM, plugin calls with class ids."""
+    WASM, plugin calls with class ids, the boundary alone."""
     return tuple(statistics.median(values) for values in runs.values())
 
 
@@ -190,7 +196,7 @@ def main():
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         runs = wasm_and_native(model, data, cache)
-        wasm_us, native_us, program_us, ids_us = medians(runs)
+        wasm_us, native_us, program_us, ids_us, boundary_us = medians(runs)
         results = [
             ("plugin in WASM (our trees)", a.rows, wasm_us),
             ("same code, native", a.rows, native_us),
@@ -209,6 +215,8 @@ def main():
               f" (the plugin's calls): {wasm_us / native_us:.2f}x")
         print(f"the plugin's calls with class ids instead of class names: {ids_us:.2f} us/row,"
               f" {ids_us / native_us:.2f}x native (which does name them)")
+        print(f"the boundary alone (a plugin returning the four feature columns it gets): {boundary_us:.3f} us/row,"
+              f" {boundary_us / native_us:.2f}x native's whole scoring")
         print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")
     finally:

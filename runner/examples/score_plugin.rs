@@ -2,7 +2,7 @@
 //! counterpart of `plugins/onnx-predictor/examples/score.rs`, under the same conditions.
 //!
 //! ```text
-//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids]
+//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON]
 //! ```
 //! Every CSV column is a feature (the four Iris columns). All rows are parsed into batches of
 //! `--batch` rows before the clock starts, so only the plugin calls are timed, one instance, with
@@ -11,6 +11,9 @@
 //! The best of `--repeat` passes is reported, as one JSON line like the native example's.
 //! `--class-ids` leaves `classes` out of the plugin's config, so the label column holds class ids
 //! instead of names (a dictionary of the names, a key per row): what the names cost.
+//! `--config JSON` replaces the plugin's config altogether, to time another transform plugin on
+//! the same batches (`--config '{"attack": "none"}'` with the `hostile` fixture, which returns
+//! its input: what the boundary alone costs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,7 +37,7 @@ const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "pet
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids]";
+    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON]";
     let [plugin, model, csv] = [0, 1, 2].map(|i| args.get(i).cloned());
     let (Some(plugin), Some(model), Some(csv)) = (plugin, model, csv) else { anyhow::bail!(usage) };
     let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -48,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Arc::new(PluginRuntime::new(cache, false)?);
     let loaded = runtime.load(Path::new(&plugin))?;
     let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
-    let config = if args.iter().any(|a| a == "--class-ids") {
+    let config = if let Some(config) = option("--config") {
+        serde_json::from_str(&config).context("--config")?
+    } else if args.iter().any(|a| a == "--class-ids") {
         serde_json::json!({ "features": FEATURES })
     } else {
         serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] })
