@@ -107,49 +107,47 @@ def native(model: str, data: str, engine: str, rows: int) -> float:
 
 def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[str, list[float]]:
     """`model` and `data` are absolute paths. Microseconds per row of `rounds` processes each,
-    taking turns, each the best of 3 passes over the rows, by name: the plugin's calls in WASM
-    (boundary included), the native benchmark program (the plugin's per-batch work, natively),
-    that same program compiled to WASM, and the plugin's calls returning class ids instead of
-    named classes; and the boundary alone: the `hostile` fixture in its `none` mode, which returns
-    the batch it gets, so a call is the columns copied in and out. Every process's figure is kept (see `medians`): on this machine memory-bound code runs
-    at one of two speeds per process, native or not (README; runner/examples/mem_probe.rs), which a
+    taking turns, each the best of 3 passes over the rows, by name:
+    - "plugin calls": the plugin's calls in WASM, boundary included, with a deadline (the default);
+    - "plugin, no deadline": the same with `limits.call_seconds = 0`, so the compiled code has no
+      deadline checks;
+    - "same code, native": the native benchmark program (the plugin's per-batch work);
+    - "same code, WASM" and "same code, WASM, no deadline": that program compiled to WASM;
+    - "plugin, class ids": the plugin's calls returning class ids instead of named classes;
+    - "boundary alone": the `hostile` fixture in its `none` mode, which returns the batch it gets,
+      so a call is the columns copied in and out.
+    Every process's figure is kept (see `print_runs`): on this machine memory-bound code runs at
+    one of two speeds per process, native or not (README; runner/examples/mem_probe.rs), which a
     median alone hides."""
-    plugin = f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm"
-    program = f"{ROOT}/plugins/target/wasm32-wasip2/release/examples/score.wasm"
-    env = dict(os.environ, RUNNER_CACHE_DIR=cache)
+    release = f"{ROOT}/plugins/target/wasm32-wasip2/release"
+    plugin, passthrough = f"{release}/onnx_predictor.wasm", f"{release}/hostile.wasm"
+    score_plugin, wasi_command = f"{ROOT}/target/release/examples/score_plugin", f"{ROOT}/target/release/examples/wasi_command"
+    program = f"{release}/examples/score.wasm"
     args = [model, data, "--batch", str(BATCH), "--repeat", "3"]
     dirs = ["--dir", os.path.dirname(os.path.abspath(model)), "--dir", os.path.dirname(os.path.abspath(data))]
-    passthrough = f"{ROOT}/plugins/target/wasm32-wasip2/release/hostile.wasm"
-    wasm, native, program_wasm, ids, boundary = [], [], [], [], []
+    commands = {
+        "plugin calls": [score_plugin, plugin, *args],
+        "plugin, no deadline": [score_plugin, plugin, *args, "--no-deadline"],
+        "same code, native": [f"{ROOT}/plugins/target/release/examples/score", *args],
+        "same code, WASM": [wasi_command, program, *dirs, "--", *args],
+        "same code, WASM, no deadline": [wasi_command, program, "--no-deadline", *dirs, "--", *args],
+        "plugin, class ids": [score_plugin, plugin, *args, "--class-ids"],
+        "boundary alone": [score_plugin, passthrough, *args, "--config", '{"attack": "none"}'],
+    }
+    env = dict(os.environ, RUNNER_CACHE_DIR=cache)
+    runs: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(rounds):
-        done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, *args, env=env, capture_output=True, text=True)
-        wasm.append(json.loads(done.stdout)["us_per_row"])
-        done = sh(f"{ROOT}/target/release/examples/score_plugin", plugin, *args, "--class-ids", env=env,
-                  capture_output=True, text=True)
-        ids.append(json.loads(done.stdout)["us_per_row"])
-        done = sh(f"{ROOT}/plugins/target/release/examples/score", *args, capture_output=True, text=True)
-        native.append(json.loads(done.stdout)["us_per_row"])
-        done = sh(f"{ROOT}/target/release/examples/wasi_command", program, *dirs, "--", *args,
-                  env=env, capture_output=True, text=True)
-        program_wasm.append(json.loads(done.stdout)["us_per_row"])
-        done = sh(f"{ROOT}/target/release/examples/score_plugin", passthrough, *args, "--config", '{"attack": "none"}',
-                  env=env, capture_output=True, text=True)
-        boundary.append(json.loads(done.stdout)["us_per_row"])
-    return {"plugin calls": wasm, "same code, native": native, "same code, WASM": program_wasm, "plugin, class ids": ids,
-            "boundary alone": boundary}
-
-
-def medians(runs: dict[str, list[float]]) -> tuple[float, ...]:
-    """The medians of `wasm_and_native`'s runs, in its order: plugin calls, native, same code in
-    WASM, plugin calls with class ids, the boundary alone."""
-    return tuple(statistics.median(values) for values in runs.values())
+        for name, command in commands.items():
+            done = sh(*command, env=env, capture_output=True, text=True)
+            runs[name].append(json.loads(done.stdout)["us_per_row"])
+    return runs
 
 
 def print_runs(runs: dict):
     """One line per measurement: each process's microseconds per row, in the order they ran."""
     print("per process (us/row, in turn):")
     for name, values in runs.items():
-        print(f"  {name:<20} " + " ".join(f"{v:.3f}" for v in values))
+        print(f"  {name:<29} " + " ".join(f"{v:.3f}" for v in values))
 
 
 def onnxruntime_us(model: str, data: str) -> float:
@@ -196,27 +194,32 @@ def main():
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         runs = wasm_and_native(model, data, cache)
-        wasm_us, native_us, program_us, ids_us, boundary_us = medians(runs)
+        median = {name: statistics.median(values) for name, values in runs.items()}
+        native_us = median["same code, native"]
         results = [
-            ("plugin in WASM (our trees)", a.rows, wasm_us),
+            ("plugin in WASM (our trees)", a.rows, median["plugin calls"]),
+            ("  the same, no deadline", a.rows, median["plugin, no deadline"]),
             ("same code, native", a.rows, native_us),
-            ("same code, WASM, no boundary", a.rows, program_us),
+            ("same code, WASM, no boundary", a.rows, median["same code, WASM"]),
+            ("  the same, no deadline", a.rows, median["same code, WASM, no deadline"]),
             ("tract's own tree op, native", a.tract_rows, native(model, small, "tract", a.tract_rows)),
             ("tract's own tree op, in WASM", a.tract_rows, wasm(tract_spec, cache)),
             ("onnxruntime (Python)", a.rows, onnxruntime_us(model, data)),
         ]
         ort = results[-1][2]
         print(f"\nScoring {os.path.relpath(model, ROOT)}, batches of {BATCH} rows, {os.cpu_count()} cores")
-        print(f"{'implementation':<32} {'rows':>8} {'us/row':>10} {'vs onnxruntime':>15}")
+        print(f"{'implementation':<32} {'rows':>8} {'us/row':>10} {'vs native':>10} {'vs onnxruntime':>15}")
         for name, rows, us in results:
-            print(f"{name:<32} {rows:>8} {us:>10.2f} {us / ort:>14.2f}x")
+            print(f"{name:<32} {rows:>8} {us:>10.3f} {us / native_us:>9.2f}x {us / ort:>14.2f}x")
         size = os.path.getsize(f"{ROOT}/plugins/target/wasm32-wasip2/release/onnx_predictor.wasm")
-        print(f"\nWASM / native, same code: {program_us / native_us:.2f}x; with the component boundary"
-              f" (the plugin's calls): {wasm_us / native_us:.2f}x")
-        print(f"the plugin's calls with class ids instead of class names: {ids_us:.2f} us/row,"
-              f" {ids_us / native_us:.2f}x native (which does name them)")
-        print(f"the boundary alone (a plugin returning the four feature columns it gets): {boundary_us:.3f} us/row,"
-              f" {boundary_us / native_us:.2f}x native's whole scoring")
+        print(f"\nWASM / native (medians), same code: {median['same code, WASM'] / native_us:.2f}x, "
+              f"{median['same code, WASM, no deadline'] / native_us:.2f}x without deadline checks; the plugin's calls "
+              f"(the component boundary included): {median['plugin calls'] / native_us:.2f}x, "
+              f"{median['plugin, no deadline'] / native_us:.2f}x without")
+        print(f"the plugin's calls with class ids instead of class names: {median['plugin, class ids']:.3f} us/row,"
+              f" {median['plugin, class ids'] / native_us:.2f}x native (which does name them)")
+        print(f"the boundary alone (a plugin returning the four feature columns it gets): "
+              f"{median['boundary alone']:.3f} us/row, {median['boundary alone'] / native_us:.2f}x native's whole scoring")
         print_runs(runs)
         print(f"plugin: {size / 1e6:.1f} MB .wasm; load {load_cold:.2f} s cold (Cranelift), {load_warm * 1e3:.1f} ms warm (cache)")
     finally:

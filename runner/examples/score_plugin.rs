@@ -2,7 +2,7 @@
 //! counterpart of `plugins/onnx-predictor/examples/score.rs`, under the same conditions.
 //!
 //! ```text
-//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON]
+//! cargo run --release -p runner --example score_plugin -- PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON] [--no-deadline]
 //! ```
 //! Every CSV column is a feature (the four Iris columns). All rows are parsed into batches of
 //! `--batch` rows before the clock starts, so only the plugin calls are timed, one instance, with
@@ -13,7 +13,9 @@
 //! instead of names (a dictionary of the names, a key per row): what the names cost.
 //! `--config JSON` replaces the plugin's config altogether, to time another transform plugin on
 //! the same batches (`--config '{"attack": "none"}'` with the `hostile` fixture, which returns
-//! its input: what the boundary alone costs).
+//! its input: what the boundary alone costs). `--no-deadline` runs the step with
+//! `limits.call_seconds = 0`, on an engine that compiles no deadline checks, as `runner run` does
+//! when no plugin step has a deadline.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +26,7 @@ use anyhow::Context;
 use runner::batch::{Batch, Column, Values};
 use runner::plugin::cache::ComponentCache;
 use runner::plugin::sandbox::Sandbox;
-use runner::plugin::{PluginRuntime, PluginTransform};
+use runner::plugin::{Checks, PluginRuntime, PluginTransform};
 use runner::step::Transform;
 
 /// The runner's allocator (see `main.rs`), so the host's side of each call costs what it costs
@@ -37,7 +39,8 @@ const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "pet
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON]";
+    let usage =
+        "usage: score_plugin PLUGIN MODEL CSV [--batch N] [--repeat N] [--class-ids] [--config JSON] [--no-deadline]";
     let [plugin, model, csv] = [0, 1, 2].map(|i| args.get(i).cloned());
     let (Some(plugin), Some(model), Some(csv)) = (plugin, model, csv) else { anyhow::bail!(usage) };
     let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -48,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
     let rows: usize = batches.iter().map(Batch::rows).sum();
     let cache =
         ComponentCache::new(std::env::var_os("RUNNER_CACHE_DIR").map(Into::into).or_else(ComponentCache::default_dir));
-    let runtime = Arc::new(PluginRuntime::new(cache, false)?);
+    let mut sandbox = Sandbox::default();
+    if args.iter().any(|a| a == "--no-deadline") {
+        sandbox.limits.call_seconds = 0;
+    }
+    let runtime = Arc::new(PluginRuntime::new(cache, Checks::needed([&sandbox]))?);
     let loaded = runtime.load(Path::new(&plugin))?;
     let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
     let config = if let Some(config) = option("--config") {
@@ -58,8 +65,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] })
     };
-    let mut step =
-        PluginTransform::open(&runtime, &loaded, "score", &config.to_string(), assets, &Sandbox::default()).await?;
+    let mut step = PluginTransform::open(&runtime, &loaded, "score", &config.to_string(), assets, &sandbox).await?;
 
     let mut best = f64::INFINITY;
     for _ in 0..repeat {

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
 use runner::plugin::contract::{PACKAGE, spoken};
-use runner::plugin::{ComponentCache, PluginRuntime};
+use runner::plugin::{Checks, ComponentCache, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::Spec;
 use tracing_subscriber::EnvFilter;
@@ -293,7 +293,7 @@ fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> ExitCode {
 
 fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     let cache = ComponentCache::new(cache_dir.or_else(ComponentCache::default_dir));
-    let inspection = match PluginRuntime::new(cache, false).and_then(|runtime| runtime.inspect(wasm)) {
+    let inspection = match PluginRuntime::new(cache, Checks::default()).and_then(|runtime| runtime.inspect(wasm)) {
         Ok(inspection) => inspection,
         Err(e) => return invalid(format!("{e:#}")),
     };

@@ -72,6 +72,33 @@ fn an_endless_loop_is_stopped_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(20), "stopped too late: {:?}", started.elapsed());
 }
 
+/// `call_seconds = 0` is no deadline: a call that computes past what a deadline would allow
+/// finishes, whether another step keeps the engine checking deadlines or none does (then the
+/// compiled code has no checks at all).
+#[test]
+fn call_seconds_0_is_no_deadline() {
+    plugins();
+    let spin = r#"attack = "spin", value = "1300""#;
+    // The same call with a deadline of 1 s is stopped: the spin is computing, not sleeping.
+    contained(spin, "limits = { call_seconds = 1 }", "exceeded its time limit: a call ran longer than 1 s");
+
+    let guarded = "limits = { call_seconds = 0 }\n\n[[transform]]\nname = \"guard\"\nplugin = \"hostile\"\n\
+                   config = { attack = \"none\" }\nlimits = { call_seconds = 1 }";
+    for extra in ["limits = { call_seconds = 0 }", guarded] {
+        let dir = temp();
+        let spec = spec(dir.path(), spin, extra, 4096);
+        let output = run(&["run", spec.to_str().unwrap()]);
+        let err = stderr(&output);
+        assert!(output.status.success(), "{extra}: {err}");
+        assert!(err.contains("150 rows read, 150 rows written"), "{extra}: {err}");
+
+        let output = run(&["validate", spec.to_str().unwrap()]);
+        let out = common::stdout(&output);
+        assert!(out.contains("limits 1024 MiB, no deadline; grants nothing"), "{out}");
+        assert_eq!(out.contains("limits 1024 MiB, 1 s/call; grants nothing"), extra == guarded, "{out}");
+    }
+}
+
 #[test]
 fn an_endless_loop_runs_out_of_fuel() {
     contained(

@@ -33,7 +33,7 @@ use crate::batch::Batch;
 use crate::builtin::Builtin;
 use crate::object_url::S3Options;
 use crate::plugin::sandbox::Sandbox;
-use crate::plugin::{ComponentCache, LoadedPlugin, PluginRuntime};
+use crate::plugin::{Checks, ComponentCache, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
 use crate::step::{Sink, Source, Transform};
@@ -106,8 +106,14 @@ impl Plan {
         for step in spec.steps() {
             sandboxes.push(spec.sandbox(step)?);
         }
-        // Counting fuel slows every plugin: the engine does it only if a step asks.
-        let fuel = sandboxes.iter().flatten().any(|s| s.limits.fuel.is_some());
+        // Checks slow every plugin: the engine compiles in only those a plugin step needs.
+        let plugin_sandboxes: Vec<Sandbox> = spec
+            .steps()
+            .zip(&sandboxes)
+            .filter(|(step, _)| matches!(step.implementation, Implementation::Plugin(_)))
+            .map(|(_, sandbox)| sandbox.clone().unwrap_or_default())
+            .collect();
+        let checks = Checks::needed(&plugin_sandboxes);
         let mut runtime: Option<Arc<PluginRuntime>> = None;
         let mut steps = Vec::new();
         for (step, sandbox) in spec.steps().zip(sandboxes) {
@@ -127,7 +133,7 @@ impl Plan {
                     let runtime = match &runtime {
                         Some(r) => r,
                         None => runtime.insert(Arc::new(
-                            PluginRuntime::new(ComponentCache::new(options.cache.clone()), fuel)
+                            PluginRuntime::new(ComponentCache::new(options.cache.clone()), checks)
                                 .map_err(|e| spec.step_error(step, format!("cannot start the plugin engine: {e:#}")))?,
                         )),
                     };

@@ -45,10 +45,42 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<State>,
     cache: ComponentCache,
-    /// Whether the engine counts fuel (only when a step sets `limits.fuel`: it slows code).
-    fuel: bool,
+    /// What the engine's compiled code checks.
+    checks: Checks,
     /// Stops the epoch ticker when the runtime goes.
     ticker: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the compiled code of every plugin in a run checks as it runs. Each check costs time in
+/// every loop of a plugin, whatever it does (the deadline makes the predictor's scoring about
+/// a fifth slower: `bench/scoring.py`), and it is compiled in for the whole engine, so a run
+/// checks only what one of its plugin steps asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// Call deadlines (epoch interruption): unless every plugin step sets
+    /// `limits.call_seconds = 0`.
+    pub deadline: bool,
+    /// Fuel: only when a step sets `limits.fuel`.
+    pub fuel: bool,
+}
+
+impl Default for Checks {
+    /// What a step gets when its spec says nothing: a deadline, no fuel.
+    fn default() -> Self {
+        Checks { deadline: true, fuel: false }
+    }
+}
+
+impl Checks {
+    /// What the plugin steps of a run need, given their sandboxes.
+    pub fn needed<'a>(sandboxes: impl IntoIterator<Item = &'a Sandbox>) -> Checks {
+        let mut checks = Checks { deadline: false, fuel: false };
+        for sandbox in sandboxes {
+            checks.deadline |= sandbox.limits.deadline().is_some();
+            checks.fuel |= sandbox.limits.fuel.is_some();
+        }
+        checks
+    }
 }
 
 /// How often the engine's epoch advances: the resolution of call deadlines.
@@ -68,10 +100,10 @@ pub struct LoadedPlugin {
 }
 
 /// The engine settings plugins run under (the benchmarks' WASI programs too): the component
-/// model, deadlines checked by epoch, fuel counted when `fuel`.
-pub fn engine_config(fuel: bool) -> Config {
+/// model, deadlines checked by epoch and fuel counted as `checks` says.
+pub fn engine_config(checks: Checks) -> Config {
     let mut config = Config::new();
-    config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
+    config.wasm_component_model(true).epoch_interruption(checks.deadline).consume_fuel(checks.fuel);
     // For profiling with `perf`: name the plugins' compiled functions in /tmp/perf-<pid>.map.
     if std::env::var_os("RUNNER_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -80,28 +112,30 @@ pub fn engine_config(fuel: bool) -> Config {
 }
 
 impl PluginRuntime {
-    /// An engine whose compiled code checks deadlines (epoch interruption) and, when `fuel`,
-    /// counts fuel. The compile cache keys on these settings too.
-    pub fn new(cache: ComponentCache, fuel: bool) -> anyhow::Result<PluginRuntime> {
-        let engine = Engine::new(&engine_config(fuel))?;
+    /// An engine whose compiled code makes `checks`. The compile cache keys on these settings
+    /// too.
+    pub fn new(cache: ComponentCache, checks: Checks) -> anyhow::Result<PluginRuntime> {
+        let engine = Engine::new(&engine_config(checks))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // The host interfaces of every contract version the runner speaks, side by side.
         bindings::v0_2::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::v0_1::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         // Deadlines are counted in epochs; one thread advances them for every instance.
-        let ticker = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (running, ticking) = (ticker.clone(), engine.weak());
-        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-            while running.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        let ticker = Arc::new(std::sync::atomic::AtomicBool::new(checks.deadline));
+        if checks.deadline {
+            let (running, ticking) = (ticker.clone(), engine.weak());
+            std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
-        Ok(PluginRuntime { engine, linker, cache, fuel, ticker })
+            })?;
+        }
+        Ok(PluginRuntime { engine, linker, cache, checks, ticker })
     }
 
     pub fn cache(&self) -> &ComponentCache {
@@ -157,7 +191,9 @@ impl PluginRuntime {
     fn store(&self, step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<Store<State>> {
         let mut store = Store::new(&self.engine, State::new(step, assets, sandbox)?);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
+        if self.checks.deadline {
+            store.epoch_deadline_trap();
+        }
         Ok(store)
     }
 }

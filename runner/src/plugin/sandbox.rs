@@ -35,7 +35,9 @@ pub struct Limits {
     /// `memory_mb = 1024`: the most linear memory an instance may have, in MiB.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
-    /// `call_seconds = 60`: the wall-clock deadline of one call into the plugin.
+    /// `call_seconds = 60`: the wall-clock deadline of one call into the plugin. `0`: none,
+    /// for a plugin you trust to return: if no plugin step of a run has a deadline, the
+    /// plugins' compiled code leaves out the checks, which makes it faster (`deadline`).
     #[serde(default = "default_call_seconds")]
     pub call_seconds: u64,
     /// `fuel = 10_000_000_000`: WebAssembly instructions (roughly) one call may execute.
@@ -49,6 +51,13 @@ fn default_memory_mb() -> u64 {
 
 fn default_call_seconds() -> u64 {
     DEFAULT_CALL_SECONDS
+}
+
+impl Limits {
+    /// The deadline of one call, unless `call_seconds = 0`.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        (self.call_seconds > 0).then(|| std::time::Duration::from_secs(self.call_seconds))
+    }
 }
 
 impl Default for Limits {
@@ -65,15 +74,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// For `runner validate`: `limits 1024 MiB, 60 s/call; grants nothing`.
+    /// For `runner validate`: `limits 1024 MiB, 60 s/call; grants nothing` (`no deadline`
+    /// for `call_seconds = 0`).
     pub fn describe(&self) -> String {
         let fuel = self.limits.fuel.map(|f| format!(", fuel {f}")).unwrap_or_default();
-        format!(
-            "limits {} MiB, {} s/call{fuel}; grants {}",
-            self.limits.memory_mb,
-            self.limits.call_seconds,
-            self.grants.describe()
-        )
+        let deadline = match self.limits.deadline() {
+            Some(d) => format!("{} s/call", d.as_secs()),
+            None => "no deadline".to_string(),
+        };
+        format!("limits {} MiB, {deadline}{fuel}; grants {}", self.limits.memory_mb, self.grants.describe())
     }
 }
 

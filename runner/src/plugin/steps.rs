@@ -17,7 +17,7 @@ use super::bindings::{v0_1, v0_2};
 use super::contract::Generation;
 use super::convert::CallError;
 use super::sandbox::{Limits, Sandbox};
-use super::{AssetBytes, LoadedPlugin, PluginRuntime, State};
+use super::{AssetBytes, Checks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
 use crate::step::{RowError, Sink, Source, Transform};
 
@@ -64,7 +64,7 @@ struct Instance<B> {
     handle: ResourceAny,
     plugin: String,
     limits: Limits,
-    fuel: bool,
+    checks: Checks,
 }
 
 /// A fresh store for `plugin`, and the plugin's file name.
@@ -76,15 +76,22 @@ fn store(
     sandbox: &Sandbox,
 ) -> anyhow::Result<(Store<State>, String)> {
     let mut store = runtime.store(step, assets, sandbox)?;
-    arm(&mut store, &sandbox.limits, runtime.fuel)?;
+    arm(&mut store, &sandbox.limits, runtime.checks)?;
     Ok((store, plugin.file_name()))
 }
 
 /// Resets the per-call budgets before a call into the plugin.
-fn arm(store: &mut Store<State>, limits: &Limits, fuel: bool) -> anyhow::Result<()> {
-    let ticks = (limits.call_seconds * 1000).div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1);
-    store.set_epoch_deadline(ticks);
-    if fuel {
+fn arm(store: &mut Store<State>, limits: &Limits, checks: Checks) -> anyhow::Result<()> {
+    if checks.deadline {
+        // Without a deadline of its own, a step's calls get one they never reach (other steps
+        // of the run have deadlines, so the code checks).
+        let ticks = match limits.deadline() {
+            Some(d) => (d.as_millis() as u64).div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1),
+            None => u64::MAX / 2,
+        };
+        store.set_epoch_deadline(ticks);
+    }
+    if checks.fuel {
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
     }
     Ok(())
@@ -117,7 +124,7 @@ fn trap_message(e: &wasmtime::Error, store: &Store<State>, limits: &Limits) -> S
 
 impl<B> Instance<B> {
     fn arm(&mut self) -> anyhow::Result<()> {
-        arm(&mut self.store, &self.limits, self.fuel)
+        arm(&mut self.store, &self.limits, self.checks)
     }
 
     fn trapped(&self, e: wasmtime::Error) -> anyhow::Error {
@@ -204,8 +211,8 @@ impl Reopen {
         let result =
             either!(&bindings, b => b.etl_plugin_transform().transformer().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
-        Ok(Instance { store, bindings, handle, plugin: name, limits, fuel })
+        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
+        Ok(Instance { store, bindings, handle, plugin: name, limits, checks })
     }
 }
 
@@ -276,8 +283,8 @@ impl PluginSource {
         let bindings = instantiate!(plugin, &mut store, source::SourcePluginPre);
         let result = either!(&bindings, b => b.etl_plugin_source().reader().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
-        let instance = Instance { store, bindings, handle, plugin: name, limits, fuel };
+        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
+        let instance = Instance { store, bindings, handle, plugin: name, limits, checks };
         Ok(PluginSource { instance, batch_rows: u32::try_from(batch_rows).unwrap_or(u32::MAX) })
     }
 }
@@ -317,8 +324,8 @@ impl PluginSink {
         let bindings = instantiate!(plugin, &mut store, sink::SinkPluginPre);
         let result = either!(&bindings, b => b.etl_plugin_sink().writer().call_open(&mut store, config).await);
         let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, fuel) = (sandbox.limits.clone(), runtime.fuel);
-        Ok(PluginSink(Instance { store, bindings, handle, plugin: name, limits, fuel }))
+        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
+        Ok(PluginSink(Instance { store, bindings, handle, plugin: name, limits, checks }))
     }
 }
 
