@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from scoring import build, print_runs, wasm_and_native
+from scoring import build, print_ratios, print_runs, wasm_and_native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCESS, SECRET = "bench-access", "bench-secret-key"
@@ -187,6 +187,7 @@ def main():
         for name in ["plugin, no deadline", "same code, WASM, no deadline", "plugin, class ids", "boundary alone"]:
             print(f"    {name + ':':<43} {median[name] / native_us:.2f}  ({median[name]:.3f} us/row)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
+        print_ratios(runs, indent="  ")
         print_runs(runs)
         cores = os.cpu_count()
         used = cpu["runner"] + cpu["redis-server"]

@@ -52,9 +52,9 @@ pub struct PluginRuntime {
 }
 
 /// What the compiled code of every plugin in a run checks as it runs. Each check costs time in
-/// every loop of a plugin, whatever it does (the deadline makes the predictor's scoring about
-/// a fifth slower: `bench/scoring.py`), and it is compiled in for the whole engine, so a run
-/// checks only what one of its plugin steps asks for.
+/// every loop of a plugin, whatever it does (with the deadline's, the predictor's scoring
+/// takes 1.25-1.3x as long: `bench/scoring.py`), and it is compiled in for the whole engine, so
+/// a run checks only what one of its plugin steps asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checks {
     /// Call deadlines (epoch interruption): unless every plugin step sets

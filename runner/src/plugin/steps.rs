@@ -80,14 +80,18 @@ fn store(
     Ok((store, plugin.file_name()))
 }
 
+/// A deadline in epoch ticks that no call reaches (and the engine's epoch plus it cannot
+/// overflow).
+const NEVER: u64 = u64::MAX / 2;
+
 /// Resets the per-call budgets before a call into the plugin.
 fn arm(store: &mut Store<State>, limits: &Limits, checks: Checks) -> anyhow::Result<()> {
     if checks.deadline {
         // Without a deadline of its own, a step's calls get one they never reach (other steps
         // of the run have deadlines, so the code checks).
         let ticks = match limits.deadline() {
-            Some(d) => (d.as_millis() as u64).div_ceil(super::EPOCH_TICK.as_millis() as u64).max(1),
-            None => u64::MAX / 2,
+            Some(d) => d.as_millis().div_ceil(super::EPOCH_TICK.as_millis()).clamp(1, NEVER as u128) as u64,
+            None => NEVER,
         };
         store.set_epoch_deadline(ticks);
     }
