@@ -182,11 +182,10 @@ def main():
         if "original flow (seed_flow.py)" in results:
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print(f"  scoring, WASM / native:      {wasm_us / native_us:.2f}  ({wasm_us:.2f} vs {native_us:.2f} us/row, medians, calls only)")
-        print(f"    same code without the component boundary: {program_us / native_us:.2f}  ({program_us:.2f} us/row in WASM)")
-        for name in ["plugin, no deadline", "same code, WASM, no deadline", "plugin, class ids", "boundary alone"]:
-            print(f"    {name + ':':<43} {median[name] / native_us:.2f}  ({median[name]:.3f} us/row)")
         print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
+        print(f"  scoring, us/row (medians): the plugin's calls {wasm_us:.3f}, same code native {native_us:.3f},"
+              f" in WASM {program_us:.3f}; class ids {median['plugin, class ids']:.3f};"
+              f" the boundary alone {median['boundary alone']:.3f}")
         print_ratios(runs, indent="  ")
         print_runs(runs)
         cores = os.cpu_count()

@@ -146,7 +146,8 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
 def print_ratios(runs: dict[str, list[float]], indent: str = ""):
     """WASM / native for the same code and for the plugin's calls, with and without deadline
     checks: between the medians, and between each one's fastest process (this machine's
-    processes run at one of two speeds, and the fastest of five is nearly always a fast one)."""
+    processes run at one of two speeds, which medians of five mix as they fall; the fastest of
+    five is usually a fast one)."""
     for label, pick in [("medians", statistics.median), ("fastest processes", min)]:
         us = {name: pick(values) for name, values in runs.items()}
         native_us = us["same code, native"]

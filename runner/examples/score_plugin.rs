@@ -58,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Arc::new(PluginRuntime::new(cache, Checks::needed([&sandbox]))?);
     let loaded = runtime.load(Path::new(&plugin))?;
     let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
+    if option("--config").is_some() && args.iter().any(|a| a == "--class-ids") {
+        anyhow::bail!("--class-ids changes the predictor's config; with --config, write the config you want");
+    }
     let config = if let Some(config) = option("--config") {
         serde_json::from_str(&config).context("--config")?
     } else if args.iter().any(|a| a == "--class-ids") {

@@ -5,7 +5,7 @@
 //! a plugin call adds (`score_plugin.rs` measures that call).
 //!
 //! ```text
-//! cargo run --release -p runner --example wasi_command -- PROGRAM.wasm [--no-deadline] --dir DIR [--dir DIR ...] -- ARGS...
+//! cargo run --release -p runner --example wasi_command -- PROGRAM.wasm [--no-deadline] [--dir DIR ...] -- ARGS...
 //! ```
 //! Each `--dir` is readable by the program at the same path; it sees nothing else of the host.
 //! `--no-deadline` compiles the program without deadline checks, as the runner compiles plugins
@@ -74,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut store = Store::new(&engine, Program { wasi: wasi.build(), table: ResourceTable::new() });
     if checks.deadline {
+        // A program runs to its end: a deadline it never reaches, as for a plugin step whose
+        // `call_seconds = 0` in a run where others have deadlines.
         store.set_epoch_deadline(u64::MAX / 2);
     }
     let command = Command::instantiate_async(&mut store, &component, &linker).await?;

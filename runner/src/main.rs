@@ -236,6 +236,9 @@ fn validate(args: CommonArgs) -> ExitCode {
             );
         }
     }
+    if let Some(checks) = plan.plugin_checks() {
+        println!("  plugins compiled with {}", checks.describe());
+    }
     ExitCode::SUCCESS
 }
 

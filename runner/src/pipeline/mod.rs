@@ -65,6 +65,13 @@ pub struct Plan {
     progress: bool,
 }
 
+impl Plan {
+    /// What the plugins' compiled code checks in this run, if it has plugins.
+    pub fn plugin_checks(&self) -> Option<Checks> {
+        self.runtime.as_ref().map(|r| r.checks())
+    }
+}
+
 pub struct PlannedStep {
     pub spec: StepSpec,
     pub implementation: PlannedImplementation,
@@ -197,7 +204,7 @@ impl Plan {
         let (source, transforms, sink) = open_all(&context, &self.steps, &policies).await?;
         let _display = progress.show(self.progress);
         let stop = Arc::new(Stop::default());
-        let signals = tokio::spawn(stop.clone().watch());
+        let signals = stop.watch_on_own_thread().context("cannot watch for signals")?;
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -223,7 +230,7 @@ impl Plan {
                 first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
             }
         }
-        signals.abort();
+        drop(signals);
         if let Some(signal) = stop.signal() {
             first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
         }

@@ -75,8 +75,27 @@ impl Stop {
         self.signal.get().copied()
     }
 
+    /// Watches for signals on a thread of its own until the returned guard is dropped: the
+    /// first signal stops the run, the second ends the process. Its own thread, so that a
+    /// second Ctrl-C works even while plugin calls hold every worker of the run's runtime (a
+    /// plugin without a deadline that never returns).
+    pub fn watch_on_own_thread(self: &Arc<Self>) -> std::io::Result<SignalWatch> {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let stop = self.clone();
+        let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = stop.watch() => {}
+                    _ = finished => {}
+                }
+            })
+        })?;
+        Ok(SignalWatch { done: Some(done), thread: Some(thread) })
+    }
+
     /// Waits for signals; the first stops the run, the second ends the process.
-    pub async fn watch(self: Arc<Self>) {
+    async fn watch(self: Arc<Self>) {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut term) = signal(SignalKind::terminate()) else { return };
         let first = tokio::select! {
@@ -91,6 +110,21 @@ impl Stop {
         };
         eprintln!("abandoning the run");
         std::process::exit(code);
+    }
+}
+
+/// Stops watching for signals when dropped.
+pub struct SignalWatch {
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -72,7 +72,8 @@ impl Default for Checks {
 }
 
 impl Checks {
-    /// What the plugin steps of a run need, given their sandboxes.
+    /// What the plugin steps of a run need, given their sandboxes: nothing without any (unlike
+    /// `default`, which is what one step with an empty spec needs).
     pub fn needed<'a>(sandboxes: impl IntoIterator<Item = &'a Sandbox>) -> Checks {
         let mut checks = Checks { deadline: false, fuel: false };
         for sandbox in sandboxes {
@@ -80,6 +81,13 @@ impl Checks {
             checks.fuel |= sandbox.limits.fuel.is_some();
         }
         checks
+    }
+
+    /// For `runner validate`: `deadline checks, no fuel`.
+    pub fn describe(&self) -> String {
+        let deadline = if self.deadline { "deadline checks" } else { "no deadline checks" };
+        let fuel = if self.fuel { "fuel counted" } else { "no fuel" };
+        format!("{deadline}, {fuel}")
     }
 }
 
@@ -122,7 +130,7 @@ impl PluginRuntime {
         bindings::v0_2::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::v0_1::transform::TransformPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         // Deadlines are counted in epochs; one thread advances them for every instance.
-        let ticker = Arc::new(std::sync::atomic::AtomicBool::new(checks.deadline));
+        let ticker = Arc::new(std::sync::atomic::AtomicBool::new(true));
         if checks.deadline {
             let (running, ticking) = (ticker.clone(), engine.weak());
             std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
@@ -136,6 +144,10 @@ impl PluginRuntime {
             })?;
         }
         Ok(PluginRuntime { engine, linker, cache, checks, ticker })
+    }
+
+    pub fn checks(&self) -> Checks {
+        self.checks
     }
 
     pub fn cache(&self) -> &ComponentCache {
@@ -233,5 +245,26 @@ impl LoadedPlugin {
                 self.contract.export_name()
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Checks;
+    use super::sandbox::{Limits, Sandbox};
+
+    fn sandbox(call_seconds: u64, fuel: Option<u64>) -> Sandbox {
+        Sandbox { limits: Limits { call_seconds, fuel, ..Limits::default() }, ..Sandbox::default() }
+    }
+
+    #[test]
+    fn the_engine_checks_what_one_plugin_step_needs() {
+        let needed = |sandboxes: &[Sandbox]| Checks::needed(sandboxes);
+        assert_eq!(needed(&[]), Checks { deadline: false, fuel: false });
+        assert_eq!(needed(&[Sandbox::default()]), Checks::default());
+        assert_eq!(needed(&[sandbox(0, None)]), Checks { deadline: false, fuel: false });
+        assert_eq!(needed(&[sandbox(0, None), sandbox(5, None)]), Checks { deadline: true, fuel: false });
+        assert_eq!(needed(&[sandbox(0, Some(10)), sandbox(0, None)]), Checks { deadline: false, fuel: true });
+        assert_eq!(Checks::default().describe(), "deadline checks, no fuel");
     }
 }
