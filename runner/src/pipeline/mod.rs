@@ -114,13 +114,13 @@ impl Plan {
             sandboxes.push(spec.sandbox(step)?);
         }
         // Checks slow every plugin: the engine compiles in only those a plugin step needs.
-        let plugin_sandboxes: Vec<Sandbox> = spec
-            .steps()
-            .zip(&sandboxes)
-            .filter(|(step, _)| matches!(step.implementation, Implementation::Plugin(_)))
-            .map(|(_, sandbox)| sandbox.clone().unwrap_or_default())
-            .collect();
-        let checks = Checks::needed(&plugin_sandboxes);
+        let default = Sandbox::default();
+        let checks = Checks::needed(
+            spec.steps()
+                .zip(&sandboxes)
+                .filter(|(step, _)| matches!(step.implementation, Implementation::Plugin(_)))
+                .map(|(_, sandbox)| sandbox.as_ref().unwrap_or(&default)),
+        );
         let mut runtime: Option<Arc<PluginRuntime>> = None;
         let mut steps = Vec::new();
         for (step, sandbox) in spec.steps().zip(sandboxes) {
