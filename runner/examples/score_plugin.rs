@@ -25,8 +25,9 @@ use std::time::Instant;
 use anyhow::Context;
 use runner::batch::{Batch, Column, Values};
 use runner::plugin::cache::ComponentCache;
+use runner::plugin::output::OutputBudget;
 use runner::plugin::sandbox::Sandbox;
-use runner::plugin::{Checks, PluginRuntime, PluginTransform};
+use runner::plugin::{Checks, PluginRuntime, PluginStep, PluginTransform};
 use runner::step::Transform;
 
 /// The runner's allocator (see `main.rs`), so the host's side of each call costs what it costs
@@ -68,7 +69,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         serde_json::json!({ "features": FEATURES, "classes": ["setosa", "versicolor", "virginica"] })
     };
-    let mut step = PluginTransform::open(&runtime, &loaded, "score", &config.to_string(), assets, &sandbox).await?;
+    let step = PluginStep {
+        runtime,
+        plugin: loaded,
+        step: "score".into(),
+        config: config.to_string(),
+        assets,
+        sandbox,
+        output: Arc::new(OutputBudget::new("score")),
+    };
+    let mut step = PluginTransform::open(&step).await?;
 
     let mut best = f64::INFINITY;
     for _ in 0..repeat {

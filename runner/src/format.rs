@@ -1,6 +1,33 @@
-//! Text forms of values, shared by every step that writes values as text.
+//! Text forms of values, shared by every step that writes values as text, and the bound on
+//! untrusted text the runner prints.
 
+use std::borrow::Cow;
 use std::fmt::Write;
+
+/// The longest text from outside the runner's control (a plugin's error message or log line)
+/// that it prints or stores in one piece, in bytes.
+pub const MESSAGE_BYTES: usize = 4096;
+
+/// `text`, or its first [`MESSAGE_BYTES`] (at a character boundary) and how much was cut:
+/// `...... (N bytes cut)`.
+pub fn cut(text: &str) -> Cow<'_, str> {
+    if text.len() <= MESSAGE_BYTES {
+        return text.into();
+    }
+    let mut end = MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes cut)", &text[..end], text.len() - end).into()
+}
+
+/// [`cut`], for an owned string.
+pub fn cut_owned(text: String) -> String {
+    match cut(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(short) => short,
+    }
+}
 
 /// Writes `x` as Python's `repr(float)` / `str(float)` does: the shortest text that reads back
 /// as the same float, with a `.0` on integral values, scientific notation when the decimal
@@ -132,7 +159,16 @@ pub fn python_float(x: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::python_float;
+    use super::{MESSAGE_BYTES, cut, python_float};
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(MESSAGE_BYTES); // two bytes each
+        let cut = cut(&long);
+        assert!(cut.ends_with(&format!("... ({} bytes cut)", MESSAGE_BYTES)), "{}", &cut[cut.len() - 40..]);
+        assert!(cut.len() < MESSAGE_BYTES + 40);
+    }
 
     #[test]
     fn the_memory_writes_what_the_formatter_writes() {

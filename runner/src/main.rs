@@ -10,7 +10,7 @@ use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
 use runner::plugin::contract::{PACKAGE, spoken};
 use runner::plugin::{Checks, ComponentCache, PluginRuntime};
 use runner::spec::Role;
-use runner::spec::Spec;
+use runner::spec::{Spec, SpecError};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not the system allocator: batches are built on one thread and freed on another,
@@ -212,6 +212,8 @@ fn run(mut args: RunArgs) -> ExitCode {
         Some(e) => match e.downcast_ref::<Interrupted>() {
             Some(Interrupted("SIGINT")) => ExitCode::from(130),
             Some(_) => ExitCode::from(143),
+            // A plugin that refused its config: the spec is at fault, as `validate` says too.
+            None if e.downcast_ref::<SpecError>().is_some() => ExitCode::from(EXIT_INVALID),
             None => ExitCode::from(EXIT_RUN_FAILED),
         },
     }
@@ -222,6 +224,15 @@ fn validate(args: CommonArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(code) => return code,
     };
+    // Each plugin is opened once with its config and assets: a config it refuses is invalid.
+    let checked = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(plan.check_plugins()));
+    if let Err(e) = checked {
+        eprintln!("error: {e:#}");
+        let invalid = e.downcast_ref::<SpecError>().is_some();
+        return ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_RUN_FAILED });
+    }
     println!("{}: ok", args.spec.display());
     for step in &plan.steps {
         println!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());

@@ -50,8 +50,11 @@ pub struct S3Options {
     /// `anonymous = true`: send unsigned requests (public buckets); no credentials needed.
     #[serde(default)]
     pub anonymous: bool,
-    /// `timeout_seconds = 30`: give up on a request (and its retries) after this long. Data is
-    /// read in ranges of 8 MiB, one request each, so a long read is many short requests.
+    /// `timeout_seconds = 30`: the budget of one request: a request that fails on a connection
+    /// refused, reset or timed out, or a 5xx answer, is sent again with backoff (from the byte
+    /// where a read stopped) until this long has passed since it was first sent; then the run
+    /// fails. Data is read in ranges of 8 MiB, one request each, so a long read is many short
+    /// requests, each with its own budget: an outage shorter than this costs no data.
     pub timeout_seconds: Option<u64>,
 }
 
@@ -80,6 +83,8 @@ pub struct ObjectUrl {
     pub is_prefix: bool,
     /// How to show it to a human: resolved, and never with credentials.
     display: String,
+    /// How long a request is retried through transient failures (`s3://` only).
+    retry_seconds: Option<u64>,
 }
 
 impl fmt::Display for ObjectUrl {
@@ -112,7 +117,7 @@ impl ObjectUrl {
         if is_prefix {
             display.push('/');
         }
-        Ok(ObjectUrl { store: Arc::new(LocalFileSystem::new()), path, is_prefix, display })
+        Ok(ObjectUrl { store: Arc::new(LocalFileSystem::new()), path, is_prefix, display, retry_seconds: None })
     }
 
     fn s3(rest: &str, is_prefix: bool, options: &S3Options) -> anyhow::Result<ObjectUrl> {
@@ -121,7 +126,8 @@ impl ObjectUrl {
             bail!("`s3://{rest}`: no bucket name");
         }
         // Client options first: `with_client_options` replaces what `with_allow_http` sets.
-        let timeout = Duration::from_secs(options.timeout_seconds.unwrap_or(30));
+        let seconds = options.timeout_seconds.unwrap_or(30);
+        let timeout = Duration::from_secs(seconds);
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_client_options(
             ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(timeout),
         );
@@ -154,18 +160,20 @@ impl ObjectUrl {
                  or `access_key_id`/`secret_access_key` under [s3], or `anonymous = true`"
             );
         }
-        // Fail within the timeout instead of object_store's default of retrying for minutes.
-        builder = builder.with_retry(RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 3,
-            retry_timeout: timeout,
-        });
+        // Transient failures (refused, reset, timed out, 5xx) are retried until the budget is
+        // spent, however many attempts that takes: a server restarting for a few seconds costs
+        // nothing. object_store resumes an interrupted body from the byte where it stopped (same
+        // ETag). Backoff stays short, so a run resumes soon after the server is back.
+        let backoff =
+            BackoffConfig { init_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(1), base: 2.0 };
+        builder = builder.with_retry(RetryConfig { backoff, max_retries: usize::MAX, retry_timeout: timeout });
         let store = builder.build().with_context(|| format!("s3://{bucket}"))?;
         let mut display = format!("s3://{bucket}/{key}");
         if let Some(endpoint) = &options.endpoint {
             display.push_str(&format!(" (at {endpoint})"));
         }
-        Ok(ObjectUrl { store: Arc::new(store), path: ObjectPath::from(key), is_prefix, display })
+        let path = ObjectPath::from(key);
+        Ok(ObjectUrl { store: Arc::new(store), path, is_prefix, display, retry_seconds: Some(seconds) })
     }
 
     /// The objects this URL names (path, size, ETag): itself (checked to be readable), or every
@@ -189,7 +197,7 @@ impl ObjectUrl {
                 }
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::debug!("{self}: the first range is asked for again ({})", describe_error(&e));
+                    tracing::debug!("{self}: the first range is asked for again ({})", self.describe(&e));
                     None
                 }
             };
@@ -200,7 +208,7 @@ impl ObjectUrl {
             .list(Some(&self.path))
             .try_collect()
             .await
-            .map_err(|e| anyhow::anyhow!("{self}: {}", describe_error(&e)))?;
+            .map_err(|e| anyhow::anyhow!("{self}: {}", self.describe(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(found.into_iter().map(|meta| Found { meta, first: None }).collect())
@@ -257,8 +265,14 @@ impl ObjectUrl {
                 };
                 bail!("{self}: {}", if bucket_missing { "no such bucket" } else { "no such object" })
             }
-            Err(e) => bail!("{self}: {}", describe_error(&e)),
+            Err(e) => bail!("{self}: {}", self.describe(&e)),
         }
+    }
+
+    /// A one-line description of a store error, without credentials (the caller adds the URL):
+    /// for a connection that kept failing, how long it was retried.
+    pub fn describe(&self, e: &object_store::Error) -> String {
+        describe_error(e, self.retry_seconds)
     }
 
     /// How to name one object of this URL in messages.
@@ -291,7 +305,9 @@ fn chunk_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64>> + Send 
 }
 
 /// A one-line description of a store error, without credentials: the caller adds the URL.
-pub fn describe_error(e: &object_store::Error) -> String {
+/// `retry_seconds`: how long transient failures were retried.
+fn describe_error(e: &object_store::Error, retry_seconds: Option<u64>) -> String {
+    let retried = retry_seconds.map_or(String::new(), |s| format!(", still failing after {s} s of retries"));
     let text = match e {
         object_store::Error::NotFound { source, .. } if source.to_string().contains("NoSuchBucket") => {
             "no such bucket".to_string()
@@ -310,9 +326,11 @@ pub fn describe_error(e: &object_store::Error) -> String {
             {
                 "access denied: check the credentials".to_string()
             } else if timed_out(other) {
-                "timed out: no answer within `timeout_seconds` (under [s3], default 30)".to_string()
+                format!("timed out: no answer within `timeout_seconds` (under [s3], default 30){retried}")
             } else if text.contains("Connection refused") || text.contains("error sending request") {
-                "cannot connect to the S3 endpoint (is the server running?)".to_string()
+                format!(
+                    "cannot connect to the S3 endpoint (is the server running?){retried} (`timeout_seconds` under [s3])"
+                )
             } else {
                 text
             }

@@ -17,6 +17,8 @@ pub struct Counts {
     pub busy: Duration,
     /// Rows the step's error policy skipped or dead-lettered.
     pub rejected: u64,
+    /// Lines of a plugin's output (log, stdout, stderr) dropped over its rate limit.
+    pub suppressed: u64,
 }
 
 impl Counts {
@@ -27,6 +29,7 @@ impl Counts {
         self.rows_out += other.rows_out;
         self.busy += other.busy;
         self.rejected += other.rejected;
+        self.suppressed += other.suppressed;
     }
 }
 
@@ -88,6 +91,7 @@ impl RunReport {
                     "rows_out": s.counts.rows_out,
                     "busy_seconds": s.counts.busy.as_secs_f64(),
                     "rejected": s.counts.rejected,
+                    "suppressed_lines": s.counts.suppressed,
                     "plugin": s.plugin.as_ref().map(|p| json!({
                         "cache": p.cache,
                         "load_seconds": p.load_time.as_secs_f64(),
@@ -147,6 +151,9 @@ impl std::fmt::Display for RunReport {
             )?;
             if step.counts.rejected > 0 {
                 write!(f, "  ({} rows rejected)", step.counts.rejected)?;
+            }
+            if step.counts.suppressed > 0 {
+                write!(f, "  ({} lines of plugin output dropped)", step.counts.suppressed)?;
             }
             if let Some(load) = &step.plugin {
                 write!(

@@ -413,6 +413,26 @@ impl Spec {
         Ok(value.to_string())
     }
 
+    /// A plugin refused the step's `config` table: an error located at that table (at the
+    /// step's `plugin` value when it has none), quoting the plugin's `message`. Positions in the
+    /// message (serde's "at line 1 column 24") are in the JSON the plugin received, not in the
+    /// spec: the error says so.
+    pub fn config_refused(&self, step: &StepSpec, plugin: &str, message: &str) -> SpecError {
+        let doc = Document { path: &self.path, text: &self.text };
+        let at = doc.parse().ok().and_then(|root| doc.find(&root, Some(step), "config").map(|c| c.span().start));
+        let Location { line, column } = at.map_or_else(|| step.implementation_at.clone(), |at| doc.location(at));
+        let json_position = message.contains(" line ") && message.contains(" column ");
+        let note =
+            if json_position { " (that position is in the config as JSON, as the plugin received it)" } else { "" };
+        let table = if at.is_some() { "with its `config` table" } else { "(the step has no `config` table)" };
+        SpecError {
+            path: self.path.clone(),
+            line,
+            column,
+            message: format!("step `{}`: plugin `{plugin}` refused to open {table}: {message}{note}", step.name),
+        }
+    }
+
     /// An error about a step, located at its `kind` or `plugin` value.
     pub fn step_error(&self, step: &StepSpec, message: impl fmt::Display) -> SpecError {
         SpecError {

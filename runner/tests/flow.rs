@@ -282,7 +282,7 @@ fn many_rows(path: &Path, rows: usize) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Redis killed and restarted during a run of 120k rows: the sink retries through the outage and
+/// Redis killed and restarted (2 s later) during a run of 120k rows: the sink retries through the outage and
 /// the run completes; keys written before the kill died with that server, and a rerun leaves
 /// exactly what a clean run leaves (the keys are idempotent).
 #[test]
@@ -316,7 +316,7 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     redis.kill();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(std::time::Duration::from_secs(2));
     redis.restart();
     let output = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
@@ -380,7 +380,7 @@ async fn a_slow_reader_outlives_the_request_timeout() {
 #[tokio::test]
 async fn an_object_replaced_mid_read_fails_instead_of_mixing_versions() {
     use futures::StreamExt;
-    use runner::object_url::{ObjectUrl, S3Options, describe_error};
+    use runner::object_url::{ObjectUrl, S3Options};
 
     let dir = common::temp();
     let path = dir.path().join("data.bin");
@@ -396,10 +396,77 @@ async fn an_object_replaced_mid_read_fails_instead_of_mixing_versions() {
             std::fs::write(dir.path().join("new.bin"), vec![b'b'; 40 << 20]).unwrap();
             std::fs::rename(dir.path().join("new.bin"), &path).unwrap();
         }
-        outcomes.push(chunk.map(|bytes| bytes.iter().all(|&b| b == b'a')).map_err(|e| describe_error(&e)));
+        outcomes.push(chunk.map(|bytes| bytes.iter().all(|&b| b == b'a')).map_err(|e| url.describe(&e)));
     }
     let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     assert!(outcomes.iter().all(|o| o != &Ok(false)), "no chunk of the second version is returned: {outcomes:?}");
     assert!(!failed.is_empty(), "the read notices the change: {outcomes:?}");
     assert!(failed.iter().all(|e| e.as_str() == "the object changed while it was being read"), "{failed:?}");
+}
+
+/// The S3 server goes away in the middle of reading an object and comes back two seconds
+/// later: the range requested during the outage is retried until the server answers, and the
+/// object read is byte for byte the object stored.
+#[tokio::test]
+async fn an_s3_outage_mid_read_is_retried_through() {
+    use futures::StreamExt;
+    use runner::object_url::{ObjectUrl, S3Options};
+
+    let mut s3 = S3Server::start();
+    s3.bucket("batch");
+    let dir = common::temp();
+    let content: Vec<u8> = (0..30u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &content).unwrap();
+    s3.put("batch", "big.bin", &dir.path().join("big.bin"));
+    let options = S3Options {
+        endpoint: Some(s3.endpoint()),
+        access_key_id: Some(S3_ACCESS_KEY.into()),
+        secret_access_key: Some(S3_SECRET_KEY.into()),
+        timeout_seconds: Some(10),
+        ..S3Options::default()
+    };
+    let url = ObjectUrl::parse("s3://batch/big.bin", dir.path(), &options).unwrap();
+    let found = url.objects().await.unwrap().into_iter().next().unwrap();
+    let mut chunks = Box::pin(url.read_chunks(found));
+    let mut read = Vec::new();
+    // The first range came with the lookup; the next two are in flight. Let them arrive, then
+    // take the server away: the fourth range is asked for while it is down.
+    read.extend_from_slice(&chunks.next().await.unwrap().unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let outage = std::time::Instant::now();
+    s3.stop();
+    let back = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        s3.restart();
+        s3
+    });
+    let mut count = 1;
+    while let Some(chunk) = chunks.next().await {
+        read.extend_from_slice(&chunk.expect("every range is read, retried through the outage"));
+        count += 1;
+    }
+    assert!(outage.elapsed() >= std::time::Duration::from_secs(2), "the read waited for the server");
+    let _s3 = back.await.unwrap();
+    assert_eq!(count, 5, "30 MiB in ranges of 1, 8, 8, 8 and 5 MiB");
+    assert!(read == content, "the chunks put together are the object");
+}
+
+/// The S3 server is down when the run starts and back two seconds later: the data's lookup and
+/// the model asset are retried until it answers, and Redis ends up with exactly the original
+/// flow's contents.
+#[test]
+fn an_s3_server_down_at_start_up_is_waited_for() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut s3 = bucket();
+    s3.stop();
+    let mut command = flow(&s3, &redis.url());
+    command.args(["run", "pipelines/iris.toml"]).stderr(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let child = command.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    s3.restart();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(redis.contents(), expected_contents());
 }

@@ -283,10 +283,13 @@ fn source_transform_and_sink_examples_work_together() {
 
     // No grant: the sink sees no directory, and says so.
     std::fs::write(&path, spec("")).unwrap();
+    // A plugin that refuses to open for want of a grant: a spec error, exit status 2.
     let output = run(&["run", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains("plugin `dir_sink.wasm` failed to open: cannot create /out/rows.csv.partial"),
+        stderr(&output).contains(
+            "plugin `dir_sink.wasm` refused to open with its `config` table: cannot create /out/rows.csv.partial"
+        ),
         "{}",
         stderr(&output)
     );
@@ -322,11 +325,15 @@ fn a_python_plugin_runs() {
         assert_eq!(got[3], source[3] * 10.0);
     }
     assert_eq!(out.lines().count(), 151);
-    // Bad config: the Python `Err` arrives as the plugin's message.
+    // Bad config: the Python `Err` arrives as the plugin's message, a spec error (exit 2).
     std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("factor = 10", "factor = \"x\"")).unwrap();
     let output = run(&["run", spec.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("plugin `scale.wasm` failed to open: invalid config"), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("plugin `scale.wasm` refused to open with its `config` table: invalid config"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// Builds plugins/python/scale with componentize-py, once; `None` (test skipped) when it is not

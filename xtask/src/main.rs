@@ -97,6 +97,7 @@ fn test() -> Result<(), String> {
         cargo().current_dir(root().join("plugins")).args([
             "clippy",
             "--workspace",
+            "--all-targets",
             "--target",
             "wasm32-wasip2",
             "--",

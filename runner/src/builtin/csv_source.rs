@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
-use crate::object_url::{Found, ObjectUrl, describe_error};
+use crate::object_url::{Found, ObjectUrl};
 use crate::pipeline::policy::{Policy, Rejected};
 use crate::pipeline::{Counting, Progress};
 use crate::step::Source;
@@ -112,7 +112,8 @@ async fn read_objects(
     for found in objects {
         let name = url.name_of(&found.meta.location);
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-        let chunks = url.read_chunks(found).map_err(|e| std::io::Error::other(describe_error(&e)));
+        let reader = url.clone();
+        let chunks = url.read_chunks(found).map_err(move |e| std::io::Error::other(reader.describe(&e)));
         let stream = StreamReader::new(chunks);
         let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());

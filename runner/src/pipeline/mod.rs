@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::batch::Batch;
 use crate::builtin::Builtin;
 use crate::object_url::S3Options;
+use crate::plugin::output::OutputBudget;
 use crate::plugin::sandbox::Sandbox;
 use crate::plugin::{Checks, ComponentCache, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
@@ -91,6 +92,8 @@ pub enum PlannedImplementation {
         assets: BTreeMap<String, String>,
         /// Its limits and grants.
         sandbox: Sandbox,
+        /// What its instances may print, together; counts what it drops.
+        output: Arc<OutputBudget>,
     },
 }
 
@@ -148,7 +151,9 @@ impl Plan {
                     let plugin = runtime.load(&path).map_err(|e| spec.step_error(step, format!("{e:#}")))?;
                     plugin.expect_role(step.role).map_err(|e| spec.step_error(step, e))?;
                     let config = spec.config_json(step)?;
-                    PlannedImplementation::Plugin { plugin, config, assets, sandbox: sandbox.unwrap_or_default() }
+                    let output = Arc::new(OutputBudget::new(&step.name));
+                    let sandbox = sandbox.unwrap_or_default();
+                    PlannedImplementation::Plugin { plugin, config, assets, sandbox, output }
                 }
             };
             let workers = match (step.role, step.workers, &implementation) {
@@ -173,9 +178,27 @@ impl Plan {
     pub async fn run(self) -> RunReport {
         let started = Instant::now();
         let pipeline = self.spec.name();
+        let planned = self.steps.clone();
         let mut steps: Vec<StepStats> = self.steps.iter().map(|s| s.stats()).collect();
         let error = self.stream(&mut steps).await.err();
+        // Counted even when the run failed while opening (a plugin that floods in `open`).
+        for (stats, step) in steps.iter_mut().zip(&planned) {
+            stats.counts.suppressed = step.suppressed_lines();
+        }
         RunReport { pipeline, steps, elapsed: started.elapsed(), error }
+    }
+
+    /// Opens every plugin step once with its config and assets, reading no data, and drops it:
+    /// a plugin that refuses its config fails with a [`SpecError`] (inside the error), located
+    /// at the step's `config` table. What `runner validate` does after [`Plan::new`].
+    pub async fn check_plugins(&self) -> anyhow::Result<()> {
+        let context = self.context(Arc::default());
+        for step in &self.steps {
+            if let PlannedImplementation::Plugin { .. } = step.implementation {
+                open::check_plugin(&context, step).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens only the source and reads its first batch: how `runner lookup` learns the types.
@@ -194,17 +217,23 @@ impl Plan {
         let progress = Arc::new(Progress::default());
         let context = self.context(progress.clone());
         let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
-        let policies: Vec<Policy> = {
+        // Signals are watched from the start: a signal while the steps open (a plugin's `open`
+        // that never returns, with no deadline) stops the run with its summary too.
+        let stop = Arc::new(Stop::default());
+        let signals = stop.watch_on_own_thread().context("cannot watch for signals")?;
+        let opening = async {
             let mut policies = Vec::new();
             for step in &self.steps {
                 policies.push(open::policy(&context, step).await?);
             }
-            policies
+            let opened = open_all(&context, &self.steps, &policies).await?;
+            Ok::<_, anyhow::Error>((policies, opened))
         };
-        let (source, transforms, sink) = open_all(&context, &self.steps, &policies).await?;
+        let (policies, (source, transforms, sink)) = tokio::select! {
+            opened = opening => opened?,
+            signal = stop.signalled() => return Err(Interrupted(signal).into()),
+        };
         let _display = progress.show(self.progress);
-        let stop = Arc::new(Stop::default());
-        let signals = stop.watch_on_own_thread().context("cannot watch for signals")?;
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -313,6 +342,14 @@ fn resolve_plugin(spec: &Spec, step: &StepSpec, name: &str, plugin_dirs: &[PathB
 }
 
 impl PlannedStep {
+    /// Lines of its plugin's output dropped over the rate limit so far (0 for a built-in step).
+    pub fn suppressed_lines(&self) -> u64 {
+        match &self.implementation {
+            PlannedImplementation::Plugin { output, .. } => output.suppressed(),
+            PlannedImplementation::Builtin(_) => 0,
+        }
+    }
+
     /// Counters for this step, zero until it runs.
     fn stats(&self) -> StepStats {
         StepStats {

@@ -10,8 +10,8 @@ use object_store::ObjectStoreExt;
 use super::policy::{DeadLetter, Policy};
 use super::progress::Progress;
 use super::{PlannedImplementation, PlannedStep};
-use crate::object_url::{ObjectUrl, S3Options, describe_error};
-use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginTransform};
+use crate::object_url::{ObjectUrl, S3Options};
+use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
 use crate::spec::Spec;
 use crate::step::{Sink, Source, Transform};
 
@@ -46,62 +46,85 @@ pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result
 
 pub async fn source(context: &OpenContext, step: &PlannedStep, policy: Policy) -> anyhow::Result<Box<dyn Source>> {
     let name = &step.spec.name;
-    let opened: anyhow::Result<Box<dyn Source>> = async {
-        match &step.implementation {
-            PlannedImplementation::Builtin(b) => b.open_source(context, name, policy).await,
-            PlannedImplementation::Plugin { plugin, config, assets, sandbox } => {
-                let bytes = fetch_assets(context, assets).await?;
-                let batch_rows = context.spec.pipeline.batch_rows.get();
-                let source =
-                    PluginSource::open(context.runtime(), plugin, name, config, bytes, sandbox, batch_rows).await;
-                Ok(Box::new(source.map_err(|e| with_assets(e, assets))?) as Box<dyn Source>)
-            }
+    match &step.implementation {
+        PlannedImplementation::Builtin(b) => {
+            b.open_source(context, name, policy).await.with_context(|| format!("step `{name}`"))
+        }
+        PlannedImplementation::Plugin { .. } => {
+            let plugin = plugin_step(context, step).await?;
+            let batch_rows = context.spec.pipeline.batch_rows.get();
+            let source = PluginSource::open(&plugin, batch_rows).await.map_err(|e| open_failed(context, step, e))?;
+            Ok(Box::new(source))
         }
     }
-    .await;
-    opened.with_context(|| format!("step `{name}`"))
 }
 
 /// Opens `step.workers` instances of a transform.
 pub async fn transform(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Vec<Box<dyn Transform>>> {
-    let name = &step.spec.name;
-    let opened: anyhow::Result<Vec<Box<dyn Transform>>> = async {
-        let mut workers: Vec<Box<dyn Transform>> = Vec::with_capacity(step.workers);
-        match &step.implementation {
-            PlannedImplementation::Builtin(b) => {
-                for _ in 0..step.workers {
-                    workers.push(b.open_transform(context)?);
-                }
-            }
-            PlannedImplementation::Plugin { plugin, config, assets, sandbox } => {
-                let bytes = fetch_assets(context, assets).await?;
-                for _ in 0..step.workers {
-                    let transform =
-                        PluginTransform::open(context.runtime(), plugin, name, config, bytes.clone(), sandbox).await;
-                    workers.push(Box::new(transform.map_err(|e| with_assets(e, assets))?));
-                }
+    let mut workers: Vec<Box<dyn Transform>> = Vec::with_capacity(step.workers);
+    match &step.implementation {
+        PlannedImplementation::Builtin(b) => {
+            for _ in 0..step.workers {
+                workers.push(b.open_transform(context).with_context(|| format!("step `{}`", step.spec.name))?);
             }
         }
-        Ok(workers)
+        PlannedImplementation::Plugin { .. } => {
+            let plugin = plugin_step(context, step).await?;
+            for _ in 0..step.workers {
+                let transform = PluginTransform::open(&plugin).await.map_err(|e| open_failed(context, step, e))?;
+                workers.push(Box::new(transform));
+            }
+        }
     }
-    .await;
-    opened.with_context(|| format!("step `{name}`"))
+    Ok(workers)
 }
 
 pub async fn sink(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Box<dyn Sink>> {
     let name = &step.spec.name;
-    let opened: anyhow::Result<Box<dyn Sink>> = async {
-        match &step.implementation {
-            PlannedImplementation::Builtin(b) => b.open_sink(context).await,
-            PlannedImplementation::Plugin { plugin, config, assets, sandbox } => {
-                let bytes = fetch_assets(context, assets).await?;
-                let sink = PluginSink::open(context.runtime(), plugin, name, config, bytes, sandbox).await;
-                Ok(Box::new(sink.map_err(|e| with_assets(e, assets))?) as Box<dyn Sink>)
-            }
+    match &step.implementation {
+        PlannedImplementation::Builtin(b) => b.open_sink(context).await.with_context(|| format!("step `{name}`")),
+        PlannedImplementation::Plugin { .. } => {
+            let plugin = plugin_step(context, step).await?;
+            Ok(Box::new(PluginSink::open(&plugin).await.map_err(|e| open_failed(context, step, e))?))
         }
     }
-    .await;
-    opened.with_context(|| format!("step `{name}`"))
+}
+
+/// Instantiates a plugin step once and opens it with its config and assets (no data flows):
+/// its refusal of the config is a spec error.
+pub async fn check_plugin(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<()> {
+    let plugin = plugin_step(context, step).await?;
+    plugin.check_open().await.map_err(|e| open_failed(context, step, e))
+}
+
+/// What it takes to open instances of a plugin step: its assets are fetched here, once.
+async fn plugin_step(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<PluginStep> {
+    let PlannedImplementation::Plugin { plugin, config, assets, sandbox, output } = &step.implementation else {
+        unreachable!("only plugin steps have plugins")
+    };
+    let bytes = fetch_assets(context, assets).await.with_context(|| format!("step `{}`", step.spec.name))?;
+    Ok(PluginStep {
+        runtime: context.runtime().clone(),
+        plugin: plugin.clone(),
+        step: step.spec.name.clone(),
+        config: config.clone(),
+        assets: bytes,
+        sandbox: sandbox.clone(),
+        output: output.clone(),
+    })
+}
+
+/// A plugin that refused its config points at the `config` table of the spec (a spec error);
+/// any other failure to open names the step and its assets.
+fn open_failed(context: &OpenContext, step: &PlannedStep, error: anyhow::Error) -> anyhow::Error {
+    let PlannedImplementation::Plugin { assets, .. } = &step.implementation else { return error };
+    match error.downcast::<Refused>() {
+        Ok(refused) => {
+            let message = format!("{}{}", refused.message, assets_note(assets));
+            context.spec.config_refused(&step.spec, &refused.plugin, &message).into()
+        }
+        Err(error) => anyhow::anyhow!("{error:#}{}", assets_note(assets)).context(format!("step `{}`", step.spec.name)),
+    }
 }
 
 /// Reads every asset a plugin step declares, through the same stores as the data.
@@ -114,17 +137,18 @@ async fn fetch_assets(context: &OpenContext, assets: &BTreeMap<String, String>) 
             Ok(object) => object.bytes().await,
             Err(e) => Err(e),
         }
-        .map_err(|e| anyhow::anyhow!("asset `{name}` ({location}): {}", describe_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!("asset `{name}` ({location}): {}", location.describe(&e)))?;
         bytes.insert(name.clone(), Arc::new(data.to_vec()));
     }
     Ok(Arc::new(bytes))
 }
 
-/// A plugin that fails to open often fails on an asset: say where each one came from.
-fn with_assets(error: anyhow::Error, assets: &BTreeMap<String, String>) -> anyhow::Error {
+/// A plugin that fails to open often fails on an asset: say where each one came from
+/// (` (assets: model = s3://...)`; empty without assets).
+fn assets_note(assets: &BTreeMap<String, String>) -> String {
     if assets.is_empty() {
-        return error;
+        return String::new();
     }
     let list: Vec<String> = assets.iter().map(|(name, url)| format!("{name} = {url}")).collect();
-    anyhow::anyhow!("{error:#} (assets: {})", list.join(", "))
+    format!(" (assets: {})", list.join(", "))
 }

@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::batch::{Batch, Values};
 use crate::builtin::redis_sink::{connect, redacted};
+use crate::format::cut;
 
 /// `on_error = "..."`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -63,7 +64,7 @@ pub struct Rejected {
 
 impl Rejected {
     fn to_json(&self) -> String {
-        let mut entry = json!({ "step": self.step, "reason": self.reason, "row": self.row });
+        let mut entry = json!({ "step": self.step, "reason": cut(&self.reason), "row": self.row });
         if let Some(at) = &self.at {
             entry["at"] = Value::String(at.clone());
         }

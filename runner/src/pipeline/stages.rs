@@ -63,6 +63,8 @@ fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stag
 #[derive(Debug, Default)]
 pub struct Stop {
     signal: std::sync::OnceLock<&'static str>,
+    /// Wakes [`Stop::signalled`] (a permit is kept if nobody waits yet).
+    notify: tokio::sync::Notify,
 }
 
 /// The run was stopped by a signal.
@@ -73,6 +75,16 @@ pub struct Interrupted(pub &'static str);
 impl Stop {
     pub fn signal(&self) -> Option<&'static str> {
         self.signal.get().copied()
+    }
+
+    /// Waits for the first signal; returns its name.
+    pub async fn signalled(&self) -> &'static str {
+        loop {
+            if let Some(signal) = self.signal() {
+                return signal;
+            }
+            self.notify.notified().await;
+        }
     }
 
     /// Watches for signals on a thread of its own until the returned guard is dropped: the
@@ -103,6 +115,7 @@ impl Stop {
             _ = term.recv() => "SIGTERM",
         };
         let _ = self.signal.set(first);
+        self.notify.notify_one();
         eprintln!("{first}: stopping after the batches in flight (send it again to abandon them)");
         let code = tokio::select! {
             _ = tokio::signal::ctrl_c() => 130,

@@ -9,12 +9,15 @@
 //! - `state`: the per-instance store data: the WASI context built from the grants, the memory
 //!   limiter, and the host functions plugins import (`log`, `asset`).
 //! - `convert`: moving batches across the boundary.
-//! - `steps`: `PluginSource`, `PluginTransform`, `PluginSink`, the adapters the pipeline drives.
+//! - `output`: bounds on what a plugin can make the host print (message size, log rate).
+//! - `steps`: `PluginSource`, `PluginTransform`, `PluginSink`, the adapters the pipeline drives,
+//!   and the wall-clock deadline of every call.
 
 mod bindings;
 pub mod cache;
 pub mod contract;
 mod convert;
+pub mod output;
 pub mod sandbox;
 mod state;
 mod steps;
@@ -30,7 +33,7 @@ use wasmtime::{Config, Engine, Store};
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use contract::Contract;
-pub use steps::{PluginSink, PluginSource, PluginTransform};
+pub use steps::{PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
 
 use crate::spec::Role;
 use sandbox::Sandbox;
@@ -150,10 +153,6 @@ impl PluginRuntime {
         self.checks
     }
 
-    pub fn cache(&self) -> &ComponentCache {
-        &self.cache
-    }
-
     /// Reads, compiles (or loads from the cache) and checks the component at `path`.
     /// Errors are one-line explanations meant for the user; the caller adds the step's name.
     pub fn load(&self, path: &Path) -> anyhow::Result<LoadedPlugin> {
@@ -200,8 +199,14 @@ impl PluginRuntime {
     }
 
     /// A store for one instance of a step's plugin, with the step's limits in force.
-    fn store(&self, step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<Store<State>> {
-        let mut store = Store::new(&self.engine, State::new(step, assets, sandbox)?);
+    fn store(
+        &self,
+        step: &str,
+        assets: AssetBytes,
+        sandbox: &Sandbox,
+        output: Arc<output::OutputBudget>,
+    ) -> anyhow::Result<Store<State>> {
+        let mut store = Store::new(&self.engine, State::new(step, assets, sandbox, output)?);
         store.limiter(|state| &mut state.limits);
         if self.checks.deadline {
             store.epoch_deadline_trap();

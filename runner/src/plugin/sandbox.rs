@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A plugin's standard output and standard error are not lost: each line goes to the runner's
-//! log, tagged with the step (`RUST_LOG=plugin=info` shows them; they are on by default).
+//! log, tagged with the step (`RUST_LOG=plugin=info` shows them; they are on by default), cut
+//! and rate-limited as `output` says.
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,6 +23,8 @@ use serde::Deserialize;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use super::output::{MESSAGE_BYTES, OutputBudget, cut_owned};
 
 /// Memory an instance may grow to when the spec does not say.
 pub const DEFAULT_MEMORY_MB: u64 = 1024;
@@ -159,8 +162,9 @@ impl Grants {
         if parts.is_empty() { "nothing".into() } else { parts.join(", ") }
     }
 
-    /// The WASI context of one instance: exactly what is granted, and stdio into the log.
-    pub fn wasi(&self, step: &str, stderr_tail: &StderrTail) -> anyhow::Result<WasiCtx> {
+    /// The WASI context of one instance: exactly what is granted, and stdio into the log
+    /// (within the step's output budget).
+    pub fn wasi(&self, step: &str, stderr_tail: &StderrTail, output: &Arc<OutputBudget>) -> anyhow::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         for dir in &self.dirs {
             let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
@@ -174,55 +178,69 @@ impl Grants {
         if self.network {
             builder.inherit_network().allow_ip_name_lookup(true);
         }
-        builder.stdout(AsyncStdoutStream::new(1 << 16, LogLines::new(step, "stdout", None)));
-        builder.stderr(AsyncStdoutStream::new(1 << 16, LogLines::new(step, "stderr", Some(stderr_tail.clone()))));
+        let lines = |stream, tail| LogLines::new(step, stream, tail, output.clone());
+        builder.stdout(AsyncStdoutStream::new(1 << 16, lines("stdout", None)));
+        builder.stderr(AsyncStdoutStream::new(1 << 16, lines("stderr", Some(stderr_tail.clone()))));
         Ok(builder.build())
     }
 }
 
-/// A writer that sends each line to the log, tagged with the step and the stream.
+/// A writer that sends each line to the log, tagged with the step and the stream: at most
+/// [`MESSAGE_BYTES`] of a line, within the step's output budget.
 struct LogLines {
     step: String,
     stream: &'static str,
     line: Vec<u8>,
+    /// Bytes of the current line past [`MESSAGE_BYTES`], not kept.
+    cut: usize,
     tail: Option<StderrTail>,
+    output: Arc<OutputBudget>,
 }
 
-/// A longer line is logged in pieces of this size: a plugin cannot make the host buffer more.
-const MAX_LINE: usize = 4096;
-
 impl LogLines {
-    fn new(step: &str, stream: &'static str, tail: Option<StderrTail>) -> LogLines {
-        LogLines { step: step.to_string(), stream, line: Vec::new(), tail }
+    fn new(step: &str, stream: &'static str, tail: Option<StderrTail>, output: Arc<OutputBudget>) -> LogLines {
+        LogLines { step: step.to_string(), stream, line: Vec::new(), cut: 0, tail, output }
     }
 
     fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line).into_owned();
+        let mut text = String::from_utf8_lossy(&self.line).trim_end_matches(['\r', '\n']).to_string();
         self.line.clear();
-        let text = text.trim_end_matches(['\r', '\n']);
+        if std::mem::take(&mut self.cut) > 0 {
+            text = cut_owned(text);
+        }
         if text.is_empty() {
             return;
         }
-        tracing::info!(target: "plugin", step = %self.step, stream = self.stream, "{text}");
         if let Some(tail) = &self.tail
             && let Ok(mut tail) = tail.lock()
         {
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
-            tail.push_back(text.to_string());
+            tail.push_back(text.clone());
         }
+        if self.output.admit(text.len()) {
+            tracing::info!(target: "plugin", step = %self.step, stream = self.stream, "{text}");
+        }
+    }
+
+    /// Keeps `bytes` of the current line, up to [`MESSAGE_BYTES`]; counts the rest as cut.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MESSAGE_BYTES.saturating_sub(self.line.len()).min(bytes.len());
+        self.line.extend_from_slice(&bytes[..room]);
+        self.cut += bytes.len() - room;
     }
 }
 
 impl AsyncWrite for LogLines {
     fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        for &byte in buf {
-            self.line.push(byte);
-            if byte == b'\n' || self.line.len() >= MAX_LINE {
-                self.emit();
-            }
+        let mut rest = buf;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.keep(&rest[..end]);
+            self.emit();
+            rest = &rest[end + 1..];
         }
+        self.keep(rest);
         Poll::Ready(Ok(buf.len()))
     }
 

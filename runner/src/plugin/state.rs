@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::AssetBytes;
 use super::bindings::v0_1;
 use super::bindings::v0_2::{host, types};
+use super::output::{OutputBudget, cut};
 use super::sandbox::{Sandbox, StderrTail};
 
 pub struct State {
@@ -19,23 +20,26 @@ pub struct State {
     /// The step's name, to tag the plugin's log lines.
     step: Arc<str>,
     assets: AssetBytes,
+    /// What the step's instances may log, together.
+    output: Arc<OutputBudget>,
     /// The memory cap, enforced by wasmtime when the instance grows its memory.
     pub limits: StoreLimits,
     pub stderr_tail: StderrTail,
 }
 
 impl State {
-    pub fn new(step: &str, assets: AssetBytes, sandbox: &Sandbox) -> anyhow::Result<State> {
+    pub fn new(step: &str, assets: AssetBytes, sandbox: &Sandbox, output: Arc<OutputBudget>) -> anyhow::Result<State> {
         let stderr_tail = StderrTail::default();
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size((sandbox.limits.memory_mb << 20) as usize)
             .trap_on_grow_failure(true)
             .build();
         Ok(State {
-            wasi: sandbox.grants.wasi(step, &stderr_tail)?,
+            wasi: sandbox.grants.wasi(step, &stderr_tail, &output)?,
             table: ResourceTable::new(),
             step: step.into(),
             assets,
+            output,
             limits,
             stderr_tail,
         })
@@ -52,8 +56,20 @@ impl types::Host for State {}
 
 impl host::Host for State {
     fn log(&mut self, level: host::Level, message: String) {
+        // `tracing` needs the level at compile time, hence one arm per level (twice). A line the
+        // log filter hides costs nothing of the step's output budget.
+        let shown = match level {
+            host::Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+            host::Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+            host::Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+            host::Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+            host::Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        };
+        if !shown || !self.output.admit(message.len()) {
+            return;
+        }
         let step = &*self.step;
-        // `tracing` needs the level at compile time, hence one arm per level.
+        let message = cut(&message);
         match level {
             host::Level::Trace => tracing::trace!(target: "plugin", step = %step, "{message}"),
             host::Level::Debug => tracing::debug!(target: "plugin", step = %step, "{message}"),

@@ -1,13 +1,19 @@
 //! Adapters that make a plugin instance look like a built-in step.
 //!
 //! Each adapter owns one wasmtime `Store` (so one instance, one linear memory) and the handle of
-//! the resource the plugin's `open` returned. Before every call the step's limits are re-armed
-//! (deadline, fuel); every error names the plugin, and a trap says which limit it hit.
+//! the resource the plugin's `open` returned. Every call into the plugin, instantiation
+//! included, runs under the step's limits: the per-call budgets (deadline, fuel) are re-armed
+//! before it, and it must return within `limits.call_seconds` of wall-clock time, whatever it
+//! does: computing (the epoch deadline traps it) or blocked in a host call such as a sleep (the
+//! call is abandoned; see [`within`]). Every error names the plugin, says which limit a call hit,
+//! and quotes at most [`MESSAGE_BYTES`](super::output::MESSAGE_BYTES) of anything the plugin wrote.
 //!
 //! A plugin is called through the bindings of the contract version it was built against
 //! ([`Bindings`]); the code of a call is the same for every version (see `either!` below).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use wasmtime::component::ResourceAny;
@@ -16,10 +22,42 @@ use wasmtime::{Store, Trap};
 use super::bindings::{v0_1, v0_2};
 use super::contract::Generation;
 use super::convert::CallError;
+use super::output::{OutputBudget, cut, cut_owned};
 use super::sandbox::{Limits, Sandbox};
 use super::{AssetBytes, Checks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
 use crate::step::{RowError, Sink, Source, Transform};
+
+/// Everything it takes to open an instance of a plugin step (again, after a trap).
+#[derive(Clone)]
+pub struct PluginStep {
+    pub runtime: Arc<PluginRuntime>,
+    pub plugin: LoadedPlugin,
+    /// The step's name, for logs and errors.
+    pub step: String,
+    /// The step's `config` table as JSON text.
+    pub config: String,
+    pub assets: AssetBytes,
+    pub sandbox: Sandbox,
+    /// What the step's instances may print, together.
+    pub output: Arc<OutputBudget>,
+}
+
+/// The plugin's `open` returned an error: it refused the step's `config` (or its assets). The
+/// spec is at fault, not the run: the pipeline reports it as a spec error.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}` refused to open: {message}")]
+pub struct Refused {
+    pub plugin: String,
+    /// The plugin's message, cut at [`MESSAGE_BYTES`](super::output::MESSAGE_BYTES).
+    pub message: String,
+}
+
+/// A call ran past its wall-clock deadline while the plugin was not computing (blocked in a
+/// host call): the call was abandoned.
+#[derive(Debug, thiserror::Error)]
+#[error("the call did not return within its deadline")]
+struct DeadlinePassed;
 
 /// A plugin's bindings, in the contract version it was built against.
 enum Bindings<Current, V0_1> {
@@ -43,18 +81,38 @@ macro_rules! either {
     };
 }
 
-/// Instantiates `$plugin` in `$store` through the bindings (`$world::$pre`) of its version.
+/// Instantiates the step's plugin in `$store` through the bindings (`$world::$pre`) of its
+/// version, within the step's deadline: `wasmtime::Result<Bindings<..>>`.
 macro_rules! instantiate {
-    ($plugin:expr, $store:expr, $world:ident :: $pre:ident) => {
-        match $plugin.contract.generation {
-            Generation::V0_2 => {
-                Bindings::V0_2(v0_2::$world::$pre::new($plugin.pre.clone())?.instantiate_async($store).await?)
-            }
-            Generation::V0_1 => {
-                Bindings::V0_1(v0_1::$world::$pre::new($plugin.pre.clone())?.instantiate_async($store).await?)
-            }
+    ($step:expr, $store:expr, $world:ident :: $pre:ident) => {{
+        let deadline = $step.sandbox.limits.deadline();
+        match $step.plugin.contract.generation {
+            Generation::V0_2 => match v0_2::$world::$pre::new($step.plugin.pre.clone()) {
+                Ok(pre) => within(deadline, pre.instantiate_async($store)).await.map(Bindings::V0_2),
+                Err(e) => Err(e),
+            },
+            Generation::V0_1 => match v0_1::$world::$pre::new($step.plugin.pre.clone()) {
+                Ok(pre) => within(deadline, pre.instantiate_async($store)).await.map(Bindings::V0_1),
+                Err(e) => Err(e),
+            },
         }
-    };
+    }};
+}
+
+/// Runs one call into a plugin under a wall-clock `deadline` (none for `None`).
+///
+/// While the plugin computes, the epoch deadline traps it ([`arm`]); while it waits in a host
+/// call (a sleep, a read), its code does not run and cannot be trapped, but the call yields to
+/// the runtime, so the timer here fires and drops the call: wasmtime then unwinds the plugin's
+/// stack. The instance is not used again.
+async fn within<T>(deadline: Option<Duration>, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    match deadline {
+        None => call.await,
+        Some(deadline) => match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::new(DeadlinePassed)),
+        },
+    }
 }
 
 /// Shared by the three adapters: the store, the resource, and what errors need to say.
@@ -65,19 +123,6 @@ struct Instance<B> {
     plugin: String,
     limits: Limits,
     checks: Checks,
-}
-
-/// A fresh store for `plugin`, and the plugin's file name.
-fn store(
-    runtime: &PluginRuntime,
-    plugin: &LoadedPlugin,
-    step: &str,
-    assets: AssetBytes,
-    sandbox: &Sandbox,
-) -> anyhow::Result<(Store<State>, String)> {
-    let mut store = runtime.store(step, assets, sandbox)?;
-    arm(&mut store, &sandbox.limits, runtime.checks)?;
-    Ok((store, plugin.file_name()))
 }
 
 /// A deadline in epoch ticks that no call reaches (and the engine's epoch plus it cannot
@@ -101,27 +146,37 @@ fn arm(store: &mut Store<State>, limits: &Limits, checks: Checks) -> anyhow::Res
     Ok(())
 }
 
-/// Why a call into the plugin did not return: a limit, a crash, or a failed host call.
+/// Why a call into the plugin did not return: a limit, a crash, an exit, or a failed host call.
 fn trap_message(e: &wasmtime::Error, store: &Store<State>, limits: &Limits) -> String {
     let text = format!("{e:#}");
-    let reason = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => {
+    let reason =
+        if e.downcast_ref::<DeadlinePassed>().is_some() || matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             format!("exceeded its time limit: a call ran longer than {} s (limits.call_seconds)", limits.call_seconds)
-        }
-        Some(Trap::OutOfFuel) => {
-            format!("used up its fuel: {} units in one call (limits.fuel)", limits.fuel.unwrap_or(u64::MAX))
-        }
-        _ if text.contains("growing memory") => {
-            format!("exceeded its memory limit of {} MiB (limits.memory_mb)", limits.memory_mb)
-        }
-        Some(Trap::UnreachableCodeReached) => "crashed (a panic, or `unreachable`)".to_string(),
-        Some(trap) => format!("trapped: {trap}"),
-        None => format!("failed: {}", text.lines().next().unwrap_or_default()),
-    };
+        } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            // WASI 0.2's `exit` (what Rust's and C's `exit` call) passes only success or failure:
+            // `exit(3)` arrives as 1. `exit-with-code` (WASI 0.2.12) passes the code itself.
+            match exit.0 {
+                0 => "exited (status 0) instead of returning from its call".to_string(),
+                1 => "exited with a failure status (1: WASI 0.2 passes any non-zero exit code as 1)".to_string(),
+                code => format!("exited with status {code}"),
+            }
+        } else {
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => {
+                    format!("used up its fuel: {} units in one call (limits.fuel)", limits.fuel.unwrap_or(u64::MAX))
+                }
+                _ if text.contains("growing memory") => {
+                    format!("exceeded its memory limit of {} MiB (limits.memory_mb)", limits.memory_mb)
+                }
+                Some(Trap::UnreachableCodeReached) => "crashed (a panic, or `unreachable`)".to_string(),
+                Some(trap) => format!("trapped: {trap}"),
+                None => format!("failed: {}", cut(text.lines().next().unwrap_or_default())),
+            }
+        };
     // A Rust panic prints its message on stderr just before the trap: quote it.
     let tail = store.data().stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "));
     match tail {
-        Ok(tail) if !tail.is_empty() => format!("{reason}; its last words on stderr: {tail}"),
+        Ok(tail) if !tail.is_empty() => format!("{reason}; its last words on stderr: {}", cut(&tail)),
         _ => reason,
     }
 }
@@ -138,13 +193,14 @@ impl<B> Instance<B> {
     /// An error the plugin returned through the contract; one that names a row is a
     /// [`RowError`], so the step's policy can reject just that row.
     fn failed(&self, e: CallError) -> anyhow::Error {
+        let message = cut(&e.message);
         match e.row {
             Some(row) => RowError {
                 row: row as usize,
-                message: format!("plugin `{}` failed at row {row} of the batch: {}", self.plugin, e.message),
+                message: format!("plugin `{}` failed at row {row} of the batch: {message}", self.plugin),
             }
             .into(),
-            None => anyhow::anyhow!("plugin `{}` failed: {}", self.plugin, e.message),
+            None => anyhow::anyhow!("plugin `{}` failed: {message}", self.plugin),
         }
     }
 
@@ -154,69 +210,98 @@ impl<B> Instance<B> {
     }
 }
 
-/// Maps the outcome of a plugin's `open`.
-fn opened(
-    result: wasmtime::Result<Result<ResourceAny, String>>,
-    plugin: &str,
-    store: &Store<State>,
-    limits: &Limits,
-) -> anyhow::Result<ResourceAny> {
-    match result {
-        Ok(Ok(handle)) => Ok(handle),
-        Ok(Err(message)) => Err(anyhow::anyhow!("plugin `{plugin}` failed to open: {message}")),
-        Err(e) => Err(anyhow::anyhow!("plugin `{plugin}` {} while opening", trap_message(&e, store, limits))),
+impl PluginStep {
+    /// A fresh store with the step's limits armed, and the plugin's file name.
+    fn store(&self) -> anyhow::Result<(Store<State>, String)> {
+        let mut store = self.runtime.store(&self.step, self.assets.clone(), &self.sandbox, self.output.clone())?;
+        arm(&mut store, &self.sandbox.limits, self.runtime.checks)?;
+        Ok((store, self.plugin.file_name()))
+    }
+
+    /// The instance around a resource `open` returned, or why there is none: the plugin's
+    /// refusal ([`Refused`]), or how instantiating or opening it failed.
+    fn opened<B>(
+        &self,
+        store: Store<State>,
+        bindings: B,
+        name: String,
+        result: wasmtime::Result<Result<ResourceAny, String>>,
+    ) -> anyhow::Result<Instance<B>> {
+        let limits = &self.sandbox.limits;
+        match result {
+            Ok(Ok(handle)) => Ok(Instance {
+                store,
+                bindings,
+                handle,
+                plugin: name,
+                limits: limits.clone(),
+                checks: self.runtime.checks,
+            }),
+            Ok(Err(message)) => Err(Refused { plugin: name, message: cut_owned(message) }.into()),
+            Err(e) => Err(anyhow::anyhow!("plugin `{name}` {} while opening", trap_message(&e, &store, limits))),
+        }
+    }
+
+    /// A failed instantiation: a trap in the component's start, or its deadline.
+    fn not_instantiated(&self, e: wasmtime::Error, store: &Store<State>, name: &str) -> anyhow::Error {
+        anyhow::anyhow!("plugin `{name}` {} while starting", trap_message(&e, store, &self.sandbox.limits))
+    }
+
+    async fn transform(&self) -> anyhow::Result<Instance<TransformBindings>> {
+        let (mut store, name) = self.store()?;
+        let bindings = match instantiate!(self, &mut store, transform::TransformPluginPre) {
+            Ok(bindings) => bindings,
+            Err(e) => return Err(self.not_instantiated(e, &store, &name)),
+        };
+        let deadline = self.sandbox.limits.deadline();
+        let result = either!(&bindings, b => within(deadline, b.etl_plugin_transform().transformer().call_open(&mut store, &self.config)).await);
+        self.opened(store, bindings, name, result)
+    }
+
+    async fn source(&self) -> anyhow::Result<Instance<SourceBindings>> {
+        let (mut store, name) = self.store()?;
+        let bindings = match instantiate!(self, &mut store, source::SourcePluginPre) {
+            Ok(bindings) => bindings,
+            Err(e) => return Err(self.not_instantiated(e, &store, &name)),
+        };
+        let deadline = self.sandbox.limits.deadline();
+        let result = either!(&bindings, b => within(deadline, b.etl_plugin_source().reader().call_open(&mut store, &self.config)).await);
+        self.opened(store, bindings, name, result)
+    }
+
+    async fn sink(&self) -> anyhow::Result<Instance<SinkBindings>> {
+        let (mut store, name) = self.store()?;
+        let bindings = match instantiate!(self, &mut store, sink::SinkPluginPre) {
+            Ok(bindings) => bindings,
+            Err(e) => return Err(self.not_instantiated(e, &store, &name)),
+        };
+        let deadline = self.sandbox.limits.deadline();
+        let result = either!(&bindings, b => within(deadline, b.etl_plugin_sink().writer().call_open(&mut store, &self.config)).await);
+        self.opened(store, bindings, name, result)
+    }
+
+    /// Instantiates the plugin once and opens it with the step's config and assets, then drops
+    /// it: what `runner validate` does to learn whether the plugin accepts its config.
+    pub async fn check_open(&self) -> anyhow::Result<()> {
+        match self.plugin.contract.role {
+            crate::spec::Role::Source => self.source().await.map(drop),
+            crate::spec::Role::Transform => self.transform().await.map(drop),
+            crate::spec::Role::Sink => self.sink().await.map(drop),
+        }
     }
 }
 
 pub struct PluginTransform {
     instance: Instance<TransformBindings>,
-    /// Set by a trap: the instance cannot be entered again; `recover` replaces it.
+    /// Set by a trap or a deadline: the instance cannot be entered again; `recover` replaces it.
     poisoned: bool,
-    reopen: Reopen,
-}
-
-/// What it takes to open a fresh instance of a transform.
-struct Reopen {
-    runtime: Arc<PluginRuntime>,
-    plugin: LoadedPlugin,
-    step: String,
-    config: String,
-    assets: AssetBytes,
-    sandbox: Sandbox,
+    step: PluginStep,
 }
 
 impl PluginTransform {
     /// Instantiates the plugin and opens its transformer with the step's config (JSON).
-    pub async fn open(
-        runtime: &Arc<PluginRuntime>,
-        plugin: &LoadedPlugin,
-        step: &str,
-        config: &str,
-        assets: AssetBytes,
-        sandbox: &Sandbox,
-    ) -> anyhow::Result<PluginTransform> {
-        let reopen = Reopen {
-            runtime: runtime.clone(),
-            plugin: plugin.clone(),
-            step: step.to_string(),
-            config: config.to_string(),
-            assets,
-            sandbox: sandbox.clone(),
-        };
-        Ok(PluginTransform { instance: reopen.instance().await?, poisoned: false, reopen })
-    }
-}
-
-impl Reopen {
-    async fn instance(&self) -> anyhow::Result<Instance<TransformBindings>> {
-        let Reopen { runtime, plugin, step, config, assets, sandbox } = self;
-        let (mut store, name) = store(runtime, plugin, step, assets.clone(), sandbox)?;
-        let bindings = instantiate!(plugin, &mut store, transform::TransformPluginPre);
-        let result =
-            either!(&bindings, b => b.etl_plugin_transform().transformer().call_open(&mut store, config).await);
-        let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
-        Ok(Instance { store, bindings, handle, plugin: name, limits, checks })
+    pub async fn open(step: &PluginStep) -> anyhow::Result<PluginTransform> {
+        Ok(PluginTransform { instance: step.transform().await?, poisoned: false, step: step.clone() })
     }
 }
 
@@ -225,10 +310,11 @@ impl Transform for PluginTransform {
     async fn process(&mut self, batch: Batch) -> anyhow::Result<Batch> {
         let i = &mut self.instance;
         i.arm()?;
-        let result = either!(&i.bindings, b => b
+        let deadline = i.limits.deadline();
+        let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_transform()
             .transformer()
-            .call_process(&mut i.store, i.handle, &batch.into())
+            .call_process(&mut i.store, i.handle, &batch.into()))
             .await
             .map(|r| r.map(Batch::try_from).map_err(CallError::from)));
         match result {
@@ -243,8 +329,8 @@ impl Transform for PluginTransform {
 
     async fn recover(&mut self) -> anyhow::Result<()> {
         if self.poisoned {
-            tracing::warn!(step = %self.reopen.step, "replacing the plugin instance after a trap");
-            self.instance = self.reopen.instance().await?;
+            tracing::warn!(step = %self.step.step, "replacing the plugin instance after a trap");
+            self.instance = self.step.transform().await?;
             self.poisoned = false;
         }
         Ok(())
@@ -253,10 +339,11 @@ impl Transform for PluginTransform {
     async fn finish(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.instance;
         i.arm()?;
-        let result = either!(&i.bindings, b => b
+        let deadline = i.limits.deadline();
+        let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_transform()
             .transformer()
-            .call_finish(&mut i.store, i.handle)
+            .call_finish(&mut i.store, i.handle))
             .await
             .map(|r| r.map(|batch| batch.map(Batch::try_from)).map_err(CallError::from)));
         match result {
@@ -274,21 +361,8 @@ pub struct PluginSource {
 }
 
 impl PluginSource {
-    pub async fn open(
-        runtime: &PluginRuntime,
-        plugin: &LoadedPlugin,
-        step: &str,
-        config: &str,
-        assets: AssetBytes,
-        sandbox: &Sandbox,
-        batch_rows: usize,
-    ) -> anyhow::Result<PluginSource> {
-        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
-        let bindings = instantiate!(plugin, &mut store, source::SourcePluginPre);
-        let result = either!(&bindings, b => b.etl_plugin_source().reader().call_open(&mut store, config).await);
-        let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
-        let instance = Instance { store, bindings, handle, plugin: name, limits, checks };
+    pub async fn open(step: &PluginStep, batch_rows: usize) -> anyhow::Result<PluginSource> {
+        let instance = step.source().await?;
         Ok(PluginSource { instance, batch_rows: u32::try_from(batch_rows).unwrap_or(u32::MAX) })
     }
 }
@@ -298,10 +372,11 @@ impl Source for PluginSource {
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
         let i = &mut self.instance;
         i.arm()?;
-        let result = either!(&i.bindings, b => b
+        let deadline = i.limits.deadline();
+        let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_source()
             .reader()
-            .call_next(&mut i.store, i.handle, self.batch_rows)
+            .call_next(&mut i.store, i.handle, self.batch_rows))
             .await
             .map(|r| r.map(|batch| batch.map(Batch::try_from)).map_err(CallError::from)));
         match result {
@@ -316,20 +391,8 @@ impl Source for PluginSource {
 pub struct PluginSink(Instance<SinkBindings>);
 
 impl PluginSink {
-    pub async fn open(
-        runtime: &PluginRuntime,
-        plugin: &LoadedPlugin,
-        step: &str,
-        config: &str,
-        assets: AssetBytes,
-        sandbox: &Sandbox,
-    ) -> anyhow::Result<PluginSink> {
-        let (mut store, name) = store(runtime, plugin, step, assets, sandbox)?;
-        let bindings = instantiate!(plugin, &mut store, sink::SinkPluginPre);
-        let result = either!(&bindings, b => b.etl_plugin_sink().writer().call_open(&mut store, config).await);
-        let handle = opened(result, &name, &store, &sandbox.limits)?;
-        let (limits, checks) = (sandbox.limits.clone(), runtime.checks);
-        Ok(PluginSink(Instance { store, bindings, handle, plugin: name, limits, checks }))
+    pub async fn open(step: &PluginStep) -> anyhow::Result<PluginSink> {
+        Ok(PluginSink(step.sink().await?))
     }
 }
 
@@ -338,10 +401,11 @@ impl Sink for PluginSink {
     async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
         let i = &mut self.0;
         i.arm()?;
-        let result = either!(&i.bindings, b => b
+        let deadline = i.limits.deadline();
+        let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_sink()
             .writer()
-            .call_write(&mut i.store, i.handle, &batch.into())
+            .call_write(&mut i.store, i.handle, &batch.into()))
             .await
             .map(|r| r.map_err(CallError::from)));
         match result {
@@ -354,10 +418,11 @@ impl Sink for PluginSink {
     async fn finish(&mut self) -> anyhow::Result<()> {
         let i = &mut self.0;
         i.arm()?;
-        let result = either!(&i.bindings, b => b
+        let deadline = i.limits.deadline();
+        let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_sink()
             .writer()
-            .call_finish(&mut i.store, i.handle)
+            .call_finish(&mut i.store, i.handle))
             .await
             .map(|r| r.map_err(CallError::from)));
         match result {
@@ -365,5 +430,23 @@ impl Sink for PluginSink {
             Ok(Err(e)) => Err(i.failed(e)),
             Err(e) => Err(i.trapped(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_abandoned() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        };
+        let started = std::time::Instant::now();
+        let e = within(Some(Duration::from_millis(50)), slow).await.unwrap_err();
+        assert!(e.downcast_ref::<DeadlinePassed>().is_some());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(within(None, async { Ok(7) }).await.unwrap(), 7);
     }
 }

@@ -118,16 +118,23 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut server = S3Server { port, root, stop: None, thread: None };
+        server.serve(listener);
+        server
+    }
+
+    /// Serves the root directory on `listener` in a thread of its own, until [`S3Server::stop`].
+    fn serve(&mut self, listener: TcpListener) {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         use hyper_util::server::conn::auto::Builder;
         use s3s::auth::SimpleAuth;
         use s3s::service::S3ServiceBuilder;
 
-        let root = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let filesystem = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let filesystem = s3s_fs::FileSystem::new(self.root.path()).expect("s3s-fs root");
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -148,8 +155,28 @@ impl S3Server {
                     }
                 }
             });
+            // The runtime goes with the thread: open connections are dropped, as when a server
+            // process dies.
         });
-        S3Server { port, root, stop: Some(stop), thread: Some(thread) }
+        self.stop = Some(stop);
+        self.thread = Some(thread);
+    }
+
+    /// Stops serving: the port refuses connections and open ones are closed. The data stays.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Serves again, on the same port, what was there before [`S3Server::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the S3 port again");
+        self.serve(listener);
     }
 
     pub fn endpoint(&self) -> String {
@@ -179,11 +206,6 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
