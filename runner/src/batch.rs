@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::format::{is_na, number_text, parse_bool};
+
 /// The values of one column: one vector per type, as in the WIT `values` variant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
@@ -91,6 +93,37 @@ impl Values {
         match self {
             Values::Dictionary(d) => Values::String(d.keys.iter().map(|&k| d.values[k as usize].clone()).collect()),
             other => other,
+        }
+    }
+
+    /// Appends one field of text read as this column's type, as the CSV source and
+    /// `runner lookup` read values: numbers may have spaces around them, booleans are
+    /// `True`/`true`/`TRUE` (or false), and a missing value ([`is_na`]: empty, `NA`, `NaN`, ...)
+    /// appends a placeholder and returns `Ok(true)`. `Err` says what was expected.
+    pub fn push_text(&mut self, text: &str) -> Result<bool, &'static str> {
+        let null = is_na(text);
+        match self {
+            Values::F64(v) => {
+                v.push(if null { 0.0 } else { number_text(text).parse().map_err(|_| "a number (f64)")? })
+            }
+            Values::S64(v) => {
+                v.push(if null { 0 } else { number_text(text).parse().map_err(|_| "an integer (s64)")? })
+            }
+            Values::Bool(v) => v.push(!null && parse_bool(text).ok_or("true or false")?),
+            Values::String(v) => v.push(if null { String::new() } else { text.to_string() }),
+            Values::Dictionary(_) => return Err("plain text (a dictionary is not read from text)"),
+        }
+        Ok(null)
+    }
+
+    /// Shortens the column to `len` values.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Values::F64(v) => v.truncate(len),
+            Values::S64(v) => v.truncate(len),
+            Values::String(v) => v.truncate(len),
+            Values::Bool(v) => v.truncate(len),
+            Values::Dictionary(d) => d.keys.truncate(len),
         }
     }
 

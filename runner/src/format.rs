@@ -21,6 +21,33 @@ pub fn cut(text: &str) -> Cow<'_, str> {
     format!("{}... ({} bytes cut)", &text[..end], text.len() - end).into()
 }
 
+/// The texts pandas's `read_csv` takes for a missing value by default (its `na_values`), matched
+/// exactly, spaces included: an empty field, `NA`, `NaN`, `null`, `None`, ...
+const NA_TEXTS: [&str; 19] = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+];
+
+/// Whether a field of text is a missing value, as pandas reads it.
+pub fn is_na(text: &str) -> bool {
+    text.len() <= 8 && NA_TEXTS.contains(&text)
+}
+
+/// A boolean as pandas reads one: `True`, `TRUE`, `true` and the same for false, nothing else
+/// (no spaces around it).
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "True" | "TRUE" | "true" => Some(true),
+        "False" | "FALSE" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// A number's text without the spaces pandas accepts around it.
+pub fn number_text(text: &str) -> &str {
+    text.trim_matches([' ', '\t'])
+}
+
 /// [`cut`], for an owned string.
 pub fn cut_owned(text: String) -> String {
     match cut(&text) {

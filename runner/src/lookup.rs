@@ -75,21 +75,11 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<Found> {
     Ok(Found { key, stored })
 }
 
-/// One value as a one-row column of type `ty`; an empty value is a null, as in the CSV source.
+/// One value as a one-row column of type `ty`, read as the CSV source reads a field (a missing
+/// value, such as an empty one or `NA`, is a null).
 fn typed(name: &str, ty: ColumnType, text: &str) -> anyhow::Result<Column> {
-    let bad = || anyhow::anyhow!("`{text}` is not a valid {ty} for column `{name}`");
-    let trimmed = text.trim();
-    let null = text.is_empty();
-    let values = match ty {
-        ColumnType::F64 => Values::F64(vec![if null { 0.0 } else { trimmed.parse().map_err(|_| bad())? }]),
-        ColumnType::S64 => Values::S64(vec![if null { 0 } else { trimmed.parse().map_err(|_| bad())? }]),
-        ColumnType::Bool => Values::Bool(vec![match trimmed {
-            _ if null => false,
-            "true" | "True" | "TRUE" => true,
-            "false" | "False" | "FALSE" => false,
-            _ => return Err(bad()),
-        }]),
-        ColumnType::String => Values::String(vec![text.to_string()]),
-    };
+    let mut values = Values::with_capacity(ty, 1);
+    let null =
+        values.push_text(text).map_err(|expected| anyhow::anyhow!("`{text}` is not {expected} for column `{name}`"))?;
     Ok(Column { name: name.to_string(), values, nulls: null.then(|| vec![true]) })
 }

@@ -67,6 +67,7 @@ const FIRST_CHUNK_BYTES: u64 = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// One object to read, as [`ObjectUrl::objects`] found it.
+#[derive(Clone)]
 pub struct Found {
     /// Path, size and ETag.
     pub meta: ObjectMeta,

@@ -120,7 +120,7 @@ fn write_spec(dir: &Path, data: &str, model: &str, s3: &S3Server) -> PathBuf {
     let text = std::fs::read_to_string(root().join("pipelines/iris.toml"))
         .unwrap()
         .replace("s3://${S3_BUCKET:-batch}/data/iris.csv", data)
-        .replace("s3://${S3_BUCKET:-batch}/artifact/model.onnx", model)
+        .replace("s3://${S3_BUCKET:-batch}/artifact/model.json", model)
         .replace("../plugins/target", &format!("{}/plugins/target", root().display()))
         .replace("${S3_ENDPOINT:-http://127.0.0.1:9000}", &s3.endpoint());
     let path = dir.join("spec.toml");
@@ -147,7 +147,7 @@ fn service_failures_name_the_url_and_hide_secrets() {
     let endpoint = s3.endpoint();
     let data = format!("error: step `source`: s3://batch/data/iris.csv (at {endpoint}): access denied");
     let model =
-        format!("error: step `score`: asset `model` (s3://batch/artifact/model.onnx (at {endpoint})): access denied");
+        format!("error: step `score`: asset `model` (s3://batch/artifact/model.json (at {endpoint})): access denied");
     assert!(err.contains(&data) || err.contains(&model), "{err}");
     assert!(!err.contains(secret_env) && !err.contains(S3_SECRET_KEY), "{err}");
 

@@ -1,6 +1,8 @@
-//! The ONNX predictor plugin, end to end through the `runner` binary: Iris scored exactly as
-//! XGBoost scores it, our tree engine equal to tract's own, models swapped by editing TOML only,
-//! and bad models refused with the step and the asset named.
+//! The predictor plugin, end to end through the `runner` binary: Iris scored exactly as XGBoost
+//! scores it, from XGBoost's own JSON model and from its ONNX export, XGBoost JSON models of
+//! every supported objective equal to XGBoost's `predict_proba`, our tree engine equal to
+//! tract's own, models swapped by editing TOML only, and bad models refused with the step and
+//! the asset named.
 
 mod common;
 
@@ -88,6 +90,10 @@ fn trees(file: &str) -> PathBuf {
     root().join("models/trees").join(file)
 }
 
+fn xgb(file: &str) -> PathBuf {
+    root().join("models/xgboost").join(file)
+}
+
 fn assert_close(what: &str, got: &[f64], want: &[f64], tolerance: f64) {
     assert_eq!(got.len(), want.len(), "{what}: row count");
     for (row, (g, w)) in got.iter().zip(want).enumerate() {
@@ -110,6 +116,61 @@ fn iris_scores_match_xgboost() {
     }
     // The input columns pass through untouched.
     assert_eq!(out.column("sepal_length"), Table::read(&iris("iris.csv")).column("sepal_length"));
+}
+
+/// XGBoost's own JSON model (what the original flow loads), read without any ONNX export: all
+/// 150 Iris labels are XGBoost's, the probabilities within 1e-6 of its `predict_proba`.
+#[test]
+fn iris_from_xgboost_json_matches_xgboost() {
+    let dir = temp();
+    let config = format!("{IRIS_FEATURES}\n{IRIS_CLASSES}\nprobabilities = true");
+    let out = score(&spec(dir.path(), &iris("iris.csv"), &iris("model.json"), &config));
+    let expected = Table::read(&iris("expected.csv"));
+    assert_eq!(out.column("label"), expected.column("class"));
+    for class in ["setosa", "versicolor", "virginica"] {
+        let p = format!("p_{class}");
+        assert_close(&p, &out.floats(&p), &expected.floats(&p), 1e-6);
+    }
+}
+
+/// XGBoost JSON models of each supported objective, trained with missing values and scored on
+/// 500 rows with missing values (models/xgboost/make.py): labels equal XGBoost's `predict`,
+/// probabilities within 1e-6 of its `predict_proba` (for `binary:logistic`, `[1 - p, p]`), and
+/// regression values within 1e-6 relative to its `predict`.
+#[test]
+fn xgboost_json_models_match_xgboost() {
+    let dir = temp();
+    let features = format!("features = [{}]", (0..8).map(|i| format!("\"f{i}\"")).collect::<Vec<_>>().join(", "));
+    let expected = Table::read(&xgb("expected.csv"));
+    for (model, classes) in [("softprob", 4), ("softmax", 3), ("binary", 2)] {
+        let config = format!("{features}\nprobabilities = true");
+        let out = score(&spec(dir.path(), &xgb("rows.csv"), &xgb(&format!("{model}.json")), &config));
+        assert_eq!(out.rows.len(), 500);
+        assert_eq!(out.column("label"), expected.column(&format!("{model}_label")), "{model}: labels");
+        for c in 0..classes {
+            let want = expected.floats(&format!("{model}_p{c}"));
+            assert_close(&format!("{model} p_{c}"), &out.floats(&format!("p_{c}")), &want, 1e-6);
+        }
+    }
+    let out =
+        score(&spec(dir.path(), &xgb("rows.csv"), &xgb("regression.json"), &format!("{features}\noutput = \"y\"")));
+    for (row, (g, w)) in out.floats("y").iter().zip(expected.floats("regression_value")).enumerate() {
+        assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "regression row {row}: {g} vs {w}");
+    }
+}
+
+/// An XGBoost objective the predictor does not implement is refused when the step opens, with
+/// the objective named: a spec error.
+#[test]
+fn an_unsupported_xgboost_objective_is_refused() {
+    warm();
+    let dir = temp();
+    let features = format!("features = [{}]", (0..8).map(|i| format!("\"f{i}\"")).collect::<Vec<_>>().join(", "));
+    let spec = spec(dir.path(), &xgb("rows.csv"), &xgb("poisson.json"), &features);
+    let output = run(&["validate", spec.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("objective `count:poisson` is not supported (supported: multi:softprob"), "{err}");
 }
 
 /// Our tree engine and tract's own `TreeEnsembleClassifier` agree: labels equal, probabilities

@@ -1,5 +1,6 @@
 //! Tree ensembles as ONNX describes them (`TreeEnsembleClassifier`, `TreeEnsembleRegressor`),
-//! compiled once into a flat, cache-friendly layout and evaluated many rows at a time.
+//! or as XGBoost saves them ([`xgboost`]), compiled once into a flat, cache-friendly layout and
+//! evaluated many rows at a time.
 //!
 //! Why not tract's own op: it decodes every node from a generic tensor on each visit and finds a
 //! leaf's weights by iterating over all leaves before it, about 3 ms per row on the Iris model.
@@ -24,6 +25,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+
+pub mod xgboost;
 
 /// How a branch compares the feature `x` with its threshold `t`: "go to the true child if ...".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! [[transform]]
 //! name = "score"
 //! plugin = "onnx-predictor"
-//! assets = { model = "../models/iris/model.onnx" }
+//! assets = { model = "../models/iris/model.json" }   # XGBoost JSON, or an ONNX model
 //! [transform.config]
 //! features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]  # model input order
 //! classes = ["setosa", "versicolor", "virginica"]  # label i is written as classes[i]
@@ -43,7 +43,8 @@ struct Config {
     /// The name of the asset that holds the model (`assets = { model = "..." }`).
     #[serde(default = "default_asset")]
     model: String,
-    /// `"fast"` (default) or `"tract"`: which implementation scores tree ensembles.
+    /// `"fast"` (default) or `"tract"`: which implementation scores an ONNX model's tree
+    /// ensembles (an XGBoost model is always scored by the fast one).
     #[serde(default)]
     tree_engine: TreeEngine,
 }
@@ -123,6 +124,7 @@ impl Predict {
                 let values = match &column.values {
                     Values::F64(v) => Feature::F64(v),
                     Values::S64(v) => Feature::S64(v),
+                    Values::Bool(v) => Feature::Bool(v),
                     _ => return Err(error(format!("feature column `{name}` is not numeric"))),
                 };
                 Ok((values, column.nulls.as_deref()))

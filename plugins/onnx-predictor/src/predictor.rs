@@ -1,8 +1,12 @@
-//! Loads a tabular ONNX model with tract and scores row-major `f32` inputs, one call per batch.
-//! Target-independent: the plugin runs it inside WebAssembly, the benchmark runs it natively.
+//! Loads a tabular model and scores row-major `f32` inputs, one call per batch: an ONNX model
+//! with tract (its tree ensembles by [`forest`]), or an XGBoost JSON model straight into
+//! [`forest`], no ONNX export needed. Target-independent: the plugin runs it inside WebAssembly,
+//! the benchmark runs it natively.
 
 use std::sync::Arc;
 
+use forest::Forest;
+use forest::xgboost::Objective;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
@@ -37,16 +41,47 @@ pub struct Prediction {
 }
 
 pub struct Predictor {
-    plan: Arc<TypedRunnableModel>,
+    model: Model,
     features: usize,
-    label_output: Option<usize>,
-    score_output: Option<usize>,
     width: usize,
 }
 
+enum Model {
+    /// An ONNX model, planned by tract: which outputs hold the labels and the scores.
+    Onnx { plan: Arc<TypedRunnableModel>, label_output: Option<usize>, score_output: Option<usize> },
+    /// An XGBoost model, scored by the forest alone.
+    Xgboost { forest: Forest, objective: Objective },
+}
+
 impl Predictor {
-    /// Loads `bytes` as an ONNX model taking `features` float features per row.
+    /// Loads `bytes` as a model taking `features` float features per row: XGBoost's JSON when
+    /// they are a JSON document, else ONNX.
     pub fn load(bytes: &[u8], features: usize, engine: TreeEngine) -> Result<Predictor, String> {
+        if forest::xgboost::is_json(bytes) {
+            return Predictor::xgboost(bytes, features);
+        }
+        Predictor::onnx(bytes, features, engine)
+    }
+
+    fn xgboost(bytes: &[u8], features: usize) -> Result<Predictor, String> {
+        let model = forest::xgboost::parse(bytes)
+            .map_err(|e| format!("{e} (an XGBoost model must be saved as JSON: `save_model(\"model.json\")`)"))?;
+        if model.features != features {
+            return Err(format!(
+                "the model takes {} input features, but {features} columns are configured",
+                model.features
+            ));
+        }
+        let forest = Forest::compile(&model.trees).map_err(|e| format!("the model's trees: {e}"))?;
+        let width = match model.objective {
+            Objective::Multiclass { classes } => classes,
+            Objective::Binary => 2,
+            Objective::Regression => 1,
+        };
+        Ok(Predictor { model: Model::Xgboost { forest, objective: model.objective }, features, width })
+    }
+
+    fn onnx(bytes: &[u8], features: usize, engine: TreeEngine) -> Result<Predictor, String> {
         let mut onnx = tract_onnx::onnx();
         if engine == TreeEngine::Fast {
             crate::ops::register(&mut onnx);
@@ -100,7 +135,7 @@ impl Predictor {
             return Err("the model has neither a label output nor a float output".into());
         }
         let plan = model.into_runnable().map_err(|e| format!("cannot plan the model: {e:#}"))?;
-        Ok(Predictor { plan, features, label_output, score_output, width })
+        Ok(Predictor { model: Model::Onnx { plan, label_output, score_output }, features, width })
     }
 
     pub fn features(&self) -> usize {
@@ -109,15 +144,49 @@ impl Predictor {
 
     /// Scores `rows` rows of `features()` values each.
     pub fn predict(&self, input: &[f32], rows: usize) -> Result<Prediction, String> {
+        let (plan, label_output, score_output) = match &self.model {
+            Model::Onnx { plan, label_output, score_output } => (plan, label_output, score_output),
+            Model::Xgboost { forest, objective } => return self.xgboost_predict(forest, *objective, input, rows),
+        };
         let input = Tensor::from_shape(&[rows, self.features], input).map_err(|e| e.to_string())?;
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| format!("scoring failed: {e:#}"))?;
-        let labels = match self.label_output.map(|i| &outputs[i]) {
+        let outputs = plan.run(tvec!(input.into_tvalue())).map_err(|e| format!("scoring failed: {e:#}"))?;
+        let labels = match label_output.map(|i| &outputs[i]) {
             None => None,
             Some(out) if out.datum_type() == DatumType::String => Some(Labels::Text(to_vec::<String>(out)?)),
             Some(out) => Some(Labels::Int(to_vec::<i64>(&*out.cast_to::<i64>().map_err(|e| e.to_string())?)?)),
         };
-        let scores = self.score_output.map(|i| to_vec::<f32>(&outputs[i])).transpose()?;
+        let scores = score_output.map(|i| to_vec::<f32>(&outputs[i])).transpose()?;
         Ok(Prediction { labels, scores, width: self.width })
+    }
+
+    /// What XGBoost's `predict` and `predict_proba` return: the best class and the class
+    /// probabilities (for `binary:logistic`, `[1 - p, p]` and `p > 0.5`), or the value.
+    fn xgboost_predict(
+        &self,
+        forest: &Forest,
+        objective: Objective,
+        input: &[f32],
+        rows: usize,
+    ) -> Result<Prediction, String> {
+        let mut scores = vec![0f32; rows * forest.n_targets()];
+        match objective {
+            Objective::Multiclass { .. } => {
+                let mut best = vec![0i32; rows];
+                forest.predict_best(input, self.features, &mut scores, &mut best)?;
+                let labels = Some(Labels::Int(best.into_iter().map(i64::from).collect()));
+                Ok(Prediction { labels, scores: Some(scores), width: self.width })
+            }
+            Objective::Binary => {
+                forest.predict(input, self.features, &mut scores)?;
+                let labels = scores.iter().map(|&p| i64::from(p > 0.5)).collect();
+                let both = scores.iter().flat_map(|&p| [1.0 - p, p]).collect();
+                Ok(Prediction { labels: Some(Labels::Int(labels)), scores: Some(both), width: 2 })
+            }
+            Objective::Regression => {
+                forest.predict(input, self.features, &mut scores)?;
+                Ok(Prediction { labels: None, scores: Some(scores), width: 1 })
+            }
+        }
     }
 }
 
@@ -126,6 +195,8 @@ impl Predictor {
 pub enum Feature<'a> {
     F64(&'a [f64]),
     S64(&'a [i64]),
+    /// 1 for true, 0 for false, as XGBoost reads a boolean column.
+    Bool(&'a [bool]),
 }
 
 /// Gathers feature columns (values, null mask), in the model's order, into the row-major `f32`
@@ -138,6 +209,7 @@ pub fn gather(columns: &[(Feature, Option<&[bool]>)], rows: usize, input: &mut V
         match values {
             Feature::F64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
             Feature::S64(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = x as f32),
+            Feature::Bool(v) => v.iter().enumerate().for_each(|(r, &x)| input[r * width + j] = f32::from(u8::from(x))),
         }
         if let Some(nulls) = nulls {
             nulls.iter().enumerate().filter(|(_, n)| **n).for_each(|(r, _)| input[r * width + j] = f32::NAN);

@@ -11,9 +11,14 @@
 //!
 //! The object is streamed: a blocking thread parses it with the `csv` crate while bytes arrive
 //! from the store, and hands over one batch at a time through a small channel, so memory does not
-//! grow with the object. Column types come from `columns` when declared, otherwise from the
-//! first batch of rows, as pandas does: all integers → `s64`, all numbers → `f64`, all
-//! `true`/`false` → `bool`, else `string`. An empty field is a null.
+//! grow with the object.
+//!
+//! Column types come from `columns` when declared; the others are typed as pandas's `read_csv`
+//! types them, from every value of the whole input (every object under a prefix), so the
+//! original flow and the runner see the same types: a first pass reads the input for that
+//! alone, unless every column is declared (it then stops after the header). See [`Seen`] for
+//! the rules. A missing value is any of pandas's NA texts (an empty field, `NA`, `NaN`, `null`,
+//! ...), read as a null in every column type.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -27,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
+use crate::format::{is_na, number_text, parse_bool};
 use crate::object_url::{Found, ObjectUrl};
 use crate::pipeline::policy::{Policy, Rejected};
 use crate::pipeline::{Counting, Progress};
@@ -42,7 +48,7 @@ pub struct CsvSourceConfig {
     #[serde(default = "comma")]
     pub delimiter: char,
     /// `columns = { id = "s64", name = "string" }`: types of some or all columns; the others
-    /// are inferred from the first batch.
+    /// are typed from the whole input, as pandas types them.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
 }
@@ -93,8 +99,94 @@ impl Source for CsvSource {
     }
 }
 
-/// The columns and types of the first object; every later object must have the same header.
-type Schema = (Vec<String>, Vec<ColumnType>);
+/// The columns of the input and how each is read; every object must have the same header.
+type Schema = (Vec<String>, Vec<Reading>);
+
+/// How a column's fields become values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// As the column type says.
+    As(ColumnType),
+    /// Booleans in a column with missing values: pandas makes such a column of Python objects
+    /// (`True`, `False`, NaN), so it is text here, `True` or `False` whatever the spelling.
+    BoolText,
+}
+
+impl Reading {
+    fn column_type(self) -> ColumnType {
+        match self {
+            Reading::As(ty) => ty,
+            Reading::BoolText => ColumnType::String,
+        }
+    }
+}
+
+/// What one column held, over the whole input: enough to type it as pandas does.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// A missing value ([`is_na`]).
+    na: bool,
+    /// An integer within `int64` (a longer one makes pandas keep the column as text).
+    int: bool,
+    /// A number that is not an integer.
+    float: bool,
+    boolean: bool,
+    text: bool,
+}
+
+impl Seen {
+    /// Counts one field (the number rules of `Values::push_text`).
+    fn add(&mut self, field: &[u8]) {
+        if self.text {
+            return; // nothing can change a text column back
+        }
+        let Ok(text) = std::str::from_utf8(field) else {
+            self.text = true;
+            return;
+        };
+        if is_na(text) {
+            self.na = true;
+            return;
+        }
+        let number = number_text(text);
+        if is_integer(number) {
+            if number.parse::<i64>().is_ok() {
+                self.int = true;
+            } else {
+                self.text = true; // beyond int64: pandas keeps such a column as text
+            }
+        } else if number.parse::<f64>().is_ok() {
+            self.float = true;
+        } else if parse_bool(text).is_some() {
+            self.boolean = true;
+        } else {
+            self.text = true;
+        }
+    }
+
+    /// pandas's type for the column: integers → `s64` (with a missing value: `f64`); numbers →
+    /// `f64`; booleans → `bool` (with a missing value: text `True`/`False`, see
+    /// [`Reading::BoolText`]); anything else, or booleans mixed with numbers → `string`; nothing
+    /// but missing values → `f64`.
+    fn reading(self) -> Reading {
+        match self {
+            Seen { text: true, .. } => Reading::As(ColumnType::String),
+            Seen { boolean: true, int, float, na, .. } => match (int || float, na) {
+                (true, _) => Reading::As(ColumnType::String),
+                (false, true) => Reading::BoolText,
+                (false, false) => Reading::As(ColumnType::Bool),
+            },
+            Seen { int: true, float: false, na: false, .. } => Reading::As(ColumnType::S64),
+            _ => Reading::As(ColumnType::F64),
+        }
+    }
+}
+
+/// An optional sign and decimal digits: what pandas reads as an integer.
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// Reads every object the URL names, in order, one after the other.
 async fn read_objects(
@@ -108,7 +200,10 @@ async fn read_objects(
         tracing::warn!("{url}: no objects under this prefix: no rows read");
     }
     let source = Arc::new(source);
-    let mut schema: Option<Schema> = None;
+    let mut schema = match objects.first() {
+        Some(_) => Some(types(&source, &url, &objects).await?),
+        None => None,
+    };
     for found in objects {
         let name = url.name_of(&found.meta.location);
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
@@ -117,7 +212,8 @@ async fn read_objects(
         let stream = StreamReader::new(chunks);
         let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());
-        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, schema, &tx));
+        let expected = schema.take().expect("the schema is known before the first object");
+        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, expected, &tx));
         match parsed.await? {
             Ok(Some(read)) => schema = Some(read),
             Ok(None) => return Ok(()), // the pipeline stopped listening
@@ -125,6 +221,108 @@ async fn read_objects(
         }
     }
     Ok(())
+}
+
+/// The first pass: the columns of the input (the first object's header) and how to read each:
+/// as declared in `columns`, else typed from every value of every object. When every column is
+/// declared, only the header is read.
+async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[Found]) -> anyhow::Result<Schema> {
+    let mut names: Option<Vec<String>> = None;
+    let mut seen: Vec<Seen> = Vec::new();
+    for found in objects {
+        let name = url.name_of(&found.meta.location);
+        let reader = url.clone();
+        let chunks = url.read_chunks(found.clone()).map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let bytes = SyncIoBridge::new(StreamReader::new(chunks));
+        let (context, known) = (source.clone(), names.clone());
+        let mut so_far = std::mem::take(&mut seen);
+        let scanned = tokio::task::spawn_blocking(move || {
+            scan(bytes, &name, &context.config, known.as_deref(), &mut so_far).map(|header| (header, so_far))
+        });
+        let (header, scanned) = scanned.await??;
+        seen = scanned;
+        if header.is_empty() {
+            continue; // an empty object: no header, no rows
+        }
+        let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
+        names.get_or_insert(header);
+        if declared_all {
+            break;
+        }
+    }
+    let names = names.unwrap_or_default();
+    let readings = names
+        .iter()
+        .zip(seen.iter().copied().chain(std::iter::repeat(Seen::default())))
+        .map(|(column, seen)| match source.config.columns.get(column) {
+            Some(&declared) => Reading::As(declared),
+            None => seen.reading(),
+        })
+        .collect();
+    Ok((names, readings))
+}
+
+/// Reads one object's header and, unless every column is declared, counts every field of its
+/// rows into `seen` (rows with the wrong number of fields are left to the second pass, which
+/// reports them). Returns the header (empty for an empty object).
+fn scan(
+    bytes: impl Read,
+    name: &str,
+    config: &CsvSourceConfig,
+    expected: Option<&[String]>,
+    seen: &mut Vec<Seen>,
+) -> anyhow::Result<Vec<String>> {
+    let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).flexible(true).from_reader(bytes);
+    let names = header(&mut csv, name, config, expected)?;
+    if names.is_empty() || names.iter().all(|column| config.columns.contains_key(column)) {
+        return Ok(names);
+    }
+    seen.resize(names.len(), Seen::default());
+    let mut record = csv::ByteRecord::new();
+    while csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+        if record.len() == names.len() {
+            for (seen, field) in seen.iter_mut().zip(&record) {
+                seen.add(field);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// An object's header: its column names (none for an empty object), checked to be distinct, to
+/// include every declared column, and to equal `expected` (the first object's) when given.
+fn header<R: Read>(
+    csv: &mut csv::Reader<R>,
+    name: &str,
+    config: &CsvSourceConfig,
+    expected: Option<&[String]>,
+) -> anyhow::Result<Vec<String>> {
+    let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
+    if header.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = Vec::with_capacity(header.len());
+    for field in &header {
+        let column = std::str::from_utf8(field)
+            .with_context(|| format!("{name}:1: the header is not valid UTF-8"))?
+            .trim()
+            .to_string();
+        if names.contains(&column) {
+            bail!("{name}:1: duplicate column `{column}` in the header");
+        }
+        names.push(column);
+    }
+    for declared in config.columns.keys() {
+        if !names.contains(declared) {
+            bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
+        }
+    }
+    if let Some(first) = expected
+        && first != names
+    {
+        bail!("{name}:1: the header ({}) differs from the first object's ({})", names.join(", "), first.join(", "));
+    }
+    Ok(names)
 }
 
 /// One object being read, and how its bad rows are handled.
@@ -186,65 +384,19 @@ fn read_csv(
     bytes: impl Read,
     name: &str,
     source: &SourceContext,
-    schema: Option<Schema>,
+    schema: Schema,
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<Option<Schema>> {
     let (config, batch_rows) = (&source.config, source.batch_rows);
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
-    let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
-    if header.is_empty() {
+    let names = header(&mut csv, name, config, Some(schema.0.as_slice()).filter(|names| !names.is_empty()))?;
+    if names.is_empty() {
         tracing::warn!("{name}: empty object, no header row: no rows read");
-        return Ok(schema);
+        return Ok(Some(schema));
     }
-    let mut names: Vec<String> = Vec::with_capacity(header.len());
-    for field in &header {
-        let column = std::str::from_utf8(field)
-            .with_context(|| format!("{name}:1: the header is not valid UTF-8"))?
-            .trim()
-            .to_string();
-        if names.contains(&column) {
-            bail!("{name}:1: duplicate column `{column}` in the header");
-        }
-        names.push(column);
-    }
-    for declared in config.columns.keys() {
-        if !names.contains(declared) {
-            bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
-        }
-    }
-    if let Some((first_names, _)) = &schema
-        && *first_names != names
-    {
-        bail!(
-            "{name}:1: the header ({}) differs from the first object's ({})",
-            names.join(", "),
-            first_names.join(", ")
-        );
-    }
-
     let mut rows = Rows { csv, name, names: names.clone(), policy: &source.policy, step: &source.step };
-    // The first batch is buffered to infer the types of undeclared columns.
-    let mut first = Vec::with_capacity(batch_rows.min(65_536));
+    let mut builder = BatchBuilder::new(&names, &schema.1, batch_rows);
     let mut record = csv::ByteRecord::new();
-    while first.len() < batch_rows && rows.next(&mut record)? {
-        first.push(record.clone());
-    }
-    let types: Vec<ColumnType> = match schema {
-        Some((_, types)) => types,
-        None => names
-            .iter()
-            .enumerate()
-            .map(|(i, column)| {
-                config.columns.get(column).copied().unwrap_or_else(|| infer(first.iter().map(|r| &r[i])))
-            })
-            .collect(),
-    };
-
-    let mut builder = BatchBuilder::new(&names, &types, batch_rows);
-    for record in &first {
-        rows.push(&mut builder, record)?;
-    }
-    drop(first);
     loop {
         if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
             return Ok(None);
@@ -257,7 +409,7 @@ fn read_csv(
     if builder.rows > 0 && tx.blocking_send(Ok(builder.finish()?)).is_err() {
         return Ok(None);
     }
-    Ok(Some((names, types)))
+    Ok(Some(schema))
 }
 
 /// `file:line: message`, without the csv crate's own position wording.
@@ -272,43 +424,24 @@ fn csv_error(name: &str, e: csv::Error) -> anyhow::Error {
     }
 }
 
-/// The narrowest type that holds every non-empty value seen.
-fn infer<'a>(values: impl Iterator<Item = &'a [u8]> + Clone) -> ColumnType {
-    let present = values.filter_map(|v| std::str::from_utf8(v).ok().map(str::trim).filter(|v| !v.is_empty()));
-    if present.clone().all(|v| v.parse::<i64>().is_ok()) && present.clone().next().is_some() {
-        ColumnType::S64
-    } else if present.clone().all(|v| v.parse::<f64>().is_ok()) {
-        // Also the choice for a column with no values at all: pandas reads it as float NaN.
-        ColumnType::F64
-    } else if present.clone().all(|v| parse_bool(v).is_some()) {
-        ColumnType::Bool
-    } else {
-        ColumnType::String
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "true" | "True" | "TRUE" => Some(true),
-        "false" | "False" | "FALSE" => Some(false),
-        _ => None,
-    }
-}
-
 /// Accumulates rows column by column.
 struct BatchBuilder<'a> {
     names: &'a [String],
+    readings: &'a [Reading],
+    /// Per column: its values, its null mask, and whether it has a null yet.
     columns: Vec<(Values, Vec<bool>, bool)>,
     rows: usize,
     capacity: usize,
 }
 
 impl<'a> BatchBuilder<'a> {
-    fn new(names: &'a [String], types: &[ColumnType], capacity: usize) -> Self {
+    fn new(names: &'a [String], readings: &'a [Reading], capacity: usize) -> Self {
         let capacity = capacity.min(65_536);
-        let columns =
-            types.iter().map(|&t| (Values::with_capacity(t, capacity), Vec::with_capacity(capacity), false)).collect();
-        BatchBuilder { names, columns, rows: 0, capacity }
+        let columns = readings
+            .iter()
+            .map(|r| (Values::with_capacity(r.column_type(), capacity), Vec::with_capacity(capacity), false))
+            .collect();
+        BatchBuilder { names, readings, columns, rows: 0, capacity }
     }
 
     /// Appends a record, or says why it cannot be read; a row that fails leaves no trace.
@@ -318,13 +451,7 @@ impl<'a> BatchBuilder<'a> {
             // Undo the columns this row already reached.
             for (values, nulls, _) in &mut self.columns {
                 nulls.truncate(self.rows);
-                match values {
-                    Values::F64(v) => v.truncate(self.rows),
-                    Values::S64(v) => v.truncate(self.rows),
-                    Values::String(v) => v.truncate(self.rows),
-                    Values::Bool(v) => v.truncate(self.rows),
-                    Values::Dictionary(d) => d.keys.truncate(self.rows),
-                }
+                values.truncate(self.rows);
             }
         } else {
             self.rows += 1;
@@ -336,26 +463,17 @@ impl<'a> BatchBuilder<'a> {
         for (i, ((values, nulls, any_null), field)) in self.columns.iter_mut().zip(record).enumerate() {
             let text =
                 std::str::from_utf8(field).map_err(|_| format!("column `{}` is not valid UTF-8", self.names[i]))?;
-            let null = text.is_empty();
-            nulls.push(null);
-            *any_null |= null;
-            let bad = |ty: &str| {
+            let normalized = match self.readings[i] {
+                Reading::BoolText => parse_bool(text).map(|b| if b { "True" } else { "False" }),
+                Reading::As(_) => None,
+            };
+            let null = values.push_text(normalized.unwrap_or(text)).map_err(|expected| {
                 let shown: String = text.chars().take(40).collect();
                 let more = if text.chars().count() > 40 { "..." } else { "" };
-                format!("column `{}`: expected {ty}, found `{shown}{more}`", self.names[i])
-            };
-            let trimmed = text.trim();
-            match values {
-                Values::F64(v) => {
-                    v.push(if null { 0.0 } else { trimmed.parse().map_err(|_| bad("a number (f64)"))? })
-                }
-                Values::S64(v) => {
-                    v.push(if null { 0 } else { trimmed.parse().map_err(|_| bad("an integer (s64)"))? })
-                }
-                Values::Bool(v) => v.push(!null && parse_bool(trimmed).ok_or_else(|| bad("true or false"))?),
-                Values::String(v) => v.push(text.to_string()),
-                Values::Dictionary(_) => unreachable!("the builder's columns come from Values::with_capacity"),
-            }
+                format!("column `{}`: expected {expected}, found `{shown}{more}`", self.names[i])
+            })?;
+            nulls.push(null);
+            *any_null |= null;
         }
         Ok(())
     }

@@ -6,17 +6,21 @@
 //! config = { columns = ["sepal_length", "sepal_width"], output = "key", prefix = "iris:" }
 //! ```
 //!
-//! The key is exactly the original Python flow's: `sha256(" ".join(str(v) for v in row))`, hex,
-//! over the chosen columns in order, where `str` is Python's: floats in shortest round-trip form
-//! (`5.0`, `1e-05`, `1e+16`), integers in decimal, booleans `True`/`False`, and a missing value
-//! `nan` (pandas reads an empty field as NaN). A client that holds a row can compute the key
-//! itself and read the prediction back; so can `runner lookup`.
+//! The key is exactly the original Python flow's: `sha256(" ".join(map(str, row)))`, hex, over
+//! the chosen columns in order, where `row` is what pandas's `DataFrame.apply(..., axis=1)`
+//! hands over: one Series of the columns' common type, so the text of a value depends on the
+//! types of all the key columns ([`RowType`]): integers among floats are written as floats
+//! (`5.0`), and so on. `str` is Python's: floats in shortest round-trip form (`5.0`, `1e-05`,
+//! `1e+16`), integers in decimal, booleans `True`/`False`, and a missing value `nan`. The flow
+//! keys every column of its frame: key the same columns (all the source's, in order) and the
+//! keys are the flow's. A client that holds a row can compute the key itself and read the
+//! prediction back; so can `runner lookup`.
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::batch::{Batch, Column, Values};
+use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::PythonFloats;
 use crate::step::Transform;
 
@@ -65,6 +69,7 @@ impl RowKey {
                 })
                 .collect::<anyhow::Result<_>>()?
         };
+        let row_type = RowType::of(columns.iter().map(|c| c.values.column_type()));
         let mut text = String::with_capacity(64);
         let mut keys = Vec::with_capacity(batch.rows());
         let mut floats: Vec<PythonFloats> = columns.iter().map(|_| PythonFloats::default()).collect();
@@ -74,7 +79,7 @@ impl RowKey {
                 if i > 0 {
                     text.push(' ');
                 }
-                push_python_str(&mut text, column, row, floats);
+                push_python_str(&mut text, column, row, row_type, floats);
             }
             let digest = Sha256::digest(text.as_bytes());
             let mut hex = [0u8; 64];
@@ -93,14 +98,52 @@ impl RowKey {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends Python's `str()` of one value, as pandas would hand it to the original flow.
-fn push_python_str(text: &mut String, column: &Column, row: usize, floats: &mut PythonFloats) {
+/// The type of the Series pandas makes of a row: the common type of its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowType {
+    /// Every column `s64`: integers as integers (`5`).
+    Int,
+    /// `f64` columns, maybe with `s64` ones: integers as floats (`5.0`).
+    Float,
+    /// Every column `bool`.
+    Bool,
+    /// Text among them, or booleans among numbers: pandas's `object`; each value is written as
+    /// its own type (`5`, `5.5`, `True`, `x`).
+    Object,
+}
+
+impl RowType {
+    /// The common type of columns of these types.
+    pub fn of(types: impl IntoIterator<Item = ColumnType>) -> RowType {
+        let (mut int, mut float, mut boolean, mut text) = (false, false, false, false);
+        for ty in types {
+            match ty {
+                ColumnType::S64 => int = true,
+                ColumnType::F64 => float = true,
+                ColumnType::Bool => boolean = true,
+                ColumnType::String => text = true,
+            }
+        }
+        match (int, float, boolean, text) {
+            (_, _, _, true) | (true, _, true, _) | (_, true, true, _) => RowType::Object,
+            (_, _, true, false) => RowType::Bool,
+            (_, true, false, false) => RowType::Float,
+            _ => RowType::Int,
+        }
+    }
+}
+
+/// Appends Python's `str()` of one value, as pandas hands it to the original flow in a row of
+/// type `row_type`.
+fn push_python_str(text: &mut String, column: &Column, row: usize, row_type: RowType, floats: &mut PythonFloats) {
     if column.is_null(row) {
         text.push_str("nan");
         return;
     }
     match &column.values {
         Values::F64(v) => floats.write(text, v[row]),
+        // Upcast as numpy does (the nearest float, ties to even), then written as a float.
+        Values::S64(v) if row_type == RowType::Float => floats.write(text, v[row] as f64),
         Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
         Values::Bool(v) => text.push_str(if v[row] { "True" } else { "False" }),
         Values::String(_) | Values::Dictionary(_) => text.push_str(column.values.text(row).unwrap_or_default()),
@@ -146,7 +189,26 @@ mod tests {
         };
         let text = |t: &str| format!("{:x}", Sha256::digest(t.as_bytes()));
         assert_eq!(key(&["a"], ""), text("5.1"));
+        // A row of pandas's `object` type (a bool among numbers): each value as its own type.
         assert_eq!(key(&[], ""), text("5.1 3 True nan"));
         assert_eq!(key(&["d", "a"], "iris:"), format!("iris:{}", text("nan 5.1")));
+        // Integers among floats are upcast, as pandas upcasts the row; alone they stay integers.
+        assert_eq!(key(&["a", "b"], ""), text("5.1 3.0"));
+        assert_eq!(key(&["b"], ""), text("3"));
+        assert_eq!(key(&["c"], ""), text("True"));
+    }
+
+    #[test]
+    fn rows_take_the_common_type_of_their_columns() {
+        use ColumnType::*;
+        let of = |types: &[ColumnType]| RowType::of(types.iter().copied());
+        assert_eq!(of(&[S64, S64]), RowType::Int);
+        assert_eq!(of(&[S64, F64]), RowType::Float);
+        assert_eq!(of(&[F64]), RowType::Float);
+        assert_eq!(of(&[Bool, Bool]), RowType::Bool);
+        assert_eq!(of(&[Bool, S64]), RowType::Object);
+        assert_eq!(of(&[F64, Bool]), RowType::Object);
+        assert_eq!(of(&[F64, String]), RowType::Object);
+        assert_eq!(of(&[]), RowType::Int);
     }
 }
