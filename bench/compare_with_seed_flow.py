@@ -5,7 +5,10 @@ bucket and the same Redis server, each into its own database, and compares what 
 Usage (servers already running, bucket `batch` filled as docker-compose.yml fills it):
   AWS_ACCESS_KEY_ID=minio AWS_SECRET_ACCESS_KEY=minio123 \\
   python3 bench/compare_with_seed_flow.py --endpoint http://127.0.0.1:9000 --redis redis://127.0.0.1:6379 \\
-      [--seed-flow ../shared/reference/seed_flow.py] [--runner target/debug/runner]
+      [--data FILE] [--seed-flow bench/reference/seed_flow.py] [--runner target/debug/runner]
+
+--data FILE uploads FILE as data/iris.csv into the bucket first (a file of integers, of mixed
+integer and float columns, with missing values...), so both read it.
 
 Needs: Python with pandas, xgboost, redis, boto3 (what seed_flow.py imports).
 Exit status 0 when both left exactly the same keys with the same values.
@@ -30,10 +33,24 @@ def main() -> None:
     p.add_argument("--endpoint", default="http://127.0.0.1:9000")
     p.add_argument("--bucket", default="batch")
     p.add_argument("--redis", default="redis://127.0.0.1:6379", help="server URL, without a database")
-    p.add_argument("--seed-flow", default=os.path.join(ROOT, "..", "shared", "reference", "seed_flow.py"))
+    p.add_argument("--seed-flow", default=os.path.join(ROOT, "bench", "reference", "seed_flow.py"))
+    p.add_argument("--data", help="a CSV file to upload as data/iris.csv first")
     p.add_argument("--runner", default=os.path.join(ROOT, "target", "debug", "runner"))
     p.add_argument("--spec", default=os.path.join(ROOT, "pipelines", "iris.toml"))
     a = p.parse_args()
+
+    if a.data:
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=a.endpoint,
+            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "minio"),
+            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "minio123"),
+            region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        )
+        s3.upload_file(a.data, a.bucket, "data/iris.csv")
+        print(f"uploaded {a.data} as s3://{a.bucket}/data/iris.csv")
 
     seed_db, runner_db = f"{a.redis}/1", f"{a.redis}/2"
     for url in (seed_db, runner_db):

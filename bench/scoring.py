@@ -3,7 +3,8 @@
 tree op, and onnxruntime, on the same rows and the same model. Prints one table.
 
 Usage (from the repository root; builds what it needs in release mode):
-  python3 bench/scoring.py [--rows 100000] [--model models/iris/model.onnx] [--tract-rows 2000]
+  python3 bench/scoring.py [--rows 100000] [--model models/iris/model.onnx] [--xgboost-model models/iris/model.json]
+                           [--tract-rows 2000]
 
 Needs: Python with onnxruntime, numpy and pandas (models/iris/requirements.txt).
 Per-row times divide the time spent scoring by the rows scored; model loading is excluded
@@ -105,10 +106,13 @@ def native(model: str, data: str, engine: str, rows: int) -> float:
     return json.loads(done.stdout)["us_per_row"]
 
 
-def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[str, list[float]]:
-    """`model` and `data` are absolute paths. Microseconds per row of `rounds` processes each,
-    taking turns, each the best of 3 passes over the rows, by name:
+def wasm_and_native(model: str, xgboost_model: str, data: str, cache: str, rounds: int = 5) -> dict[str, list[float]]:
+    """`model` (ONNX), `xgboost_model` (the same model as XGBoost's JSON) and `data` are absolute
+    paths. Microseconds per row of `rounds` processes each, taking turns, each the best of 3
+    passes over the rows, by name:
     - "plugin calls": the plugin's calls in WASM, boundary included, with a deadline (the default);
+    - "plugin, XGBoost JSON": the same calls with the model read from XGBoost's JSON instead of
+      its ONNX export (the forest alone, no tract);
     - "plugin, no deadline": the same with `limits.call_seconds = 0`, so the compiled code has no
       deadline checks;
     - "same code, native": the native benchmark program (the plugin's per-batch work);
@@ -127,6 +131,7 @@ def wasm_and_native(model: str, data: str, cache: str, rounds: int = 5) -> dict[
     dirs = ["--dir", os.path.dirname(os.path.abspath(model)), "--dir", os.path.dirname(os.path.abspath(data))]
     commands = {
         "plugin calls": [score_plugin, plugin, *args],
+        "plugin, XGBoost JSON": [score_plugin, plugin, xgboost_model, *args[1:]],
         "plugin, no deadline": [score_plugin, plugin, *args, "--no-deadline"],
         "same code, native": [f"{ROOT}/plugins/target/release/examples/score", *args],
         "same code, WASM": [wasi_command, program, *dirs, "--", *args],
@@ -182,6 +187,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--model", default="models/iris/model.onnx")
+    p.add_argument("--xgboost-model", default="models/iris/model.json", help="the same model, as XGBoost's JSON")
     p.add_argument("--tract-rows", type=int, default=2000)
     a = p.parse_args()
     model = os.path.join(ROOT, a.model)
@@ -206,11 +212,12 @@ def main():
         warm = runner(fast_spec, cache)
         load_cold = next(s for s in cold["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
         load_warm = next(s for s in warm["steps"] if s["name"] == "score")["plugin"]["load_seconds"]
-        runs = wasm_and_native(model, data, cache)
+        runs = wasm_and_native(model, os.path.join(ROOT, a.xgboost_model), data, cache)
         median = {name: statistics.median(values) for name, values in runs.items()}
         native_us = median["same code, native"]
         results = [
             ("plugin in WASM (our trees)", a.rows, median["plugin calls"]),
+            ("  the same, from XGBoost JSON", a.rows, median["plugin, XGBoost JSON"]),
             ("  the same, no deadline", a.rows, median["plugin, no deadline"]),
             ("same code, native", a.rows, native_us),
             ("same code, WASM, no boundary", a.rows, median["same code, WASM"]),

@@ -62,7 +62,7 @@ enum PluginCommand {
         /// Which step it implements.
         #[arg(long, value_enum)]
         kind: Kind,
-        /// Where to create it.
+        /// The directory to create it in: the crate is `DIR/NAME`.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },

@@ -58,7 +58,10 @@ pub struct StepStats {
 pub struct RunReport {
     pub pipeline: String,
     pub steps: Vec<StepStats>,
+    /// The whole run, loading the plugins included.
     pub elapsed: Duration,
+    /// From the start until the sink accepted its first rows (none if it accepted none).
+    pub first_rows: Option<Duration>,
     pub error: Option<anyhow::Error>,
 }
 
@@ -105,6 +108,7 @@ impl RunReport {
             "ok": self.error.is_none(),
             "error": self.error.as_ref().map(|e| format!("{e:#}")),
             "seconds": self.elapsed.as_secs_f64(),
+            "first_row_seconds": self.first_rows.map(|d| d.as_secs_f64()),
             "rows_read": self.rows_read(),
             "rows_written": self.rows_written(),
             "steps": steps,
@@ -117,10 +121,12 @@ impl std::fmt::Display for RunReport {
         let seconds = self.elapsed.as_secs_f64();
         let rate = if seconds > 0.0 { self.rows_read() as f64 / seconds } else { 0.0 };
         let outcome = if self.error.is_some() { "FAILED after" } else { "finished in" };
+        let first = self.first_rows.map(|d| format!(" (first row written at {:.3} s)", d.as_secs_f64()));
         writeln!(
             f,
-            "pipeline `{}` {outcome} {seconds:.3} s: {} rows read, {} rows written, {rate:.0} rows/s",
+            "pipeline `{}` {outcome} {seconds:.3} s{}: {} rows read, {} rows written, {rate:.0} rows/s",
             self.pipeline,
+            first.unwrap_or_default(),
             self.rows_read(),
             self.rows_written(),
         )?;

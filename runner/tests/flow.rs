@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::services::{RedisServer, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+use common::services::{RedisServer, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, python_has};
 use common::{root, runner, stderr, stdout};
 
 /// An S3 server holding the bucket `batch` as the original flow expects it.
@@ -469,4 +469,103 @@ fn an_s3_server_down_at_start_up_is_waited_for() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     assert_eq!(redis.contents(), expected_contents());
+}
+
+/// Data files the original flow accepts, made from the Iris rows: floats only (the Iris file
+/// itself), integers only, integers and floats mixed, a column whose floats start after 5,000
+/// rows of integers, and integers with missing values (empty and `NA`).
+fn drop_in_cases() -> Vec<(&'static str, String)> {
+    let iris = std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap();
+    let header = iris.lines().next().unwrap().to_string();
+    let rows: Vec<Vec<f64>> =
+        iris.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let text = |rows: Vec<String>| format!("{header}\n{}\n", rows.join("\n"));
+    let int = |x: f64| format!("{}", (x * 10.0).round() as i64);
+    let float = |x: f64| format!("{x:?}");
+    let ints: Vec<String> = rows.iter().map(|r| r.iter().map(|&x| int(x)).collect::<Vec<_>>().join(",")).collect();
+    let mixed: Vec<String> =
+        rows.iter().map(|r| format!("{},{},{},{}", int(r[0]), float(r[1]), float(r[2]), float(r[3]))).collect();
+    let late: Vec<String> = (0..6000)
+        .map(|i| {
+            let r = &rows[i % rows.len()];
+            let last = if i < 5000 { int(r[3]) } else { float(r[3] + (i % 7) as f64 / 10.0) };
+            format!("{},{},{},{last}", int(r[0]), int(r[1]), int(r[2]))
+        })
+        .collect();
+    let missing: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let third = match i % 9 {
+                0 => String::new(),
+                4 => "NA".to_string(),
+                _ => int(r[2]),
+            };
+            format!("{},{},{third},{}", int(r[0]), int(r[1]), int(r[3]))
+        })
+        .collect();
+    vec![
+        ("floats", iris.clone()),
+        ("integers", text(ints)),
+        ("mixed", text(mixed)),
+        ("late-floats", text(late)),
+        ("missing", text(missing)),
+    ]
+}
+
+/// The drop-in promise, checked against the original flow itself (bench/reference/seed_flow.py,
+/// pandas and XGBoost): on the same bucket (the data and XGBoost's model.json), the flow and
+/// `runner run pipelines/iris.toml` leave identical Redis contents (every key and label), for
+/// files of floats, of integers, of both mixed, of integers turning into floats after 5,000
+/// rows, and of integers with missing values.
+#[test]
+fn the_original_flow_and_the_runner_write_the_same_redis() {
+    let install = "pip install -r bench/reference/requirements.txt";
+    if !python_has(&["pandas", "xgboost", "redis", "boto3"], install) {
+        return;
+    }
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let dir = tempfile::tempdir().unwrap();
+    for (case, text) in drop_in_cases() {
+        s3.bucket(case);
+        let data = dir.path().join(format!("{case}.csv"));
+        std::fs::write(&data, &text).unwrap();
+        s3.put(case, "data/iris.csv", &data);
+        s3.put(case, "artifact/model.json", &root().join("models/iris/model.json"));
+        redis::cmd("FLUSHALL").query::<()>(&mut redis.connection()).unwrap();
+
+        let original = Command::new("python3")
+            .arg(root().join("bench/reference/seed_flow.py"))
+            .args(["--endpoint", &s3.endpoint(), "--bucket", case, "--redis"])
+            .arg(format!("redis://127.0.0.1:{}/1", redis.port))
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .output()
+            .unwrap();
+        assert!(original.status.success(), "{case}: the original flow failed: {}", stderr(&original));
+
+        let mut ours = flow(&s3, &format!("redis://127.0.0.1:{}/2", redis.port));
+        ours.env("S3_BUCKET", case);
+        let output = run(ours, &["run", "pipelines/iris.toml"]);
+        assert!(output.status.success(), "{case}: {}", stderr(&output));
+
+        let (theirs, ours) = (redis.contents_of(1), redis.contents_of(2));
+        assert!(theirs.len() > 100, "{case}: the original flow wrote {} keys", theirs.len());
+        assert!(
+            theirs == ours,
+            "{case}: {} keys from the original flow, {} from the runner; first differences: {:?}",
+            theirs.len(),
+            ours.len(),
+            theirs.iter().zip(&ours).filter(|(a, b)| a != b).take(3).collect::<Vec<_>>()
+        );
+    }
+    // The copy the tests run is the flow the project was given, when that is at hand.
+    let given = root().join("../shared/reference/seed_flow.py");
+    if given.exists() {
+        assert_eq!(
+            std::fs::read_to_string(given).unwrap(),
+            std::fs::read_to_string(root().join("bench/reference/seed_flow.py")).unwrap()
+        );
+    }
 }

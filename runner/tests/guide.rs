@@ -75,6 +75,10 @@ fn the_guides_walk_through_builds_and_runs() {
     }
     let dir = temp();
     let crate_dir = new_plugin(dir.path(), "shout", "transform");
+    // The guide's Cargo.toml is the one the template writes.
+    let manifest =
+        &blocks.iter().find(|(info, _)| info == "toml file=Cargo.toml").expect("the guide shows Cargo.toml").1;
+    assert_eq!(&std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap(), manifest);
     for (info, body) in &blocks {
         if let Some(file) = info.split_whitespace().find_map(|w| w.strip_prefix("file=")) {
             std::fs::write(crate_dir.join(file), body).unwrap();
@@ -362,4 +366,52 @@ fn python_plugin() -> Option<PathBuf> {
             }
         })
         .clone()
+}
+
+/// `cargo xtask install` puts `runner` on the PATH (`cargo install`, reusing the build), and
+/// then the README's commands run exactly as written: every `runner ...` line of its `sh`
+/// blocks that needs no servers (those are tested against real ones in tests/flow.rs).
+#[test]
+fn the_readmes_commands_run_as_written_once_runner_is_installed() {
+    let root_dir = temp();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["xtask", "install", "--root"])
+        .arg(root_dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo xtask install failed");
+    let bin = root_dir.path().join("bin");
+    assert!(bin.join("runner").is_file());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            command if in_sh && command.starts_with("runner ") => {
+                let command = command.split(" #").next().unwrap().trim().to_string();
+                let needs_servers = command.contains("iris.toml") || command.contains("iris-onnx.toml");
+                if !needs_servers && !command.starts_with("runner plugin") {
+                    commands.push(command);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(commands.len() >= 3, "the README shows few runner commands: {commands:?}");
+    common::plugins();
+    for command in commands {
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(root())
+            .env("PATH", &path)
+            .env("RUNNER_CACHE_DIR", common::cache_dir())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "`{command}` failed: {}", stderr(&output));
+    }
 }

@@ -240,3 +240,20 @@ fn awkward_inputs_are_handled() {
         assert_eq!(stdout(&out), output);
     }
 }
+
+/// The run's time includes loading its plugins (here compiled, with no cache), and the report
+/// says when the first row was written.
+#[test]
+fn the_run_time_counts_the_loading_of_plugins() {
+    common::plugins();
+    let output = run(&["run", "--no-cache", "--report", "json", "pipelines/petals.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stderr(&output).lines().last().unwrap()).unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    let loading = report["steps"][1]["plugin"]["load_seconds"].as_f64().unwrap();
+    let first_row = report["first_row_seconds"].as_f64().unwrap();
+    assert!(loading > 0.0 && seconds > loading, "{seconds} s in all, {loading} s loading");
+    assert!(first_row > loading && first_row <= seconds, "first row at {first_row} s, loading {loading} s");
+    let output = run(&["run", "pipelines/petals.toml"]);
+    assert!(stderr(&output).contains(" s (first row written at "), "{}", stderr(&output));
+}

@@ -1,11 +1,14 @@
 //! `cargo xtask <task>`: the project's entry points, so a newcomer needs two commands.
 //!
-//! - `cargo xtask run [SPEC] [-- ARGS]`: build the plugins and the host, then run a pipeline
-//!   (default: `pipelines/iris-local.toml`, which needs no servers).
+//! - `cargo xtask run [SPEC] [-- ARGS]`: build the plugins and the host, put `runner` on the
+//!   PATH (`install`), then run a pipeline (default: `pipelines/iris-local.toml`, which needs no
+//!   servers).
 //! - `cargo xtask test`: build the plugins, run every test of the host and the plugins, and
 //!   check formatting and lints. `.ci/run` calls exactly this.
 //! - `cargo xtask build`: build the plugins and the host only.
 //! - `cargo xtask plugins`: build the plugins only.
+//! - `cargo xtask install [--root DIR]`: put the built `runner` on the PATH (`cargo install`,
+//!   reusing the build: into `~/.cargo/bin`, or `DIR/bin`).
 //!
 //! Plugins live in their own workspace (`plugins/`) because they build for `wasm32-wasip2`;
 //! this tool is the one place that knows how to build both sides.
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("build") => build_plugins().and_then(|()| build_host()),
         Some("plugins") => build_plugins(),
+        Some("install") => install(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -29,7 +33,8 @@ fn main() -> ExitCode {
                  run [SPEC] [-- ARGS]  build everything, then `runner run SPEC` (default {DEFAULT_SPEC})\n  \
                  test                  build the plugins, run all tests, check formatting and lints\n  \
                  build                 build the plugins and the host\n  \
-                 plugins               build the plugins (wasm32-wasip2 components)"
+                 plugins               build the plugins (wasm32-wasip2 components)\n  \
+                 install [--root DIR]  put the built `runner` on the PATH (~/.cargo/bin, or DIR/bin)"
             );
             return ExitCode::from(2);
         }
@@ -71,6 +76,27 @@ fn build_host() -> Result<(), String> {
     step("building the runner", cargo().args(["build", "--package", "runner"]))
 }
 
+/// The host's target directory: `$CARGO_TARGET_DIR` (relative to the root), else `target`.
+fn target_dir() -> PathBuf {
+    root().join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
+}
+
+/// `cargo install` of the runner, reusing the workspace's build (the dev profile, whose
+/// dependencies are optimised): `runner` is then on the PATH, in `~/.cargo/bin` (or `DIR/bin`
+/// for `--root DIR`). For a release build, `cargo install --locked --path runner`.
+fn install(args: &[String]) -> Result<(), String> {
+    let mut command = cargo();
+    command.args(["install", "--locked", "--debug", "--force", "--path", "runner", "--target-dir"]).arg(target_dir());
+    match args {
+        [] => {}
+        [flag, dir] if flag == "--root" => {
+            command.arg("--root").arg(dir);
+        }
+        _ => return Err("usage: cargo xtask install [--root DIR]".into()),
+    }
+    step("installing runner (cargo install)", &mut command)
+}
+
 fn run(args: &[String]) -> Result<(), String> {
     let (spec, rest) = match args.first() {
         Some(first) if first != "--" => (first.as_str(), &args[1..]),
@@ -78,6 +104,9 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let rest: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
     build_plugins()?;
+    build_host()?;
+    // From here on `runner` is a command of its own, as the docs write it.
+    install(&[])?;
     step(
         &format!("runner run {spec}"),
         cargo().args(["run", "--quiet", "--package", "runner", "--", "run", spec]).args(rest),
@@ -117,7 +146,7 @@ fn test() -> Result<(), String> {
     // path, run by the runner's engine settings (runner/examples/wasi_command.rs).
     step("building the WASI test runner", cargo().args(["build", "--package", "runner", "--example", "wasi_command"]))?;
     // (A relative CARGO_TARGET_DIR is relative to the root, where the runner was built.)
-    let target = root().join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from));
+    let target = target_dir();
     step(
         "testing forest inside WebAssembly",
         cargo()

@@ -64,6 +64,8 @@ pub struct Plan {
     pub s3: Arc<S3Options>,
     runtime: Option<Arc<PluginRuntime>>,
     progress: bool,
+    /// When planning began: a run's time counts the loading of its plugins.
+    started: Instant,
 }
 
 impl Plan {
@@ -111,6 +113,7 @@ impl PlannedStep {
 impl Plan {
     /// Checks every step; loads (compiles or fetches from the cache) every plugin.
     pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
+        let started = Instant::now();
         let s3 = spec.s3()?;
         let mut sandboxes = Vec::new();
         for step in spec.steps() {
@@ -171,21 +174,26 @@ impl Plan {
             let dead_letter = spec.dead_letter(step)?;
             steps.push(Arc::new(PlannedStep { spec: step.clone(), implementation, workers, dead_letter }));
         }
-        Ok(Plan { spec: Arc::new(spec), steps, s3: Arc::new(s3), runtime, progress: options.progress })
+        let (spec, s3) = (Arc::new(spec), Arc::new(s3));
+        Ok(Plan { spec, steps, s3, runtime, progress: options.progress, started })
     }
 
     /// Opens every step and streams all data from the source to the sink.
+    /// The run's time counts from the start of [`Plan::new`]: loading (and compiling) the
+    /// plugins is part of it.
     pub async fn run(self) -> RunReport {
-        let started = Instant::now();
+        let started = self.started;
         let pipeline = self.spec.name();
         let planned = self.steps.clone();
+        let progress = Arc::new(Progress::default());
         let mut steps: Vec<StepStats> = self.steps.iter().map(|s| s.stats()).collect();
-        let error = self.stream(&mut steps).await.err();
+        let error = self.stream(&mut steps, progress.clone()).await.err();
         // Counted even when the run failed while opening (a plugin that floods in `open`).
         for (stats, step) in steps.iter_mut().zip(&planned) {
             stats.counts.suppressed = step.suppressed_lines();
         }
-        RunReport { pipeline, steps, elapsed: started.elapsed(), error }
+        let first_rows = progress.first_rows().map(|at| at.duration_since(started));
+        RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, error }
     }
 
     /// Opens every plugin step once with its config and assets, reading no data, and drops it:
@@ -213,8 +221,7 @@ impl Plan {
         OpenContext { spec: self.spec.clone(), s3: self.s3.clone(), progress, runtime: self.runtime.clone() }
     }
 
-    async fn stream(self, stats: &mut [StepStats]) -> anyhow::Result<()> {
-        let progress = Arc::new(Progress::default());
+    async fn stream(self, stats: &mut [StepStats], progress: Arc<Progress>) -> anyhow::Result<()> {
         let context = self.context(progress.clone());
         let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
         // Signals are watched from the start: a signal while the steps open (a plugin's `open`

@@ -14,12 +14,22 @@ pub struct Progress {
     rows: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
+    /// When the sink accepted its first rows.
+    first_rows: std::sync::OnceLock<Instant>,
 }
 
 impl Progress {
     /// Rows the sink accepted.
     pub fn rows_written(&self, rows: u64) {
+        if rows > 0 {
+            self.first_rows.get_or_init(Instant::now);
+        }
         self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// When the sink accepted its first rows, if it has.
+    pub fn first_rows(&self) -> Option<Instant> {
+        self.first_rows.get().copied()
     }
 
     /// The source will read this many more bytes in all.

@@ -15,6 +15,26 @@ use std::time::{Duration, Instant};
 pub const S3_ACCESS_KEY: &str = "test-access-key";
 pub const S3_SECRET_KEY: &str = "test-secret-key-not-for-prod";
 
+/// Whether Python 3 can import every module of `modules`; when it cannot, fails under `CI=true`
+/// and otherwise prints why the calling test is skipped (`install` says how to get them).
+pub fn python_has(modules: &[&str], install: &str) -> bool {
+    let script = format!("import {}", modules.join(", "));
+    let found = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Python cannot import {modules:?}, and CI=true forbids skipping ({install})"
+        );
+        eprintln!("SKIPPED: Python cannot import {modules:?} ({install}); CI=true makes this a failure");
+    }
+    found
+}
+
 /// Returns whether `program` is installed; when it is not, fails under `CI=true` and otherwise
 /// prints why the calling test is skipped.
 fn available(program: &str) -> bool {
@@ -90,7 +110,13 @@ impl RedisServer {
 
     /// Every key and its string value, sorted: what a pipeline left behind.
     pub fn contents(&self) -> Vec<(String, String)> {
-        let mut connection = self.connection();
+        self.contents_of(0)
+    }
+
+    /// [`RedisServer::contents`] of database `db`.
+    pub fn contents_of(&self, db: u32) -> Vec<(String, String)> {
+        let url = format!("redis://127.0.0.1:{}/{db}", self.port);
+        let mut connection = redis::Client::open(url).unwrap().get_connection().expect("connect to the test Redis");
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
         let mut pairs = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
