@@ -26,8 +26,8 @@ use anyhow::Context;
 use runner::batch::{Batch, Column, Values};
 use runner::plugin::cache::ComponentCache;
 use runner::plugin::output::OutputBudget;
-use runner::plugin::sandbox::Sandbox;
 use runner::plugin::{Checks, PluginRuntime, PluginStep, PluginTransform};
+use runner::spec::Sandbox;
 use runner::step::Transform;
 
 /// The runner's allocator (see `main.rs`), so the host's side of each call costs what it costs

@@ -28,6 +28,7 @@ pub mod lookup;
 pub mod object_url;
 pub mod pipeline;
 pub mod plugin;
+pub mod redis_client;
 pub mod report;
 pub mod scaffold;
 pub mod spec;

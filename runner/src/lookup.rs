@@ -9,9 +9,9 @@ use redis::AsyncCommands;
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::builtin::Builtin;
-use crate::builtin::redis_sink::{connect, redacted};
 use crate::builtin::row_key::RowKey;
 use crate::pipeline::{Plan, PlannedImplementation};
+use crate::redis_client::{connect, redacted};
 
 /// What is stored under a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

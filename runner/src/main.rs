@@ -3,10 +3,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
-use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation};
+use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation, Stop};
 use runner::plugin::contract::{PACKAGE, spoken};
 use runner::plugin::{Checks, ComponentCache, PluginRuntime};
 use runner::spec::Role;
@@ -190,7 +191,18 @@ fn run(mut args: RunArgs) -> ExitCode {
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let report = runtime.block_on(plan.run());
+    // Signals are watched from before the steps open, on a thread of their own: a second
+    // Ctrl-C works even while plugin calls hold every worker of the run's runtime.
+    let stop = Arc::new(Stop::default());
+    let signals = match SignalWatch::start(stop.clone()) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot watch for signals: {e}");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+    };
+    let report = runtime.block_on(plan.run(stop));
+    drop(signals);
     let error = report.error.as_ref().map(|e| format!("error: {e:#}"));
     match args.report {
         // The JSON line comes last, so a script can read the final line.
@@ -329,4 +341,54 @@ fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     println!("  imports:  {}", inspection.imports.join(", "));
     println!("  exports:  {}", inspection.exports.join(", "));
     if usable && inspection.links.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+}
+
+/// Watches for SIGINT and SIGTERM on a thread of its own until dropped: the first asks the run
+/// to stop ([`Stop::request`]), the second ends the process at once (130 or 143).
+struct SignalWatch {
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalWatch {
+    fn start(stop: Arc<Stop>) -> std::io::Result<SignalWatch> {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = watch(stop) => {}
+                    _ = finished => {}
+                }
+            })
+        })?;
+        Ok(SignalWatch { done: Some(done), thread: Some(thread) })
+    }
+}
+
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The first signal stops the run; the second ends the process.
+async fn watch(stop: Arc<Stop>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+    let first = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    stop.request(first);
+    eprintln!("{first}: stopping after the batches in flight (send it again to abandon them)");
+    let code = tokio::select! {
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = term.recv() => 143,
+    };
+    eprintln!("abandoning the run");
+    std::process::exit(code);
 }

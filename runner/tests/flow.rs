@@ -339,7 +339,8 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
 #[tokio::test]
 async fn a_slow_reader_outlives_the_request_timeout() {
     use futures::StreamExt;
-    use runner::object_url::{ObjectUrl, S3Options};
+    use runner::object_url::ObjectUrl;
+    use runner::spec::S3Options;
 
     let s3 = S3Server::start();
     s3.bucket("batch");
@@ -380,7 +381,8 @@ async fn a_slow_reader_outlives_the_request_timeout() {
 #[tokio::test]
 async fn an_object_replaced_mid_read_fails_instead_of_mixing_versions() {
     use futures::StreamExt;
-    use runner::object_url::{ObjectUrl, S3Options};
+    use runner::object_url::ObjectUrl;
+    use runner::spec::S3Options;
 
     let dir = common::temp();
     let path = dir.path().join("data.bin");
@@ -410,7 +412,8 @@ async fn an_object_replaced_mid_read_fails_instead_of_mixing_versions() {
 #[tokio::test]
 async fn an_s3_outage_mid_read_is_retried_through() {
     use futures::StreamExt;
-    use runner::object_url::{ObjectUrl, S3Options};
+    use runner::object_url::ObjectUrl;
+    use runner::spec::S3Options;
 
     let mut s3 = S3Server::start();
     s3.bucket("batch");

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use runner::builtin::csv_source::{CsvSource, CsvSourceConfig, SourceContext};
-use runner::object_url::{ObjectUrl, S3Options};
-use runner::pipeline::Progress;
-use runner::pipeline::policy::Policy;
+use runner::object_url::ObjectUrl;
+use runner::spec::S3Options;
 use runner::spec::Spec;
+use runner::step::Policy;
+use runner::step::Progress;
 use runner::step::Source;
 
 const VALID: &str = r#"[pipeline]

@@ -34,9 +34,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::{is_na, number_text, parse_bool};
 use crate::object_url::{Found, ObjectUrl};
-use crate::pipeline::policy::{Policy, Rejected};
-use crate::pipeline::{Counting, Progress};
-use crate::step::Source;
+use crate::step::{Counting, Policy, Progress, Rejected, Source};
 
 /// The `config` table of a `csv` source.
 #[derive(Debug, Clone, Deserialize)]

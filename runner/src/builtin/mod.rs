@@ -9,20 +9,21 @@
 //! | sink   | `redis` | `redis_sink.rs`   |
 //! | sink   | `discard` | `discard_sink.rs` |
 //!
+//! `dead_letter.rs` holds the dead letters any step's `on_error = "dead-letter"` writes to.
+//!
 //! A step is *planned* first (its config decoded and checked: what `runner validate` does) and
 //! *opened* when the run starts.
 
 pub mod csv_source;
+pub mod dead_letter;
 pub mod discard_sink;
 pub mod file_sink;
 pub mod redis_sink;
 pub mod row_key;
 
 use crate::object_url::ObjectUrl;
-use crate::pipeline::OpenContext;
-use crate::pipeline::policy::Policy;
 use crate::spec::{Role, Spec, SpecError, StepSpec};
-use crate::step::{Sink, Source, Transform};
+use crate::step::{Sink, Source, StepContext, Transform};
 use csv_source::{CsvSource, CsvSourceConfig, SourceContext};
 use discard_sink::{DiscardConfig, DiscardSink};
 use file_sink::{FileSink, FileSinkConfig, Format};
@@ -69,35 +70,34 @@ impl Builtin {
         })
     }
 
-    /// Opens a source; `step` and `policy` say how to report the rows it cannot read.
-    pub async fn open_source(
-        &self,
-        context: &OpenContext,
-        step: &str,
-        policy: Policy,
-    ) -> anyhow::Result<Box<dyn Source>> {
+    /// Opens a source; the context's policy says what to do with the rows it cannot read.
+    pub async fn open_source(&self, context: &StepContext) -> anyhow::Result<Box<dyn Source>> {
         match self {
             Builtin::CsvSource(config) => {
-                let url = ObjectUrl::parse(&config.url, context.spec.base_dir(), &context.s3)?;
-                let batch_rows = context.spec.pipeline.batch_rows.get();
-                let source = SourceContext { config: config.clone(), batch_rows, step: step.to_string(), policy };
+                let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
+                let source = SourceContext {
+                    config: config.clone(),
+                    batch_rows: context.batch_rows,
+                    step: context.step.clone(),
+                    policy: context.policy.clone(),
+                };
                 Ok(Box::new(CsvSource::open(source, url, context.progress.clone()).await?))
             }
             other => unreachable!("{other:?} is not a source: `plan` checks roles"),
         }
     }
 
-    pub fn open_transform(&self, _context: &OpenContext) -> anyhow::Result<Box<dyn Transform>> {
+    pub fn open_transform(&self, _context: &StepContext) -> anyhow::Result<Box<dyn Transform>> {
         match self {
             Builtin::RowKey(config) => Ok(Box::new(RowKey::new(config.clone()))),
             other => unreachable!("{other:?} is not a transform: `plan` checks roles"),
         }
     }
 
-    pub async fn open_sink(&self, context: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
+    pub async fn open_sink(&self, context: &StepContext) -> anyhow::Result<Box<dyn Sink>> {
         match self {
             Builtin::FileSink(config, format) => {
-                Ok(Box::new(FileSink::open(config.clone(), *format, context.spec.base_dir())?))
+                Ok(Box::new(FileSink::open(config.clone(), *format, &context.base_dir)?))
             }
             Builtin::Redis(config) => Ok(Box::new(RedisSink::open(config.clone()).await?)),
             Builtin::Discard(_) => Ok(Box::new(DiscardSink)),

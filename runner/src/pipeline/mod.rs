@@ -16,7 +16,6 @@
 //! This module knows the step traits, not the concrete steps: `builtin` and `plugin` build them.
 
 mod open;
-pub mod policy;
 mod progress;
 mod stages;
 
@@ -31,19 +30,16 @@ use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::builtin::Builtin;
-use crate::object_url::S3Options;
 use crate::plugin::output::OutputBudget;
-use crate::plugin::sandbox::Sandbox;
 use crate::plugin::{Checks, ComponentCache, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
-use crate::spec::{Implementation, Role, Spec, SpecError, StepSpec};
-use crate::step::{Sink, Source, Transform};
-pub use open::OpenContext;
-use policy::{DeadLetterConfig, Policy};
-pub use progress::{Counting, Progress};
+use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
+use crate::step::{Policy, Progress, Sink, Source, Transform};
+use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
-use stages::{Step, Stop};
+use stages::Step;
+pub use stages::Stop;
 
 /// Where plugins are found and compiled components cached; from the command line.
 #[derive(Debug, Clone, Default)]
@@ -181,13 +177,14 @@ impl Plan {
     /// Opens every step and streams all data from the source to the sink.
     /// The run's time counts from the start of [`Plan::new`]: loading (and compiling) the
     /// plugins is part of it.
-    pub async fn run(self) -> RunReport {
+    /// `stop` is how the caller asks the run to stop early (the binary: on a signal).
+    pub async fn run(self, stop: Arc<Stop>) -> RunReport {
         let started = self.started;
         let pipeline = self.spec.name();
         let planned = self.steps.clone();
         let progress = Arc::new(Progress::default());
         let mut steps: Vec<StepStats> = self.steps.iter().map(|s| s.stats()).collect();
-        let error = self.stream(&mut steps, progress.clone()).await.err();
+        let error = self.stream(&mut steps, progress.clone(), stop).await.err();
         // Counted even when the run failed while opening (a plugin that floods in `open`).
         for (stats, step) in steps.iter_mut().zip(&planned) {
             stats.counts.suppressed = step.suppressed_lines();
@@ -221,13 +218,11 @@ impl Plan {
         OpenContext { spec: self.spec.clone(), s3: self.s3.clone(), progress, runtime: self.runtime.clone() }
     }
 
-    async fn stream(self, stats: &mut [StepStats], progress: Arc<Progress>) -> anyhow::Result<()> {
+    async fn stream(self, stats: &mut [StepStats], progress: Arc<Progress>, stop: Arc<Stop>) -> anyhow::Result<()> {
         let context = self.context(progress.clone());
         let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
-        // Signals are watched from the start: a signal while the steps open (a plugin's `open`
-        // that never returns, with no deadline) stops the run with its summary too.
-        let stop = Arc::new(Stop::default());
-        let signals = stop.watch_on_own_thread().context("cannot watch for signals")?;
+        // A stop requested while the steps open (a plugin's `open` that never returns, with no
+        // deadline) ends the run at once, with its summary.
         let opening = async {
             let mut policies = Vec::new();
             for step in &self.steps {
@@ -240,7 +235,7 @@ impl Plan {
             opened = opening => opened?,
             signal = stop.signalled() => return Err(Interrupted(signal).into()),
         };
-        let _display = progress.show(self.progress);
+        let _display = progress::show(&progress, self.progress);
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -266,7 +261,6 @@ impl Plan {
                 first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
             }
         }
-        drop(signals);
         if let Some(signal) = stop.signal() {
             first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
         }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use object_store::ObjectStoreExt;
 
-use super::policy::{DeadLetter, Policy};
-use super::progress::Progress;
 use super::{PlannedImplementation, PlannedStep};
-use crate::object_url::{ObjectUrl, S3Options};
+use crate::builtin::dead_letter::DeadLetterTarget;
+use crate::object_url::ObjectUrl;
 use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
-use crate::spec::Spec;
-use crate::step::{Sink, Source, Transform};
+use crate::spec::{S3Options, Spec};
+use crate::step::{Policy, Progress, Sink, Source, StepContext, Transform};
 
 /// What opening a step needs besides the step itself. Cheap to clone: each step opens in its
 /// own task, with its own copy.
@@ -29,13 +28,25 @@ impl OpenContext {
     fn runtime(&self) -> &Arc<PluginRuntime> {
         self.runtime.as_ref().expect("a plan with plugins has a runtime")
     }
+
+    /// What a built-in step needs to open.
+    fn step(&self, step: &PlannedStep, policy: Policy) -> StepContext {
+        StepContext {
+            step: step.spec.name.clone(),
+            base_dir: self.spec.base_dir().to_path_buf(),
+            s3: self.s3.clone(),
+            batch_rows: self.spec.pipeline.batch_rows.get(),
+            progress: self.progress.clone(),
+            policy,
+        }
+    }
 }
 
 /// A step's error policy, with its dead letter opened.
 pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Policy> {
     let dead_letter = match &step.dead_letter {
         Some(config) => Some(
-            DeadLetter::open(config, context.spec.base_dir())
+            DeadLetterTarget::open(config, context.spec.base_dir())
                 .await
                 .with_context(|| format!("step `{}`: dead letter", step.spec.name))?,
         ),
@@ -48,7 +59,7 @@ pub async fn source(context: &OpenContext, step: &PlannedStep, policy: Policy) -
     let name = &step.spec.name;
     match &step.implementation {
         PlannedImplementation::Builtin(b) => {
-            b.open_source(context, name, policy).await.with_context(|| format!("step `{name}`"))
+            b.open_source(&context.step(step, policy)).await.with_context(|| format!("step `{name}`"))
         }
         PlannedImplementation::Plugin { .. } => {
             let plugin = plugin_step(context, step).await?;
@@ -65,7 +76,8 @@ pub async fn transform(context: &OpenContext, step: &PlannedStep) -> anyhow::Res
     match &step.implementation {
         PlannedImplementation::Builtin(b) => {
             for _ in 0..step.workers {
-                workers.push(b.open_transform(context).with_context(|| format!("step `{}`", step.spec.name))?);
+                let context = context.step(step, Policy::default());
+                workers.push(b.open_transform(&context).with_context(|| format!("step `{}`", step.spec.name))?);
             }
         }
         PlannedImplementation::Plugin { .. } => {
@@ -82,7 +94,9 @@ pub async fn transform(context: &OpenContext, step: &PlannedStep) -> anyhow::Res
 pub async fn sink(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Box<dyn Sink>> {
     let name = &step.spec.name;
     match &step.implementation {
-        PlannedImplementation::Builtin(b) => b.open_sink(context).await.with_context(|| format!("step `{name}`")),
+        PlannedImplementation::Builtin(b) => {
+            b.open_sink(&context.step(step, Policy::default())).await.with_context(|| format!("step `{name}`"))
+        }
         PlannedImplementation::Plugin { .. } => {
             let plugin = plugin_step(context, step).await?;
             Ok(Box::new(PluginSink::open(&plugin).await.map_err(|e| open_failed(context, step, e))?))

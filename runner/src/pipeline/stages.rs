@@ -22,11 +22,9 @@ use std::time::Instant;
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::policy::{Policy, Rejected, reject_batch, row_json};
-use super::progress::Progress;
 use crate::batch::{Batch, Schema, schema_change};
 use crate::report::Counts;
-use crate::step::{RowError, Sink, Source, Transform};
+use crate::step::{Policy, Progress, Rejected, RowError, Sink, Source, Transform, reject_batch, row_json};
 
 /// Batches buffered between two stages, per worker of the stage that reads them.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -57,9 +55,10 @@ fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stag
     (counts, result)
 }
 
-/// Set by the first SIGINT or SIGTERM: the source stops reading, the batches already read go
-/// through to the sink, the sink finishes (what it accepted is flushed), and the run reports
-/// what it did and fails. A second signal abandons the run at once.
+/// Asks a run to stop: set by the first SIGINT or SIGTERM (the binary watches for signals and
+/// calls [`Stop::request`]). The source stops reading, the batches already read go through to
+/// the sink, the sink finishes (what it accepted is flushed), and the run reports what it did
+/// and fails with [`Interrupted`]. A run still opening its steps stops at once.
 #[derive(Debug, Default)]
 pub struct Stop {
     signal: std::sync::OnceLock<&'static str>,
@@ -73,70 +72,25 @@ pub struct Stop {
 pub struct Interrupted(pub &'static str);
 
 impl Stop {
+    /// Asks the run to stop, because of `signal` (`SIGINT`, `SIGTERM`); the first request counts.
+    pub fn request(&self, signal: &'static str) {
+        if self.signal.set(signal).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The signal that stopped the run, if one did.
     pub fn signal(&self) -> Option<&'static str> {
         self.signal.get().copied()
     }
 
-    /// Waits for the first signal; returns its name.
+    /// Waits for the first request; returns its signal.
     pub async fn signalled(&self) -> &'static str {
         loop {
             if let Some(signal) = self.signal() {
                 return signal;
             }
             self.notify.notified().await;
-        }
-    }
-
-    /// Watches for signals on a thread of its own until the returned guard is dropped: the
-    /// first signal stops the run, the second ends the process. Its own thread, so that a
-    /// second Ctrl-C works even while plugin calls hold every worker of the run's runtime (a
-    /// plugin without a deadline that never returns).
-    pub fn watch_on_own_thread(self: &Arc<Self>) -> std::io::Result<SignalWatch> {
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-        let stop = self.clone();
-        let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
-            runtime.block_on(async {
-                tokio::select! {
-                    _ = stop.watch() => {}
-                    _ = finished => {}
-                }
-            })
-        })?;
-        Ok(SignalWatch { done: Some(done), thread: Some(thread) })
-    }
-
-    /// Waits for signals; the first stops the run, the second ends the process.
-    async fn watch(self: Arc<Self>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-        let first = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        let _ = self.signal.set(first);
-        self.notify.notify_one();
-        eprintln!("{first}: stopping after the batches in flight (send it again to abandon them)");
-        let code = tokio::select! {
-            _ = tokio::signal::ctrl_c() => 130,
-            _ = term.recv() => 143,
-        };
-        eprintln!("abandoning the run");
-        std::process::exit(code);
-    }
-}
-
-/// Stops watching for signals when dropped.
-pub struct SignalWatch {
-    done: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for SignalWatch {
-    fn drop(&mut self) {
-        drop(self.done.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

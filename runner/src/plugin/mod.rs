@@ -36,7 +36,7 @@ pub use contract::Contract;
 pub use steps::{PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
 
 use crate::spec::Role;
-use sandbox::Sandbox;
+use crate::spec::Sandbox;
 use state::State;
 
 /// The bytes of a step's assets, by the name the spec gives them.
@@ -256,7 +256,7 @@ impl LoadedPlugin {
 #[cfg(test)]
 mod tests {
     use super::Checks;
-    use super::sandbox::{Limits, Sandbox};
+    use crate::spec::{Limits, Sandbox};
 
     fn sandbox(call_seconds: u64, fuel: Option<u64>) -> Sandbox {
         Sandbox { limits: Limits { call_seconds, fuel, ..Limits::default() }, ..Sandbox::default() }

@@ -1,5 +1,5 @@
-//! Bounds on what a plugin can make the host print: an operator's log is not the plugin's to
-//! fill.
+//! What a plugin prints and logs, and the bounds on it: an operator's log is not the plugin's to
+//! fill. [`LogLines`] carries a plugin's stdout and stderr into the runner's log, line by line.
 //!
 //! - Every text a plugin hands the host (an error message, a log line, a line of its stdout or
 //!   stderr) is cut at [`MESSAGE_BYTES`], ending in `... (N bytes cut)`.
@@ -9,9 +9,16 @@
 //!   step). Lines over the budget are dropped and counted; the run summary and the JSON report
 //!   show the count, and the log says when dropping starts and stops.
 
-use std::sync::Mutex;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tokio::io::AsyncWrite;
+
+use super::sandbox::{StderrTail, TAIL_LINES};
 
 pub use crate::format::{MESSAGE_BYTES, cut, cut_owned};
 
@@ -88,6 +95,85 @@ impl OutputBudget {
         }
         bucket.tokens -= cost;
         true
+    }
+}
+
+/// A writer that sends each line to the log, tagged with the step and the stream: at most
+/// [`MESSAGE_BYTES`] of a line, within the step's output budget.
+pub struct LogLines {
+    step: String,
+    stream: &'static str,
+    line: Vec<u8>,
+    /// Bytes of the current line past [`MESSAGE_BYTES`], not kept.
+    cut: usize,
+    tail: Option<StderrTail>,
+    output: Arc<OutputBudget>,
+}
+
+impl LogLines {
+    pub fn new(step: &str, stream: &'static str, tail: Option<StderrTail>, output: Arc<OutputBudget>) -> LogLines {
+        LogLines { step: step.to_string(), stream, line: Vec::new(), cut: 0, tail, output }
+    }
+
+    fn emit(&mut self) {
+        let mut text = String::from_utf8_lossy(&self.line).trim_end_matches(['\r', '\n']).to_string();
+        self.line.clear();
+        if std::mem::take(&mut self.cut) > 0 {
+            text = cut_owned(text);
+        }
+        if text.is_empty() {
+            return;
+        }
+        if let Some(tail) = &self.tail
+            && let Ok(mut tail) = tail.lock()
+        {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text.clone());
+        }
+        if self.output.admit(text.len()) {
+            tracing::info!(target: "plugin", step = %self.step, stream = self.stream, "{text}");
+        }
+    }
+
+    /// Keeps `bytes` of the current line, up to [`MESSAGE_BYTES`]; counts the rest as cut.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MESSAGE_BYTES.saturating_sub(self.line.len()).min(bytes.len());
+        self.line.extend_from_slice(&bytes[..room]);
+        self.cut += bytes.len() - room;
+    }
+}
+
+impl AsyncWrite for LogLines {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut rest = buf;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.keep(&rest[..end]);
+            self.emit();
+            rest = &rest[end + 1..];
+        }
+        self.keep(rest);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
     }
 }
 

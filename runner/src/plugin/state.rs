@@ -10,7 +10,8 @@ use super::AssetBytes;
 use super::bindings::v0_1;
 use super::bindings::v0_2::{host, types};
 use super::output::{OutputBudget, cut};
-use super::sandbox::{Sandbox, StderrTail};
+use super::sandbox::StderrTail;
+use crate::spec::Sandbox;
 
 pub struct State {
     /// WASI as the plugin sees it: only what the step's `grants` give (by default no
@@ -35,7 +36,7 @@ impl State {
             .trap_on_grow_failure(true)
             .build();
         Ok(State {
-            wasi: sandbox.grants.wasi(step, &stderr_tail, &output)?,
+            wasi: super::sandbox::wasi(&sandbox.grants, step, &stderr_tail, &output)?,
             table: ResourceTable::new(),
             step: step.into(),
             assets,

@@ -23,9 +23,9 @@ use super::bindings::{v0_1, v0_2};
 use super::contract::Generation;
 use super::convert::CallError;
 use super::output::{OutputBudget, cut, cut_owned};
-use super::sandbox::{Limits, Sandbox};
 use super::{AssetBytes, Checks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
+use crate::spec::{Limits, Sandbox};
 use crate::step::{RowError, Sink, Source, Transform};
 
 /// Everything it takes to open an instance of a plugin step (again, after a trap).

@@ -1,11 +1,43 @@
-//! The one seam of the pipeline: what a source, a transform and a sink can do.
+//! The one seam of the pipeline: what a source, a transform and a sink can do, and what every
+//! step needs besides its own config.
 //!
 //! Built-in steps (`builtin/`) and plugin adapters (`plugin/`) both implement these traits, so
-//! `pipeline.rs` never knows which kind of step it drives.
+//! `pipeline` never knows which kind of step it drives.
+//!
+//! - [`RowError`]: a step's failure on one row, which its error policy can reject alone.
+//! - `policy`: the error policy itself ([`Policy`]) and rejected rows ([`Rejected`]).
+//! - `progress`: the counters steps update as they run ([`Progress`]).
+
+mod policy;
+mod progress;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::batch::Batch;
+use crate::spec::S3Options;
+
+pub use policy::{DeadLetter, Policy, Rejected, reject_batch, row_json};
+pub use progress::{Counting, Progress};
+
+/// What a built-in step needs to open, besides its config: cheap to clone, one per step.
+#[derive(Clone)]
+pub struct StepContext {
+    /// The step's name, for messages and rejected rows.
+    pub step: String,
+    /// Relative paths in the spec are resolved against this directory.
+    pub base_dir: PathBuf,
+    /// How to reach `s3://` URLs.
+    pub s3: Arc<S3Options>,
+    /// Rows per batch a source produces.
+    pub batch_rows: usize,
+    /// The run's counters.
+    pub progress: Arc<Progress>,
+    /// The step's error policy.
+    pub policy: Policy,
+}
 
 /// A step failed on one row of its input batch: the rest of the batch can be retried without
 /// it. Steps return it inside their `anyhow::Error`; the pipeline looks for it to apply the

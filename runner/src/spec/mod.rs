@@ -42,9 +42,13 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::object_url::S3Options;
-use crate::pipeline::policy::{DeadLetterConfig, OnError};
-use crate::plugin::sandbox::{Grants, Limits, Sandbox};
+mod policy;
+mod s3;
+mod sandbox;
+
+pub use policy::{DeadLetterConfig, OnError};
+pub use s3::S3Options;
+pub use sandbox::{DEFAULT_CALL_SECONDS, DEFAULT_MEMORY_MB, DirGrant, Grants, Limits, Sandbox};
 
 /// Rows per batch when the spec does not say.
 pub const DEFAULT_BATCH_ROWS: usize = 4096;

@@ -1,0 +1,81 @@
+//! Dead letters: where a step with `on_error = "dead-letter"` writes the rows it rejects, as
+//! JSON lines, to a file or to a Redis list (`spec::DeadLetterConfig`). Writes are rare (only
+//! failures) and synchronous: a file append, or an `RPUSH`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+
+use crate::redis_client::{connect, redacted};
+use crate::spec::DeadLetterConfig;
+use crate::step::{DeadLetter, Rejected};
+
+/// Where rejected rows go. Writes are synchronous and rare (only failures): a file write, or a
+/// Redis `RPUSH` on the runner's runtime.
+pub enum DeadLetterTarget {
+    File { path: String, file: Mutex<std::io::BufWriter<std::fs::File>> },
+    Redis { shown: String, list: String, connection: redis::aio::ConnectionManager },
+}
+
+impl DeadLetterTarget {
+    /// Opens (creates, connects to) the dead letter `config` names; a path is relative to `base_dir`.
+    pub async fn open(config: &DeadLetterConfig, base_dir: &Path) -> anyhow::Result<Arc<dyn DeadLetter>> {
+        if config.url.starts_with("redis://") || config.url.starts_with("rediss://") {
+            let Some(list) = config.list.clone() else {
+                bail!("a Redis dead letter needs `list`, the list to push onto")
+            };
+            let connection = connect(&config.url, 10).await?;
+            return Ok(Arc::new(DeadLetterTarget::Redis { shown: redacted(&config.url), list, connection }));
+        }
+        if config.list.is_some() {
+            bail!("`list` is for a Redis dead letter; `{}` is a file", config.url);
+        }
+        let path = match config.url.strip_prefix("file://") {
+            Some(path) => Path::new(path).to_path_buf(),
+            None => base_dir.join(&config.url),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Appends: a rerun adds to what an earlier run rejected instead of erasing it.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the dead letter file {}", path.display()))?;
+        Ok(Arc::new(DeadLetterTarget::File {
+            path: path.display().to_string(),
+            file: Mutex::new(std::io::BufWriter::new(file)),
+        }))
+    }
+}
+
+#[async_trait]
+impl DeadLetter for DeadLetterTarget {
+    async fn write(&self, rejected: &[Rejected]) -> anyhow::Result<()> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        match self {
+            DeadLetterTarget::File { path, file } => {
+                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                for entry in rejected {
+                    writeln!(file, "{}", entry.to_json()).with_context(|| format!("writing the dead letter {path}"))?;
+                }
+                file.flush().with_context(|| format!("writing the dead letter {path}"))
+            }
+            DeadLetterTarget::Redis { shown, list, connection } => {
+                let entries: Vec<String> = rejected.iter().map(Rejected::to_json).collect();
+                redis::cmd("RPUSH")
+                    .arg(list)
+                    .arg(&entries)
+                    .query_async::<()>(&mut connection.clone())
+                    .await
+                    .with_context(|| format!("writing the dead letter {shown} list `{list}`"))
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! How far a run has got, as the steps report it: rows the sink accepted, bytes the source read
+//! out of how many. The pipeline draws the progress line from these counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Counters updated by the steps while they run (relaxed atomics: display only).
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+    /// When the sink accepted its first rows.
+    first_rows: std::sync::OnceLock<Instant>,
+}
+
+impl Progress {
+    /// Rows the sink accepted.
+    pub fn rows_written(&self, rows: u64) {
+        if rows > 0 {
+            self.first_rows.get_or_init(Instant::now);
+        }
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// When the sink accepted its first rows, if it has.
+    pub fn first_rows(&self) -> Option<Instant> {
+        self.first_rows.get().copied()
+    }
+
+    /// The source will read this many more bytes in all.
+    pub fn expect_bytes(&self, bytes: u64) {
+        self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The source read this many bytes.
+    pub fn read_bytes(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Rows accepted so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read so far, and in all (0 when the source does not know).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_read.load(Ordering::Relaxed), self.bytes_total.load(Ordering::Relaxed))
+    }
+}
+
+/// A reader that reports the bytes it passes on.
+pub struct Counting<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R> Counting<R> {
+    pub fn new(inner: R, progress: Arc<Progress>) -> Counting<R> {
+        Counting { inner, progress }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.read_bytes(n as u64);
+        Ok(n)
+    }
+}
