@@ -26,7 +26,7 @@ use anyhow::Context;
 use runner::batch::{Batch, Column, Values};
 use runner::plugin::cache::ComponentCache;
 use runner::plugin::output::OutputBudget;
-use runner::plugin::{Checks, PluginRuntime, PluginStep, PluginTransform};
+use runner::plugin::{EngineChecks, PluginRuntime, PluginStep, PluginTransform};
 use runner::spec::Sandbox;
 use runner::step::Transform;
 
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--no-deadline") {
         sandbox.limits.call_seconds = 0;
     }
-    let runtime = Arc::new(PluginRuntime::new(cache, Checks::needed([&sandbox]))?);
+    let runtime = Arc::new(PluginRuntime::new(cache, EngineChecks::needed([&sandbox]))?);
     let loaded = runtime.load(Path::new(&plugin))?;
     let assets = Arc::new(BTreeMap::from([("model".to_string(), Arc::new(std::fs::read(&model).context(model)?))]));
     if option("--config").is_some() && args.iter().any(|a| a == "--class-ids") {

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use runner::plugin::contract::{PACKAGE, VERSION};
-use runner::plugin::{Checks, ComponentCache, engine_config};
+use runner::plugin::{ComponentCache, EngineChecks, engine_config};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::Command;
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdout().inherit_stderr().arg(program).args(theirs);
-    let mut checks = Checks::default();
+    let mut checks = EngineChecks::default();
     let mut rest = ours[1..].iter();
     while let Some(option) = rest.next() {
         if option == "--no-deadline" {

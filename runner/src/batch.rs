@@ -6,7 +6,19 @@
 
 use std::fmt;
 
-use crate::format::{is_na, number_text, parse_bool};
+use crate::format::{PythonFloats, is_na, number_text, parse_bool};
+
+/// How [`Values::write_text`] writes a value as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextStyle {
+    /// Files and Redis: floats as Python writes them (`5.0`, `1e-05`, so they read back as
+    /// floats), booleans `true`/`false`.
+    Plain,
+    /// Python's `str()` of the value pandas hands the original flow in a row (row keys):
+    /// booleans `True`/`False`, and with `ints_as_floats` integers as floats (`5.0`), as pandas
+    /// upcasts them in a row of integer and float columns.
+    Python { ints_as_floats: bool },
+}
 
 /// The values of one column: one vector per type, as in the WIT `values` variant.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +128,20 @@ impl Values {
         Ok(null)
     }
 
+    /// Appends the value at `row` as text in `style` (the caller writes nulls its own way).
+    /// `floats` remembers the texts of recent floats: tabular data repeats its values.
+    pub fn write_text(&self, row: usize, style: TextStyle, floats: &mut PythonFloats, out: &mut String) {
+        match (self, style) {
+            (Values::F64(v), _) => floats.write(out, v[row]),
+            // Upcast as numpy does (the nearest float, ties to even), then written as a float.
+            (Values::S64(v), TextStyle::Python { ints_as_floats: true }) => floats.write(out, v[row] as f64),
+            (Values::S64(v), _) => out.push_str(itoa::Buffer::new().format(v[row])),
+            (Values::Bool(v), TextStyle::Plain) => out.push_str(if v[row] { "true" } else { "false" }),
+            (Values::Bool(v), TextStyle::Python { .. }) => out.push_str(if v[row] { "True" } else { "False" }),
+            (Values::String(_) | Values::Dictionary(_), _) => out.push_str(self.text(row).unwrap_or_default()),
+        }
+    }
+
     /// Shortens the column to `len` values.
     pub fn truncate(&mut self, len: usize) {
         match self {
@@ -181,7 +207,7 @@ pub enum BatchError {
 }
 
 impl Batch {
-    /// Checks the invariants and builds the batch.
+    /// EngineChecks the invariants and builds the batch.
     pub fn new(columns: Vec<Column>) -> Result<Batch, BatchError> {
         let rows = columns.first().map_or(0, |c| c.values.len());
         for (i, column) in columns.iter().enumerate() {

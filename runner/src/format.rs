@@ -177,16 +177,15 @@ impl PythonFloats {
     }
 }
 
-/// [`write_python_float`] into a new string.
-pub fn python_float(x: f64) -> String {
-    let mut s = String::new();
-    write_python_float(&mut s, x);
-    s
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{MESSAGE_BYTES, cut, python_float};
+    use super::{MESSAGE_BYTES, cut, write_python_float};
+
+    fn python_float(x: f64) -> String {
+        let mut s = String::new();
+        write_python_float(&mut s, x);
+        s
+    }
 
     #[test]
     fn long_texts_are_cut_at_a_character_boundary() {

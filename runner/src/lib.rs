@@ -3,23 +3,30 @@
 //!
 //! # Layout
 //!
-//! - [`spec`]: the TOML pipeline spec: parsing, `${ENV}` interpolation, located errors.
-//! - [`batch`]: the columnar [`batch::Batch`] every step consumes and produces.
-//! - [`step`]: the `Source` / `Transform` / `Sink` traits, the one seam of the pipeline.
-//! - [`pipeline`]: plans a spec (checks every step), runs it as a chain of tasks joined by
-//!   bounded channels, and reports per-step counts and timings.
+//! The modules form one chain: each uses only modules above it in this list, and `builtin` and
+//! `plugin`, side by side, never use each other (`tests/layers.rs` checks it).
+//!
+//! - [`format`]: text forms of values (Python's float text, row-key text, pandas's missing
+//!   values) and the bound on untrusted text the runner prints.
+//! - [`batch`]: the columnar [`batch::Batch`] every step consumes and produces, and reading a
+//!   value from text.
+//! - [`spec`]: the TOML pipeline spec: parsing, `${ENV}` interpolation, located errors, and
+//!   every configuration type (limits and grants, error policies, dead letters, `[s3]`).
+//! - [`object_url`]: data, asset and output URLs resolved to an `object_store` store and path.
+//! - [`redis_client`]: connecting to Redis with retries, URLs shown without passwords.
 //! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
+//! - [`step`]: the `Source` / `Transform` / `Sink` traits (the one seam of the pipeline), row
+//!   errors, the error policy, the progress counters, and what a step opens with.
 //! - [`builtin`]: the steps built into the host, one file each, and the `kind` registry.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.
+//! - [`pipeline`]: plans a spec (checks every step) and runs it as tasks joined by bounded
+//!   channels.
 //! - [`lookup`]: `runner lookup`: a row's key, computed as the pipeline does, and its value.
 //! - [`scaffold`]: `runner plugin new`: a new plugin crate from the templates in `templates/`.
-//! - [`object_url`]: resolves data and asset URLs to an `object_store` store and path.
-//! - [`format`](mod@format): text forms of values (Python-compatible floats).
 //!
-//! `builtin` and `plugin` depend on `step` and `batch`, never on each other; `pipeline`
-//! depends on the traits and on the two registries, never on a concrete step's internals.
-//! The binary (`main.rs`) only parses arguments and maps errors to exit codes.
+//! The binary (`main.rs`) parses arguments, watches for signals, and maps outcomes to exit
+//! codes.
 
 pub mod batch;
 pub mod builtin;

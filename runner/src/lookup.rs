@@ -24,14 +24,14 @@ pub enum Stored {
 
 /// The outcome of a lookup.
 #[derive(Debug, Clone)]
-pub struct Found {
+pub struct LookupResult {
     pub key: String,
     /// `None` when nothing is stored under the key.
     pub stored: Option<Stored>,
 }
 
 /// Keys `values` as the plan's pipeline does and reads the stored prediction.
-pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<Found> {
+pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResult> {
     let key_step = plan.steps.iter().find_map(|s| match &s.implementation {
         PlannedImplementation::Builtin(Builtin::RowKey(config)) => Some(config.clone()),
         _ => None,
@@ -72,7 +72,7 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<Found> {
         let hash: Vec<(String, String)> = connection.hgetall(&key).await.with_context(|| format!("reading {shown}"))?;
         (!hash.is_empty()).then_some(Stored::Hash(hash))
     };
-    Ok(Found { key, stored })
+    Ok(LookupResult { key, stored })
 }
 
 /// One value as a one-row column of type `ty`, read as the CSV source reads a field (a missing

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use runner::lookup::Stored;
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation, Stop};
-use runner::plugin::contract::{PACKAGE, spoken};
-use runner::plugin::{Checks, ComponentCache, PluginRuntime};
+use runner::plugin::contract::{PACKAGE, spoken_versions};
+use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::{Spec, SpecError};
 use tracing_subscriber::EnvFilter;
@@ -319,7 +319,8 @@ fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> ExitCode {
 
 fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     let cache = ComponentCache::new(cache_dir.or_else(ComponentCache::default_dir));
-    let inspection = match PluginRuntime::new(cache, Checks::default()).and_then(|runtime| runtime.inspect(wasm)) {
+    let inspection = match PluginRuntime::new(cache, EngineChecks::default()).and_then(|runtime| runtime.inspect(wasm))
+    {
         Ok(inspection) => inspection,
         Err(e) => return invalid(format!("{e:#}")),
     };
@@ -327,7 +328,11 @@ fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     let usable = match &inspection.contract {
         Ok(contract) => {
             println!("  world:    {} (exports {})", contract.role.world(), contract.export_name());
-            println!("  contract: {PACKAGE}@{}; this runner speaks {}: compatible", contract.version, spoken());
+            println!(
+                "  contract: {PACKAGE}@{}; this runner speaks {}: compatible",
+                contract.version,
+                spoken_versions()
+            );
             true
         }
         Err(reason) => {

@@ -30,7 +30,7 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// One object to read, as [`ObjectUrl::objects`] found it.
 #[derive(Clone)]
-pub struct Found {
+pub struct FoundObject {
     /// Path, size and ETag.
     pub meta: ObjectMeta,
     /// Its first chunk, when it was fetched while the object was looked up.
@@ -66,15 +66,14 @@ impl ObjectUrl {
     /// Resolves `url`; relative paths are taken from `base_dir`, `s3://` uses `s3`.
     pub fn parse(url: &str, base_dir: &Path, s3: &S3Options) -> anyhow::Result<ObjectUrl> {
         let is_prefix = url.ends_with('/');
-        let local = match url.split_once("://") {
-            None => base_dir.join(url),
-            Some(("file", rest)) => PathBuf::from(rest),
+        match url.split_once("://") {
             Some(("s3", rest)) => return Self::s3(rest, is_prefix, s3),
-            Some((scheme, _)) => {
+            Some((scheme, _)) if scheme != "file" => {
                 bail!("`{url}`: unsupported scheme `{scheme}://` (expected a path, file:// or s3://)")
             }
-        };
-        let absolute = normalize(&std::path::absolute(&local).with_context(|| format!("`{url}`: bad path"))?);
+            _ => {}
+        }
+        let absolute = local_path(url, base_dir)?;
         let path = ObjectPath::from_absolute_path(&absolute).with_context(|| format!("`{url}`: bad path"))?;
         let mut display = absolute.display().to_string();
         if is_prefix {
@@ -142,7 +141,7 @@ impl ObjectUrl {
     /// The objects this URL names (path, size, ETag): itself (checked to be readable), or every
     /// object under the prefix, by name. A single object's first chunk is requested together
     /// with its HEAD, so reading starts one round trip earlier.
-    pub async fn objects(&self) -> anyhow::Result<Vec<Found>> {
+    pub async fn objects(&self) -> anyhow::Result<Vec<FoundObject>> {
         if !self.is_prefix {
             let first = GetOptions { range: Some(GetRange::Bounded(0..FIRST_CHUNK_BYTES)), ..GetOptions::default() };
             let (meta, first) = tokio::join!(self.check_readable(), async {
@@ -164,7 +163,7 @@ impl ObjectUrl {
                     None
                 }
             };
-            return Ok(vec![Found { meta, first }]);
+            return Ok(vec![FoundObject { meta, first }]);
         }
         let mut found: Vec<ObjectMeta> = self
             .store
@@ -174,7 +173,7 @@ impl ObjectUrl {
             .map_err(|e| anyhow::anyhow!("{self}: {}", self.describe(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(found.into_iter().map(|meta| Found { meta, first: None }).collect())
+        Ok(found.into_iter().map(|meta| FoundObject { meta, first: None }).collect())
     }
 
     /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
@@ -185,8 +184,11 @@ impl ObjectUrl {
     /// the ETag seen when the object was found: if the object is replaced mid-read, the read
     /// fails instead of mixing two versions. Memory: a few chunks, whatever the size. Call it
     /// inside the tokio runtime.
-    pub fn read_chunks(&self, found: Found) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
-        let Found { meta, first } = found;
+    pub fn read_chunks(
+        &self,
+        found: FoundObject,
+    ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
+        let FoundObject { meta, first } = found;
         let size = meta.size;
         let (store, runtime) = (self.store.clone(), tokio::runtime::Handle::current());
         let fetch = move |range: std::ops::Range<u64>| {
@@ -214,7 +216,7 @@ impl ObjectUrl {
         futures::stream::iter(first.map(Ok)).chain(fetched)
     }
 
-    /// Checks that the object exists and is readable, and returns its size; the error names the
+    /// EngineChecks that the object exists and is readable, and returns its size; the error names the
     /// URL and says whether the object or the whole bucket is missing (a HEAD response has no
     /// body to tell).
     pub async fn check_readable(&self) -> anyhow::Result<ObjectMeta> {
@@ -317,6 +319,18 @@ fn timed_out(e: &object_store::Error) -> bool {
         next = error.source();
     }
     false
+}
+
+/// The local file a URL names: a path (relative to `base_dir`) or `file:///abs/path`, made
+/// absolute and normalized; any other scheme is an error. Every local path in a spec (data,
+/// assets, file sinks, dead letters) is resolved here.
+pub fn local_path(url: &str, base_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = match url.split_once("://") {
+        None => base_dir.join(url),
+        Some(("file", rest)) => PathBuf::from(rest),
+        Some((scheme, _)) => bail!("`{url}`: `{scheme}://` does not name a local file (expected a path or file://)"),
+    };
+    Ok(normalize(&std::path::absolute(&path).with_context(|| format!("`{url}`: bad path"))?))
 }
 
 /// Removes `.` and `..` components without touching the file system (object_store's local

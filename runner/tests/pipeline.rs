@@ -4,8 +4,8 @@ mod common;
 
 use std::path::Path;
 
+use common::python_float;
 use common::{plugin, plugin_dir, plugins, root, run, stderr, stdout, temp};
-use runner::format::python_float;
 
 /// Splits CSV text (no quoted fields) into its header and rows of fields.
 fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {

@@ -3,8 +3,8 @@
 
 mod common;
 
+use common::python_float;
 use common::{plugin_dir, root, run, stderr, stdout, temp};
-use runner::format::python_float;
 
 /// `tests/data/python_floats.txt` holds `<bits> <str(float)>` lines printed by CPython.
 #[test]

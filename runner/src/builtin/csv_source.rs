@@ -33,7 +33,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::{is_na, number_text, parse_bool};
-use crate::object_url::{Found, ObjectUrl};
+use crate::object_url::{FoundObject, ObjectUrl};
 use crate::step::{Counting, Policy, Progress, Rejected, Source};
 
 /// The `config` table of a `csv` source.
@@ -71,7 +71,7 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
-    /// Checks that the data is there (so a wrong URL or credentials fail before anything else
+    /// EngineChecks that the data is there (so a wrong URL or credentials fail before anything else
     /// starts), then reads it in the background.
     pub async fn open(source: SourceContext, url: ObjectUrl, progress: Arc<Progress>) -> anyhow::Result<CsvSource> {
         let config = &source.config;
@@ -98,7 +98,7 @@ impl Source for CsvSource {
 }
 
 /// The columns of the input and how each is read; every object must have the same header.
-type Schema = (Vec<String>, Vec<Reading>);
+type Columns = (Vec<String>, Vec<Reading>);
 
 /// How a column's fields become values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +190,7 @@ fn is_integer(text: &str) -> bool {
 async fn read_objects(
     source: SourceContext,
     url: ObjectUrl,
-    objects: Vec<Found>,
+    objects: Vec<FoundObject>,
     progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
@@ -224,7 +224,7 @@ async fn read_objects(
 /// The first pass: the columns of the input (the first object's header) and how to read each:
 /// as declared in `columns`, else typed from every value of every object. When every column is
 /// declared, only the header is read.
-async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[Found]) -> anyhow::Result<Schema> {
+async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[FoundObject]) -> anyhow::Result<Columns> {
     let mut names: Option<Vec<String>> = None;
     let mut seen: Vec<Seen> = Vec::new();
     for found in objects {
@@ -382,9 +382,9 @@ fn read_csv(
     bytes: impl Read,
     name: &str,
     source: &SourceContext,
-    schema: Schema,
+    schema: Columns,
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
-) -> anyhow::Result<Option<Schema>> {
+) -> anyhow::Result<Option<Columns>> {
     let (config, batch_rows) = (&source.config, source.batch_rows);
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
     let names = header(&mut csv, name, config, Some(schema.0.as_slice()).filter(|names| !names.is_empty()))?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 
+use crate::object_url::local_path;
 use crate::redis_client::{connect, redacted};
 use crate::spec::DeadLetterConfig;
 use crate::step::{DeadLetter, Rejected};
@@ -33,10 +34,7 @@ impl DeadLetterTarget {
         if config.list.is_some() {
             bail!("`list` is for a Redis dead letter; `{}` is a file", config.url);
         }
-        let path = match config.url.strip_prefix("file://") {
-            Some(path) => Path::new(path).to_path_buf(),
-            None => base_dir.join(&config.url),
-        };
+        let path = local_path(&config.url, base_dir).context("a dead letter is a local file or a Redis list")?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }

@@ -19,8 +19,9 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::batch::{Batch, Values};
-use crate::format::write_python_float;
+use crate::batch::{Batch, TextStyle, Values};
+use crate::format::PythonFloats;
+use crate::object_url::local_path;
 use crate::step::Sink;
 
 /// The `config` table of a `csv` or `jsonl` sink.
@@ -47,6 +48,8 @@ pub struct FileSink {
     /// The column names of the first batch; later batches must match.
     header: Option<Vec<String>>,
     line: String,
+    /// The texts of recent floats.
+    floats: PythonFloats,
 }
 
 impl FileSink {
@@ -54,13 +57,7 @@ impl FileSink {
         if config.url == "-" {
             return Ok(FileSink::new(format, Box::new(std::io::stdout()), None));
         }
-        let path = match config.url.split_once("://") {
-            None => base_dir.join(&config.url),
-            Some(("file", rest)) => PathBuf::from(rest),
-            Some((scheme, _)) => {
-                bail!("`{}`: file sinks write local files; `{scheme}://` is not supported", config.url)
-            }
-        };
+        let path = local_path(&config.url, base_dir).context("a file sink writes a local file")?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
         }
@@ -77,6 +74,7 @@ impl FileSink {
             rename,
             header: None,
             line: String::new(),
+            floats: PythonFloats::default(),
         }
     }
 
@@ -114,9 +112,6 @@ impl FileSink {
                 }
                 match (&column.values, self.format) {
                     (Values::F64(v), Format::JsonLines) if !v[row].is_finite() => self.line.push_str("null"),
-                    (Values::F64(v), _) => write_python_float(&mut self.line, v[row]),
-                    (Values::S64(v), _) => self.line.push_str(itoa::Buffer::new().format(v[row])),
-                    (Values::Bool(v), _) => self.line.push_str(if v[row] { "true" } else { "false" }),
                     (text @ (Values::String(_) | Values::Dictionary(_)), format) => {
                         let text = text.text(row).unwrap_or_default();
                         match format {
@@ -126,6 +121,7 @@ impl FileSink {
                             }
                         }
                     }
+                    (values, _) => values.write_text(row, TextStyle::Plain, &mut self.floats, &mut self.line),
                 }
             }
             if self.format == Format::JsonLines {

@@ -22,8 +22,8 @@
 //! across batches; `finish` waits for the last acknowledgement. Plain values without expiry go
 //! as one `MSET` per round trip rather than a `SET` per row: the same keys and values, for a
 //! fraction of Redis's work. Round trips are small and many by default: Redis spends less per
-//! key on 100-key `MSET`s than on 1000-key ones (1.75 against 2.37 CPU-s per million keys,
-//! measured with the benchmark), and 64 in flight keep it busy. A write that still fails after its retries fails the run (the
+//! key on 100-key `MSET`s than on 1000-key ones (docs/performance.md), and 64 in flight keep
+//! it busy. A write that still fails after its retries fails the run (the
 //! step's error policy applies to rows it refuses, such as a null key, not to a lost server).
 
 use std::time::Duration;
@@ -36,8 +36,8 @@ use futures::stream::FuturesUnordered;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
-use crate::batch::{Batch, Column, ColumnType, Values};
-use crate::format::write_python_float;
+use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
+use crate::format::PythonFloats;
 use crate::redis_client::{connect, give_up, redacted, with_retries};
 use crate::step::{RowError, Sink};
 
@@ -127,6 +127,7 @@ impl RedisSink {
         keys: &Values,
         values: &[(&str, &Column)],
         rows: std::ops::Range<usize>,
+        floats: &mut PythonFloats,
     ) -> anyhow::Result<redis::Pipeline> {
         let mut pipe = redis::pipe();
         let mut text = String::new();
@@ -141,7 +142,7 @@ impl RedisSink {
                     return Err(RowError { row, message }.into());
                 }
                 text.clear();
-                push_text(&mut text, column, row);
+                column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                 mset.arg(key(row)).arg(&text);
             }
             mset.ignore();
@@ -156,7 +157,7 @@ impl RedisSink {
                     return Err(RowError { row, message }.into());
                 }
                 text.clear();
-                push_text(&mut text, column, row);
+                column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                 match self.config.ttl_seconds {
                     Some(ttl) => pipe.set_ex(key, &text, ttl).ignore(),
                     None => pipe.set(key, &text).ignore(),
@@ -166,7 +167,7 @@ impl RedisSink {
                 for (field, column) in values {
                     if !column.is_null(row) {
                         let mut text = String::new();
-                        push_text(&mut text, column, row);
+                        column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                         pairs.push((*field, text));
                     }
                 }
@@ -179,16 +180,6 @@ impl RedisSink {
             }
         }
         Ok(pipe)
-    }
-}
-
-/// A value as Redis text: floats as Python writes them, so they match the original flow.
-fn push_text(text: &mut String, column: &Column, row: usize) {
-    match &column.values {
-        Values::F64(v) => write_python_float(text, v[row]),
-        Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
-        Values::Bool(v) => text.push_str(if v[row] { "true" } else { "false" }),
-        Values::String(_) | Values::Dictionary(_) => text.push_str(column.values.text(row).unwrap_or_default()),
     }
 }
 
@@ -217,9 +208,12 @@ impl Sink for RedisSink {
         let values: Vec<(&str, &Column)> =
             names.iter().map(|&n| column(n).map(|c| (n, c))).collect::<anyhow::Result<_>>()?;
 
+        let mut floats = PythonFloats::default();
         let pipelines = (0..batch.rows())
             .step_by(self.config.pipeline)
-            .map(|start| self.pipeline(keys, &values, start..(start + self.config.pipeline).min(batch.rows())))
+            .map(|start| {
+                self.pipeline(keys, &values, start..(start + self.config.pipeline).min(batch.rows()), &mut floats)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let deadline = Duration::from_secs(self.config.retry_seconds);
         for pipe in pipelines {

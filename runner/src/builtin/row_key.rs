@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::batch::{Batch, Column, ColumnType, Values};
+use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::step::Transform;
 
@@ -140,14 +140,8 @@ fn push_python_str(text: &mut String, column: &Column, row: usize, row_type: Row
         text.push_str("nan");
         return;
     }
-    match &column.values {
-        Values::F64(v) => floats.write(text, v[row]),
-        // Upcast as numpy does (the nearest float, ties to even), then written as a float.
-        Values::S64(v) if row_type == RowType::Float => floats.write(text, v[row] as f64),
-        Values::S64(v) => text.push_str(itoa::Buffer::new().format(v[row])),
-        Values::Bool(v) => text.push_str(if v[row] { "True" } else { "False" }),
-        Values::String(_) | Values::Dictionary(_) => text.push_str(column.values.text(row).unwrap_or_default()),
-    }
+    let style = TextStyle::Python { ints_as_floats: row_type == RowType::Float };
+    column.values.write_text(row, style, floats, text);
 }
 
 #[async_trait]

@@ -31,14 +31,14 @@ use tokio::sync::mpsc;
 use crate::batch::Batch;
 use crate::builtin::Builtin;
 use crate::plugin::output::OutputBudget;
-use crate::plugin::{Checks, ComponentCache, LoadedPlugin, PluginRuntime};
+use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
 use crate::step::{Policy, Progress, Sink, Source, Transform};
 use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
-use stages::Step;
+use stages::StepPolicy;
 pub use stages::Stop;
 
 /// Where plugins are found and compiled components cached; from the command line.
@@ -66,7 +66,7 @@ pub struct Plan {
 
 impl Plan {
     /// What the plugins' compiled code checks in this run, if it has plugins.
-    pub fn plugin_checks(&self) -> Option<Checks> {
+    pub fn plugin_checks(&self) -> Option<EngineChecks> {
         self.runtime.as_ref().map(|r| r.checks())
     }
 }
@@ -107,7 +107,7 @@ impl PlannedStep {
 }
 
 impl Plan {
-    /// Checks every step; loads (compiles or fetches from the cache) every plugin.
+    /// EngineChecks every step; loads (compiles or fetches from the cache) every plugin.
     pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
         let started = Instant::now();
         let s3 = spec.s3()?;
@@ -115,9 +115,9 @@ impl Plan {
         for step in spec.steps() {
             sandboxes.push(spec.sandbox(step)?);
         }
-        // Checks slow every plugin: the engine compiles in only those a plugin step needs.
+        // EngineChecks slow every plugin: the engine compiles in only those a plugin step needs.
         let default = Sandbox::default();
-        let checks = Checks::needed(
+        let checks = EngineChecks::needed(
             spec.steps()
                 .zip(&sandboxes)
                 .filter(|(step, _)| matches!(step.implementation, Implementation::Plugin(_)))
@@ -245,11 +245,11 @@ impl Plan {
         tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone())));
         for (i, workers) in transforms.into_iter().enumerate() {
             let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
-            let step = Step { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };
+            let step = StepPolicy { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };
             tasks.push(tokio::spawn(stages::transform(workers, step, rx, tx, failed.clone())));
             rx = next;
         }
-        let step = Step { name: last.spec.name.clone(), policy: policies[policies.len() - 1].clone() };
+        let step = StepPolicy { name: last.spec.name.clone(), policy: policies[policies.len() - 1].clone() };
         tasks.push(tokio::spawn(stages::sink(sink, step, rx, failed, progress)));
 
         let mut first_error = None;

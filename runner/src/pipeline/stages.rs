@@ -38,17 +38,18 @@ pub struct Sequenced {
 /// The sequence numbers of what transforms return from `finish`: after everything else.
 const FINISH_SEQ: u64 = 1 << 62;
 
-pub type Stage = (Counts, anyhow::Result<()>);
+/// What a stage (the source, a transform's workers, the sink) did, and how it ended.
+pub type StageOutcome = (Counts, anyhow::Result<()>);
 
 /// A transform's or sink's name (for rejected rows) and error policy.
 #[derive(Clone)]
-pub struct Step {
+pub struct StepPolicy {
     pub name: String,
     pub policy: Policy,
 }
 
-/// Marks the run as failed when `result` is an error.
-fn done(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> Stage {
+/// A stage's outcome; marks the run as failed when `result` is an error.
+fn outcome(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> StageOutcome {
     if result.is_err() {
         failed.store(true, Ordering::SeqCst);
     }
@@ -100,7 +101,7 @@ pub async fn source(
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
     stop: Arc<Stop>,
-) -> Stage {
+) -> StageOutcome {
     let mut counts = Counts::default();
     let result = async {
         for seq in 0.. {
@@ -120,17 +121,17 @@ pub async fn source(
         Ok(())
     }
     .await;
-    done(counts, result, &failed)
+    outcome(counts, result, &failed)
 }
 
 /// Runs the workers of one transform over one shared queue; their counts add up.
 pub async fn transform(
     workers: Vec<Box<dyn Transform>>,
-    step: Step,
+    step: StepPolicy,
     rx: mpsc::Receiver<Sequenced>,
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
-) -> Stage {
+) -> StageOutcome {
     let rx = Arc::new(Mutex::new(rx));
     let schema = Arc::new(std::sync::Mutex::new(None));
     let tasks: Vec<_> = workers
@@ -165,7 +166,7 @@ pub async fn transform(
 
 /// What the workers of one transform share.
 struct Shared {
-    step: Step,
+    step: StepPolicy,
     rx: Arc<Mutex<mpsc::Receiver<Sequenced>>>,
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
@@ -192,7 +193,7 @@ impl Shared {
     }
 }
 
-async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: Shared) -> Stage {
+async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: Shared) -> StageOutcome {
     let Shared { rx, tx, failed, .. } = &shared;
     let mut counts = Counts::default();
     let result = async {
@@ -229,13 +230,13 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
         Ok(())
     }
     .await;
-    done(counts, result, failed)
+    outcome(counts, result, failed)
 }
 
 /// Runs `process` under the step's policy. With `skip` or `dead-letter`, a row the step
 /// refuses (a [`RowError`]) is rejected and the rest of the batch tried again; any other
 /// failure rejects the whole batch, and the step recovers (a trapped plugin is replaced).
-async fn process(worker: &mut dyn Transform, batch: Batch, step: &Step) -> anyhow::Result<Batch> {
+async fn process(worker: &mut dyn Transform, batch: Batch, step: &StepPolicy) -> anyhow::Result<Batch> {
     if !step.policy.tolerant() {
         return worker.process(batch).await;
     }
@@ -261,7 +262,7 @@ async fn process(worker: &mut dyn Transform, batch: Batch, step: &Step) -> anyho
 }
 
 /// Hands the row a step refused to the step's policy; returns the batch without it, to try again.
-async fn reject_row(step: &Step, batch: Batch, refused: &RowError) -> anyhow::Result<Batch> {
+async fn reject_row(step: &StepPolicy, batch: Batch, refused: &RowError) -> anyhow::Result<Batch> {
     let row = row_json(&batch, refused.row);
     let rejected = Rejected { step: step.name.clone(), reason: refused.message.clone(), row, at: None };
     step.policy.reject(vec![rejected]).await?;
@@ -270,11 +271,11 @@ async fn reject_row(step: &Step, batch: Batch, refused: &RowError) -> anyhow::Re
 
 pub async fn sink(
     mut sink: Box<dyn Sink>,
-    step: Step,
+    step: StepPolicy,
     mut rx: mpsc::Receiver<Sequenced>,
     failed: Arc<AtomicBool>,
     progress: Arc<Progress>,
-) -> Stage {
+) -> StageOutcome {
     let mut counts = Counts::default();
     let result = async {
         let ordered = sink.ordered();
@@ -307,14 +308,14 @@ pub async fn sink(
         finished
     }
     .await;
-    done(counts, result, &failed)
+    outcome(counts, result, &failed)
 }
 
 /// Writes a batch under the sink's policy (as [`process`] does for transforms).
 async fn write(
     sink: &mut dyn Sink,
     mut batch: Batch,
-    step: &Step,
+    step: &StepPolicy,
     counts: &mut Counts,
     progress: &Progress,
 ) -> anyhow::Result<()> {

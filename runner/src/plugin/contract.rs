@@ -70,7 +70,7 @@ impl Contract {
             None => bail!(
                 "it was built against contract {PACKAGE}@{version}, but this runner speaks {}: \
                  rebuild the plugin against the runner's wit/ directory",
-                spoken()
+                spoken_versions()
             ),
         }
     }
@@ -82,7 +82,7 @@ impl Contract {
 }
 
 /// The versions this runner speaks, for messages: `etl:plugin@0.2.0 and 0.1.0`.
-pub fn spoken() -> String {
+pub fn spoken_versions() -> String {
     let older: Vec<&str> = SPOKEN[1..].iter().map(|(v, _)| *v).collect();
     if older.is_empty() {
         format!("{PACKAGE}@{VERSION}")
@@ -131,7 +131,7 @@ mod tests {
             let frozen = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(frozen.contains(&format!("package {PACKAGE}@{version};")), "{path} is not {version}");
         }
-        assert_eq!(spoken(), "etl:plugin@0.2.0 and 0.1.0");
+        assert_eq!(spoken_versions(), "etl:plugin@0.2.0 and 0.1.0");
         // The runner's frozen 0.1.0 is the one the test fixture stands for.
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/fixtures/contract-v0-1-0/wit/plugin.wit");
         let frozen = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/0.1.0/plugin.wit");

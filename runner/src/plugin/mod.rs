@@ -49,17 +49,17 @@ pub struct PluginRuntime {
     linker: Linker<State>,
     cache: ComponentCache,
     /// What the engine's compiled code checks.
-    checks: Checks,
+    checks: EngineChecks,
     /// Stops the epoch ticker when the runtime goes.
     ticker: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the compiled code of every plugin in a run checks as it runs. Each check costs time in
-/// every loop of a plugin, whatever it does (with the deadline's, the predictor's scoring
-/// takes 1.25-1.3x as long: `bench/scoring.py`), and it is compiled in for the whole engine, so
-/// a run checks only what one of its plugin steps asks for.
+/// every loop of a plugin, whatever it does (docs/performance.md measures the deadline's), and
+/// it is compiled in for the whole engine, so a run checks only what one of its plugin steps
+/// asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checks {
+pub struct EngineChecks {
     /// Call deadlines (epoch interruption): unless every plugin step sets
     /// `limits.call_seconds = 0`.
     pub deadline: bool,
@@ -67,18 +67,18 @@ pub struct Checks {
     pub fuel: bool,
 }
 
-impl Default for Checks {
+impl Default for EngineChecks {
     /// What a step gets when its spec says nothing: a deadline, no fuel.
     fn default() -> Self {
-        Checks { deadline: true, fuel: false }
+        EngineChecks { deadline: true, fuel: false }
     }
 }
 
-impl Checks {
+impl EngineChecks {
     /// What the plugin steps of a run need, given their sandboxes: nothing without any (unlike
     /// `default`, which is what one step with an empty spec needs).
-    pub fn needed<'a>(sandboxes: impl IntoIterator<Item = &'a Sandbox>) -> Checks {
-        let mut checks = Checks { deadline: false, fuel: false };
+    pub fn needed<'a>(sandboxes: impl IntoIterator<Item = &'a Sandbox>) -> EngineChecks {
+        let mut checks = EngineChecks { deadline: false, fuel: false };
         for sandbox in sandboxes {
             checks.deadline |= sandbox.limits.deadline().is_some();
             checks.fuel |= sandbox.limits.fuel.is_some();
@@ -112,7 +112,7 @@ pub struct LoadedPlugin {
 
 /// The engine settings plugins run under (the benchmarks' WASI programs too): the component
 /// model, deadlines checked by epoch and fuel counted as `checks` says.
-pub fn engine_config(checks: Checks) -> Config {
+pub fn engine_config(checks: EngineChecks) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(checks.deadline).consume_fuel(checks.fuel);
     // For profiling with `perf`: name the plugins' compiled functions in /tmp/perf-<pid>.map.
@@ -125,7 +125,7 @@ pub fn engine_config(checks: Checks) -> Config {
 impl PluginRuntime {
     /// An engine whose compiled code makes `checks`. The compile cache keys on these settings
     /// too.
-    pub fn new(cache: ComponentCache, checks: Checks) -> anyhow::Result<PluginRuntime> {
+    pub fn new(cache: ComponentCache, checks: EngineChecks) -> anyhow::Result<PluginRuntime> {
         let engine = Engine::new(&engine_config(checks))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -149,7 +149,7 @@ impl PluginRuntime {
         Ok(PluginRuntime { engine, linker, cache, checks, ticker })
     }
 
-    pub fn checks(&self) -> Checks {
+    pub fn checks(&self) -> EngineChecks {
         self.checks
     }
 
@@ -255,7 +255,7 @@ impl LoadedPlugin {
 
 #[cfg(test)]
 mod tests {
-    use super::Checks;
+    use super::EngineChecks;
     use crate::spec::{Limits, Sandbox};
 
     fn sandbox(call_seconds: u64, fuel: Option<u64>) -> Sandbox {
@@ -264,12 +264,12 @@ mod tests {
 
     #[test]
     fn the_engine_checks_what_one_plugin_step_needs() {
-        let needed = |sandboxes: &[Sandbox]| Checks::needed(sandboxes);
-        assert_eq!(needed(&[]), Checks { deadline: false, fuel: false });
-        assert_eq!(needed(&[Sandbox::default()]), Checks::default());
-        assert_eq!(needed(&[sandbox(0, None)]), Checks { deadline: false, fuel: false });
-        assert_eq!(needed(&[sandbox(0, None), sandbox(5, None)]), Checks { deadline: true, fuel: false });
-        assert_eq!(needed(&[sandbox(0, Some(10)), sandbox(0, None)]), Checks { deadline: false, fuel: true });
-        assert_eq!(Checks::default().describe(), "deadline checks, no fuel");
+        let needed = |sandboxes: &[Sandbox]| EngineChecks::needed(sandboxes);
+        assert_eq!(needed(&[]), EngineChecks { deadline: false, fuel: false });
+        assert_eq!(needed(&[Sandbox::default()]), EngineChecks::default());
+        assert_eq!(needed(&[sandbox(0, None)]), EngineChecks { deadline: false, fuel: false });
+        assert_eq!(needed(&[sandbox(0, None), sandbox(5, None)]), EngineChecks { deadline: true, fuel: false });
+        assert_eq!(needed(&[sandbox(0, Some(10)), sandbox(0, None)]), EngineChecks { deadline: false, fuel: true });
+        assert_eq!(EngineChecks::default().describe(), "deadline checks, no fuel");
     }
 }

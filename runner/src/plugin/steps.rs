@@ -23,7 +23,7 @@ use super::bindings::{v0_1, v0_2};
 use super::contract::Generation;
 use super::convert::CallError;
 use super::output::{OutputBudget, cut, cut_owned};
-use super::{AssetBytes, Checks, LoadedPlugin, PluginRuntime, State};
+use super::{AssetBytes, EngineChecks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
 use crate::spec::{Limits, Sandbox};
 use crate::step::{RowError, Sink, Source, Transform};
@@ -122,7 +122,7 @@ struct Instance<B> {
     handle: ResourceAny,
     plugin: String,
     limits: Limits,
-    checks: Checks,
+    checks: EngineChecks,
 }
 
 /// A deadline in epoch ticks that no call reaches (and the engine's epoch plus it cannot
@@ -130,7 +130,7 @@ struct Instance<B> {
 const NEVER: u64 = u64::MAX / 2;
 
 /// Resets the per-call budgets before a call into the plugin.
-fn arm(store: &mut Store<State>, limits: &Limits, checks: Checks) -> anyhow::Result<()> {
+fn arm(store: &mut Store<State>, limits: &Limits, checks: EngineChecks) -> anyhow::Result<()> {
     if checks.deadline {
         // Without a deadline of its own, a step's calls get one they never reach (other steps
         // of the run have deadlines, so the code checks).

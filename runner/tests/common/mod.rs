@@ -67,3 +67,10 @@ pub fn stdout(output: &Output) -> String {
 pub fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("create a temporary directory")
 }
+
+/// Python's `str()` of a float, as the runner writes it.
+pub fn python_float(x: f64) -> String {
+    let mut text = String::new();
+    runner::format::write_python_float(&mut text, x);
+    text
+}
