@@ -415,3 +415,28 @@ fn the_readmes_commands_run_as_written_once_runner_is_installed() {
         assert!(output.status.success(), "`{command}` failed: {}", stderr(&output));
     }
 }
+
+/// The README's first command, `cargo xtask run`: it builds what it needs, starts a local S3
+/// server and a redis-server, runs the flagship job, prints two lookups (a setosa and a
+/// virginica), and stops the servers.
+#[test]
+fn cargo_xtask_run_runs_the_flagship_job_and_looks_rows_up() {
+    if common::services::RedisServer::start().is_none() {
+        return;
+    }
+    let install = temp();
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["xtask", "run"])
+        .env("CARGO_INSTALL_ROOT", install.path())
+        .env("RUNNER_CACHE_DIR", common::cache_dir())
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("xtask: runner run pipelines/iris.toml"), "{err}");
+    assert!(err.contains("pipeline `iris` finished in") && err.contains("150 rows read, 150 rows written"), "{err}");
+    assert!(err.contains("xtask: runner lookup pipelines/iris.toml 5.1 3.5 1.4 0.2"), "{err}");
+    assert_eq!(out.lines().filter(|l| !l.starts_with("key: ")).collect::<Vec<_>>(), ["setosa", "virginica"], "{out}");
+    assert!(install.path().join("bin/runner").is_file(), "runner is installed");
+}

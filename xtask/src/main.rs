@@ -1,8 +1,11 @@
 //! `cargo xtask <task>`: the project's entry points, so a newcomer needs two commands.
 //!
-//! - `cargo xtask run [SPEC] [-- ARGS]`: build the plugins and the host, put `runner` on the
-//!   PATH (`install`), then run a pipeline (default: `pipelines/iris-local.toml`, which needs no
-//!   servers).
+//! - `cargo xtask run [SPEC] [-- ARGS]`: build the plugins and the host, compile the plugins
+//!   into the runner's cache, put `runner` on the PATH (`install`), then run the flagship job
+//!   for real: `pipelines/iris.toml` against a local S3-protocol server and a `redis-server`
+//!   started on free ports (and stopped after), ending with two `runner lookup`s. Without
+//!   `redis-server`, it says how to install it and runs `pipelines/iris-local.toml`. With SPEC,
+//!   `runner run SPEC ARGS` instead.
 //! - `cargo xtask test`: build the plugins, run every test of the host and the plugins, and
 //!   check formatting and lints. `.ci/run` calls exactly this.
 //! - `cargo xtask build`: build the plugins and the host only.
@@ -13,24 +16,34 @@
 //! Plugins live in their own workspace (`plugins/`) because they build for `wasm32-wasip2`;
 //! this tool is the one place that knows how to build both sides.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
-const DEFAULT_SPEC: &str = "pipelines/iris-local.toml";
+/// The flagship job, and its stand-in on local files when `redis-server` is missing.
+const FLAGSHIP: &str = "pipelines/iris.toml";
+const LOCAL_SPEC: &str = "pipelines/iris-local.toml";
+/// Pipelines that need no servers: the build compiles their plugins into the runner's cache.
+const LOCAL_SPECS: [&str; 3] = ["pipelines/iris-local.toml", "pipelines/petals.toml", "pipelines/iris-logreg.toml"];
+/// The credentials of the local S3 server (docker-compose.yml's MinIO has the same defaults).
+const S3_USER: &str = "minio";
+const S3_PASSWORD: &str = "minio123";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(),
-        Some("build") => build_plugins().and_then(|()| build_host()),
+        Some("build") => build_plugins().and_then(|()| build_host()).and_then(|()| warm_cache()),
         Some("plugins") => build_plugins(),
         Some("install") => install(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 run [SPEC] [-- ARGS]  build everything, then `runner run SPEC` (default {DEFAULT_SPEC})\n  \
+                 run [SPEC] [-- ARGS]  build everything, then run the flagship job ({FLAGSHIP}, with local\n  \
+                                       servers) and look two rows up; or `runner run SPEC ARGS`\n  \
                  test                  build the plugins, run all tests, check formatting and lints\n  \
                  build                 build the plugins and the host\n  \
                  plugins               build the plugins (wasm32-wasip2 components)\n  \
@@ -73,7 +86,29 @@ fn build_plugins() -> Result<(), String> {
 }
 
 fn build_host() -> Result<(), String> {
-    step("building the runner", cargo().args(["build", "--package", "runner"]))
+    step(
+        "building the runner (and the local S3 server it runs the flagship job against)",
+        cargo().args(["build", "--package", "runner", "--bin", "runner", "--example", "s3_server"]),
+    )
+}
+
+/// The built `runner`.
+fn runner() -> Command {
+    let mut command = Command::new(target_dir().join("debug/runner"));
+    command.current_dir(root());
+    command
+}
+
+/// Compiles the plugins of the local pipelines into the runner's cache (`runner validate`
+/// loads, and so compiles, each plugin): the first `runner run` a user types is warm.
+fn warm_cache() -> Result<(), String> {
+    for spec in LOCAL_SPECS {
+        step(
+            &format!("compiling the plugins of {spec} into the runner's cache"),
+            runner().args(["validate", spec]).stdout(Stdio::null()),
+        )?;
+    }
+    Ok(())
 }
 
 /// The host's target directory: `$CARGO_TARGET_DIR` (relative to the root), else `target`.
@@ -85,32 +120,146 @@ fn target_dir() -> PathBuf {
 /// dependencies are optimised): `runner` is then on the PATH, in `~/.cargo/bin` (or `DIR/bin`
 /// for `--root DIR`). For a release build, `cargo install --locked --path runner`.
 fn install(args: &[String]) -> Result<(), String> {
-    let mut command = cargo();
-    command.args(["install", "--locked", "--debug", "--force", "--path", "runner", "--target-dir"]).arg(target_dir());
-    match args {
-        [] => {}
-        [flag, dir] if flag == "--root" => {
+    let root_dir = match args {
+        [] => None,
+        [flag, dir] if flag == "--root" => Some(dir),
+        _ => return Err("usage: cargo xtask install [--root DIR]".into()),
+    };
+    let command = |offline: bool| {
+        let mut command = cargo();
+        command
+            .args(["install", "--locked", "--debug", "--force", "--path", "runner", "--target-dir"])
+            .arg(target_dir());
+        if offline {
+            command.arg("--offline"); // what the build fetched is enough: no index update
+        }
+        if let Some(dir) = root_dir {
             command.arg("--root").arg(dir);
         }
-        _ => return Err("usage: cargo xtask install [--root DIR]".into()),
-    }
-    step("installing runner (cargo install)", &mut command)
+        command
+    };
+    step("installing runner (cargo install)", &mut command(true))
+        .or_else(|_| step("installing runner (cargo install, fetching what is missing)", &mut command(false)))
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let (spec, rest) = match args.first() {
-        Some(first) if first != "--" => (first.as_str(), &args[1..]),
-        _ => (DEFAULT_SPEC, args),
-    };
-    let rest: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
     build_plugins()?;
     build_host()?;
+    warm_cache()?;
     // From here on `runner` is a command of its own, as the docs write it.
     install(&[])?;
-    step(
-        &format!("runner run {spec}"),
-        cargo().args(["run", "--quiet", "--package", "runner", "--", "run", spec]).args(rest),
-    )
+    match args.first() {
+        Some(spec) if spec != "--" => {
+            let rest: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();
+            step(&format!("runner run {spec}"), runner().args(["run", spec]).args(rest))
+        }
+        _ => flagship(),
+    }
+}
+
+/// The flagship job as the original flow ran it: the data and XGBoost's model in a bucket,
+/// predictions into Redis, read back by key.
+fn flagship() -> Result<(), String> {
+    if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+        eprintln!(
+            "xtask: redis-server is not installed, so the flagship job ({FLAGSHIP}: S3 -> scoring -> Redis) cannot \
+             run here.\n       Install it with `sudo apt-get install redis-server` (Debian, Ubuntu) and run \
+             `cargo xtask run` again.\n       Meanwhile, the same scoring on local files: {LOCAL_SPEC}"
+        );
+        return step(&format!("runner run {LOCAL_SPEC}"), runner().args(["run", LOCAL_SPEC]));
+    }
+    let servers = Servers::start()?;
+    let with_servers = |command: &mut Command| {
+        command
+            .env("S3_ENDPOINT", &servers.s3_endpoint)
+            .env("S3_BUCKET", "batch")
+            .env("AWS_ACCESS_KEY_ID", S3_USER)
+            .env("AWS_SECRET_ACCESS_KEY", S3_PASSWORD)
+            .env("REDIS_URL", &servers.redis_url);
+    };
+    eprintln!(
+        "xtask: a local S3 server at {} holds s3://batch/data/iris.csv and s3://batch/artifact/model.json; \
+         redis-server listens at {}",
+        servers.s3_endpoint, servers.redis_url
+    );
+    let mut run = runner();
+    run.args(["run", FLAGSHIP]);
+    with_servers(&mut run);
+    step(&format!("runner run {FLAGSHIP}"), &mut run)?;
+    for row in [["5.1", "3.5", "1.4", "0.2"], ["6.3", "3.3", "6.0", "2.5"]] {
+        let mut lookup = runner();
+        lookup.args(["lookup", "--show-key", FLAGSHIP]).args(row);
+        with_servers(&mut lookup);
+        step(&format!("runner lookup {FLAGSHIP} {}", row.join(" ")), &mut lookup)?;
+    }
+    eprintln!("xtask: done; the servers are stopped. With your own (docker compose up -d), see the README.");
+    Ok(())
+}
+
+/// The servers of the flagship job, stopped (by pid) and their data removed when dropped.
+struct Servers {
+    children: Vec<Child>,
+    dir: PathBuf,
+    s3_endpoint: String,
+    redis_url: String,
+}
+
+impl Servers {
+    fn start() -> Result<Servers, String> {
+        let dir = std::env::temp_dir().join(format!("etl-runner-flagship-{}", std::process::id()));
+        let mut servers = Servers { children: Vec::new(), dir, s3_endpoint: String::new(), redis_url: String::new() };
+        // The bucket `batch`, as the original flow found it: a folder under the server's root.
+        let models = root().join("models/iris");
+        for (file, key) in [
+            ("iris.csv", "data/iris.csv"),
+            ("model.json", "artifact/model.json"),
+            ("model.onnx", "artifact/model.onnx"),
+        ] {
+            let to = servers.dir.join("batch").join(key);
+            std::fs::create_dir_all(to.parent().expect("a key has a folder")).map_err(|e| e.to_string())?;
+            std::fs::copy(models.join(file), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        let mut s3 = Command::new(target_dir().join("debug/examples/s3_server"))
+            .arg(&servers.dir)
+            .args([S3_USER, S3_PASSWORD])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the local S3 server: {e}"))?;
+        let stdout = s3.stdout.take().expect("piped");
+        servers.children.push(s3);
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        servers.s3_endpoint =
+            line.trim().strip_prefix("listening on ").ok_or("the local S3 server did not start")?.to_string();
+
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let redis = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        servers.children.push(redis);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("redis-server did not listen on port {port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        servers.redis_url = format!("redis://127.0.0.1:{port}/0");
+        Ok(servers)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn test() -> Result<(), String> {

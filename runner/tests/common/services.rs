@@ -154,36 +154,8 @@ impl S3Server {
 
     /// Serves the root directory on `listener` in a thread of its own, until [`S3Server::stop`].
     fn serve(&mut self, listener: TcpListener) {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto::Builder;
-        use s3s::auth::SimpleAuth;
-        use s3s::service::S3ServiceBuilder;
-
-        listener.set_nonblocking(true).unwrap();
-        let filesystem = s3s_fs::FileSystem::new(self.root.path()).expect("s3s-fs root");
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let mut builder = S3ServiceBuilder::new(filesystem);
-                builder.set_auth(SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
-                let service = builder.build();
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let http = Builder::new(TokioExecutor::new());
-                loop {
-                    tokio::select! {
-                        accepted = listener.accept() => {
-                            let Ok((socket, _)) = accepted else { continue };
-                            let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                            tokio::spawn(async move { let _ = connection.await; });
-                        }
-                        _ = &mut stopped => break,
-                    }
-                }
-            });
-            // The runtime goes with the thread: open connections are dropped, as when a server
-            // process dies.
-        });
+        let (stop, thread) =
+            super::s3_fs::serve(self.root.path(), listener, S3_ACCESS_KEY, S3_SECRET_KEY).expect("serve S3");
         self.stop = Some(stop);
         self.thread = Some(thread);
     }
