@@ -207,7 +207,7 @@ pub enum BatchError {
 }
 
 impl Batch {
-    /// EngineChecks the invariants and builds the batch.
+    /// Checks the invariants and builds the batch.
     pub fn new(columns: Vec<Column>) -> Result<Batch, BatchError> {
         let rows = columns.first().map_or(0, |c| c.values.len());
         for (i, column) in columns.iter().enumerate() {

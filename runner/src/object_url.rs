@@ -216,7 +216,7 @@ impl ObjectUrl {
         futures::stream::iter(first.map(Ok)).chain(fetched)
     }
 
-    /// EngineChecks that the object exists and is readable, and returns its size; the error names the
+    /// Checks that the object exists and is readable, and returns its size; the error names the
     /// URL and says whether the object or the whole bucket is missing (a HEAD response has no
     /// body to tell).
     pub async fn check_readable(&self) -> anyhow::Result<ObjectMeta> {

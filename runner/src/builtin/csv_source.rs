@@ -71,7 +71,7 @@ pub struct CsvSource {
 }
 
 impl CsvSource {
-    /// EngineChecks that the data is there (so a wrong URL or credentials fail before anything else
+    /// Checks that the data is there (so a wrong URL or credentials fail before anything else
     /// starts), then reads it in the background.
     pub async fn open(source: SourceContext, url: ObjectUrl, progress: Arc<Progress>) -> anyhow::Result<CsvSource> {
         let config = &source.config;

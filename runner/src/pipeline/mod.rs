@@ -107,7 +107,7 @@ impl PlannedStep {
 }
 
 impl Plan {
-    /// EngineChecks every step; loads (compiles or fetches from the cache) every plugin.
+    /// Checks every step; loads (compiles or fetches from the cache) every plugin.
     pub fn new(spec: Spec, options: &Options) -> Result<Plan, SpecError> {
         let started = Instant::now();
         let s3 = spec.s3()?;
@@ -115,7 +115,7 @@ impl Plan {
         for step in spec.steps() {
             sandboxes.push(spec.sandbox(step)?);
         }
-        // EngineChecks slow every plugin: the engine compiles in only those a plugin step needs.
+        // Checks slow every plugin: the engine compiles in only those a plugin step needs.
         let default = Sandbox::default();
         let checks = EngineChecks::needed(
             spec.steps()

@@ -234,7 +234,7 @@ impl Spec {
         Spec::parse(path, &text)
     }
 
-    /// EngineChecks a spec given as text; `path` is used in messages and to resolve relative paths.
+    /// Checks a spec given as text; `path` is used in messages and to resolve relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
         let doc = Document { path, text };
         let root = doc.parse()?;
