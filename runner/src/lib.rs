@@ -14,9 +14,9 @@
 //!   every configuration type (limits and grants, error policies, dead letters, `[s3]`).
 //! - [`object_url`]: data, asset and output URLs resolved to an `object_store` store and path.
 //! - [`redis_client`]: connecting to Redis with retries, URLs shown without passwords.
-//! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
 //! - [`step`]: the `Source` / `Transform` / `Sink` traits (the one seam of the pipeline), row
-//!   errors, the error policy, the progress counters, and what a step opens with.
+//!   errors, the error policy, the progress counters, shards, and what a step opens with.
+//! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
 //! - [`builtin`]: the steps built into the host, one file each, and the `kind` registry.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.

@@ -12,6 +12,7 @@ use runner::plugin::contract::{PACKAGE, spoken_versions};
 use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::{Spec, SpecError};
+use runner::step::Shard;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not the system allocator: batches are built on one thread and freed on another,
@@ -46,6 +47,9 @@ enum Command {
     Run(RunArgs),
     /// Check a pipeline spec and the plugins it names, without reading any data.
     Validate(CommonArgs),
+    /// Print how a sharded run cuts the input: each shard's splits (object, byte range,
+    /// estimated rows), from the listing of the source's objects.
+    Plan(PlanArgs),
     /// Print what the pipeline stored for one row: the row's key is computed from VALUES as the
     /// pipeline's `row-key` step computes it, then read from the pipeline's Redis sink.
     Lookup(LookupArgs),
@@ -135,6 +139,47 @@ struct RunArgs {
     /// standard error, after any log lines.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     report: ReportFormat,
+
+    /// Run shard I of N: read only this shard's part of the input (0 <= I < N). Every shard
+    /// plans the same splits from the spec alone; together, N shards read everything once.
+    #[arg(long, value_name = "I/N", conflicts_with = "shards")]
+    shard: Option<String>,
+
+    /// Run one of N shards, its index taken from $JOB_COMPLETION_INDEX (what Kubernetes sets
+    /// in each pod of an Indexed Job).
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+}
+
+impl RunArgs {
+    /// The shard this run reads: `--shard I/N`, `--shards N` with $JOB_COMPLETION_INDEX, or all.
+    fn shard(&self) -> Result<Shard, String> {
+        match (&self.shard, self.shards) {
+            (Some(shard), _) => Shard::parse(shard).map_err(|e| format!("--shard {e}")),
+            (None, Some(count)) => {
+                let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+                    "--shards needs the shard's index in $JOB_COMPLETION_INDEX (set in each pod of a Kubernetes \
+                     Indexed Job); or give it with --shard I/N"
+                        .to_string()
+                })?;
+                let index: u32 =
+                    index.trim().parse().map_err(|_| format!("$JOB_COMPLETION_INDEX is not a number: `{index}`"))?;
+                Shard::new(index, count)
+                    .map_err(|e| format!("--shards {count} with $JOB_COMPLETION_INDEX={index}: {e}"))
+            }
+            (None, None) => Ok(Shard::default()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// The number of shards to plan for.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,14 +189,18 @@ enum ReportFormat {
 }
 
 impl CommonArgs {
-    fn options(&self) -> Options {
+    fn options(&self, shard: Shard) -> Options {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
-        Options { plugin_dirs: self.plugin_dirs.clone(), cache, progress: !self.no_progress }
+        Options { plugin_dirs: self.plugin_dirs.clone(), cache, progress: !self.no_progress, shard }
     }
 
     fn plan(&self) -> Result<Plan, ExitCode> {
+        self.plan_shard(Shard::default())
+    }
+
+    fn plan_shard(&self, shard: Shard) -> Result<Plan, ExitCode> {
         let spec = Spec::load(&self.spec).map_err(invalid)?;
-        Plan::new(spec, &self.options()).map_err(invalid)
+        Plan::new(spec, &self.options(shard)).map_err(invalid)
     }
 }
 
@@ -172,6 +221,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
+        Command::Plan(args) => plan(args),
         Command::Lookup(args) => lookup(args),
         Command::Plugin(PluginCommand::New { name, kind, dir }) => new_plugin(&dir, &name, kind),
         Command::Plugin(PluginCommand::Inspect { wasm, cache_dir }) => inspect(&wasm, cache_dir),
@@ -187,7 +237,11 @@ fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUN_FAILED);
         }
     };
-    let plan = match args.common.plan() {
+    let shard = match args.shard() {
+        Ok(shard) => shard,
+        Err(e) => return invalid(e),
+    };
+    let plan = match args.common.plan_shard(shard) {
         Ok(plan) => plan,
         Err(code) => return code,
     };
@@ -262,6 +316,28 @@ fn validate(args: CommonArgs) -> ExitCode {
     if let Some(checks) = plan.plugin_checks() {
         println!("  plugins compiled with {}", checks.describe());
     }
+    ExitCode::SUCCESS
+}
+
+fn plan(args: PlanArgs) -> ExitCode {
+    if args.shards == 0 {
+        return invalid("--shards must be at least 1");
+    }
+    let plan = match args.common.plan() {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let shards = match tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(plan.shard_plan(args.shards)))
+    {
+        Ok(shards) => shards,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_RUN_FAILED);
+        }
+    };
+    print!("{shards}");
     ExitCode::SUCCESS
 }
 

@@ -6,6 +6,7 @@
 //! (sources, assets) goes through here, so a scheme added here works everywhere at once.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +21,15 @@ use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
-/// Bytes per range request when an object is streamed (see [`ObjectUrl::read_chunks`]).
+/// Bytes per range request when an object is streamed (see [`ObjectUrl::read_range`]).
 const CHUNK_BYTES: u64 = 8 << 20;
 /// Bytes of the first range request: small, so the first rows reach the pipeline (and the
 /// plugins and Redis start working) after a short request rather than a full chunk.
 const FIRST_CHUNK_BYTES: u64 = 1 << 20;
 /// Range requests in flight while the reader works on the chunk before them.
 const CHUNKS_IN_FLIGHT: usize = 2;
+/// Bytes per range request past the end of a split, where its reader finishes its last line.
+const TAIL_BYTES: u64 = 64 << 10;
 
 /// One object to read, as [`ObjectUrl::objects`] found it.
 #[derive(Clone)]
@@ -151,7 +154,7 @@ impl ObjectUrl {
             });
             let meta = meta?;
             // Kept only if it is, whole, the version the HEAD saw (a failure here, as for an
-            // empty object's range, is left to `read_chunks`, which asks again).
+            // empty object's range, is left to `read_range`, which asks again).
             let expected = meta.size.min(FIRST_CHUNK_BYTES);
             let first = match first {
                 Ok((e_tag, bytes)) if e_tag == meta.e_tag && bytes.len() as u64 == expected && expected > 0 => {
@@ -176,22 +179,27 @@ impl ObjectUrl {
         Ok(found.into_iter().map(|meta| FoundObject { meta, first: None }).collect())
     }
 
-    /// Streams an object (as [`ObjectUrl::objects`] found it) as consecutive range requests of
-    /// `CHUNK_BYTES` (the first one smaller, see `chunk_ranges`), `CHUNKS_IN_FLIGHT` ahead
-    /// of the reader. Each request runs as its own task and is read whole at once, so however
-    /// slowly the pipeline consumes the data, no request waits on the reader and outlives its
-    /// timeout, and a failed one is retried on its own instead of failing the run. Each asks for
-    /// the ETag seen when the object was found: if the object is replaced mid-read, the read
-    /// fails instead of mixing two versions. Memory: a few chunks, whatever the size. Call it
-    /// inside the tokio runtime.
-    pub fn read_chunks(
+    /// Streams an object (as [`ObjectUrl::objects`] found it) from byte `range.start` to its end:
+    /// `range` in consecutive range requests of `CHUNK_BYTES` (the first one smaller, see
+    /// `chunk_ranges`), then the rest in small pieces (`TAIL_BYTES`), `CHUNKS_IN_FLIGHT` ahead
+    /// of the reader. A split's reader needs `range` and a little past it, to finish its last
+    /// line: dropping the stream there costs at most the pieces in flight. Each request runs as
+    /// its own task and is read whole at once, so however slowly the pipeline consumes the data,
+    /// no request waits on the reader and outlives its timeout, and a failed one is retried on
+    /// its own instead of failing the run. Each asks for the ETag seen when the object was found:
+    /// if the object is replaced mid-read, the read fails instead of mixing two versions.
+    /// Memory: a few chunks, whatever the size. Call it inside the tokio runtime.
+    pub fn read_range(
         &self,
         found: FoundObject,
+        range: Range<u64>,
     ) -> impl Stream<Item = object_store::Result<bytes::Bytes>> + Send + 'static {
         let FoundObject { meta, first } = found;
         let size = meta.size;
+        // The chunk fetched with the object's HEAD serves a read from its start.
+        let first = first.filter(|_| range.start == 0);
         let (store, runtime) = (self.store.clone(), tokio::runtime::Handle::current());
-        let fetch = move |range: std::ops::Range<u64>| {
+        let fetch = move |range: Range<u64>| {
             let (store, meta) = (store.clone(), meta.clone());
             runtime.spawn(async move {
                 let options = GetOptions {
@@ -203,7 +211,9 @@ impl ObjectUrl {
                 store.get_opts(&meta.location, options).await?.bytes().await
             })
         };
-        let mut ranges = chunk_ranges(size).skip(usize::from(first.is_some()));
+        let end = range.end.min(size);
+        let tail = (end..size).step_by(TAIL_BYTES as usize).map(move |start| start..size.min(start + TAIL_BYTES));
+        let mut ranges = chunk_ranges(range.start, end).skip(usize::from(first.is_some())).chain(tail);
         // The first requests start now, not when the reader first asks: it may be busy with
         // the chunk fetched already.
         let started: Vec<_> = ranges.by_ref().take(CHUNKS_IN_FLIGHT).map(&fetch).collect();
@@ -214,6 +224,25 @@ impl ObjectUrl {
                 joined.unwrap_or_else(|e| Err(object_store::Error::Generic { store: "runner", source: Box::new(e) }))
             });
         futures::stream::iter(first.map(Ok)).chain(fetched)
+    }
+
+    /// The object's first line, its newline included (all of it when it has none): a CSV
+    /// object's header, which every split of the object needs.
+    pub async fn read_first_line(&self, found: &FoundObject) -> anyhow::Result<bytes::Bytes> {
+        let mut line = Vec::new();
+        let mut chunks = Box::pin(self.read_range(FoundObject { first: None, ..found.clone() }, 0..0));
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| anyhow::anyhow!("{}: {}", self.name_of(&found.meta.location), self.describe(&e)))?;
+            match memchr::memchr(b'\n', &chunk) {
+                Some(at) => {
+                    line.extend_from_slice(&chunk[..=at]);
+                    break;
+                }
+                None => line.extend_from_slice(&chunk),
+            }
+        }
+        Ok(line.into())
     }
 
     /// Checks that the object exists and is readable, and returns its size; the error names the
@@ -260,13 +289,48 @@ impl ObjectUrl {
     }
 }
 
-/// The byte ranges an object of `size` bytes is read in: [`FIRST_CHUNK_BYTES`], then
+/// The byte ranges `start..end` of an object is read in: [`FIRST_CHUNK_BYTES`], then
 /// [`CHUNK_BYTES`] each, the last one shorter.
-fn chunk_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64>> + Send + 'static {
-    let first = (size > 0).then(|| 0..size.min(FIRST_CHUNK_BYTES));
-    let rest =
-        (FIRST_CHUNK_BYTES..size).step_by(CHUNK_BYTES as usize).map(move |start| start..size.min(start + CHUNK_BYTES));
+fn chunk_ranges(start: u64, end: u64) -> impl Iterator<Item = Range<u64>> + Send + 'static {
+    let first_end = end.min(start.saturating_add(FIRST_CHUNK_BYTES));
+    let first = (start < end).then_some(start..first_end);
+    let rest = (first_end..end).step_by(CHUNK_BYTES as usize).map(move |at| at..end.min(at + CHUNK_BYTES));
     first.into_iter().chain(rest)
+}
+
+/// A part of the input one shard reads: the lines that start within `range` of `object`
+/// (Hadoop's LineRecordReader rule, see `builtin::csv_source`).
+#[derive(Clone)]
+pub struct Split {
+    pub object: FoundObject,
+    pub range: Range<u64>,
+}
+
+impl Split {
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// Cuts objects (in their order) into splits: each object whole, or when it is larger than
+/// `split_bytes`, ranges of `split_bytes` (the last shorter); `split_bytes = 0` never splits.
+pub fn splits(objects: &[FoundObject], split_bytes: u64) -> Vec<Split> {
+    let mut splits = Vec::new();
+    for object in objects {
+        let size = object.meta.size;
+        if split_bytes == 0 || size <= split_bytes {
+            splits.push(Split { object: object.clone(), range: 0..size });
+            continue;
+        }
+        for start in (0..size).step_by(split_bytes as usize) {
+            splits.push(Split { object: object.clone(), range: start..size.min(start + split_bytes) });
+        }
+    }
+    splits
 }
 
 /// A one-line description of a store error, without credentials: the caller adds the URL.
@@ -374,7 +438,7 @@ mod tests {
     #[test]
     fn chunks_cover_the_object_once_in_order() {
         for size in [0, 1, FIRST_CHUNK_BYTES - 1, FIRST_CHUNK_BYTES, FIRST_CHUNK_BYTES + 1, 3 * CHUNK_BYTES + 7] {
-            let ranges: Vec<_> = chunk_ranges(size).collect();
+            let ranges: Vec<_> = chunk_ranges(0, size).collect();
             let mut next = 0;
             for range in &ranges {
                 assert_eq!(range.start, next, "size {size}: {ranges:?}");
@@ -384,7 +448,10 @@ mod tests {
             assert_eq!(next, size, "size {size}: {ranges:?}");
             assert!(ranges.first().is_none_or(|r| r.end <= FIRST_CHUNK_BYTES));
         }
-        assert_eq!(chunk_ranges(FIRST_CHUNK_BYTES + CHUNK_BYTES + 1).count(), 3);
+        assert_eq!(chunk_ranges(0, FIRST_CHUNK_BYTES + CHUNK_BYTES + 1).count(), 3);
+        // From the middle of an object: the same shape, from there.
+        let from: Vec<_> = chunk_ranges(5, 5 + FIRST_CHUNK_BYTES + 3).collect();
+        assert_eq!(from, [5..5 + FIRST_CHUNK_BYTES, 5 + FIRST_CHUNK_BYTES..8 + FIRST_CHUNK_BYTES]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::spec::Role;
+use crate::step::{Shard, SplitInfo};
 
 /// What one stage did.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +63,9 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// From the start until the sink accepted its first rows (none if it accepted none).
     pub first_rows: Option<Duration>,
+    /// The part of the input this run read: shard `i/N`, and the source's splits of it.
+    pub shard: Shard,
+    pub splits: Vec<SplitInfo>,
     pub error: Option<anyhow::Error>,
 }
 
@@ -111,6 +115,10 @@ impl RunReport {
             "first_row_seconds": self.first_rows.map(|d| d.as_secs_f64()),
             "rows_read": self.rows_read(),
             "rows_written": self.rows_written(),
+            "shard": { "index": self.shard.index, "count": self.shard.count },
+            "splits": self.splits.iter().map(|s| json!({
+                "object": s.object, "start": s.range.start, "end": s.range.end,
+            })).collect::<Vec<_>>(),
             "steps": steps,
         })
     }
@@ -122,14 +130,19 @@ impl std::fmt::Display for RunReport {
         let rate = if seconds > 0.0 { self.rows_read() as f64 / seconds } else { 0.0 };
         let outcome = if self.error.is_some() { "FAILED after" } else { "finished in" };
         let first = self.first_rows.map(|d| format!(" (first row written at {:.3} s)", d.as_secs_f64()));
+        let shard = if self.shard.count > 1 { format!(", shard {}", self.shard) } else { String::new() };
         writeln!(
             f,
-            "pipeline `{}` {outcome} {seconds:.3} s{}: {} rows read, {} rows written, {rate:.0} rows/s",
+            "pipeline `{}`{shard} {outcome} {seconds:.3} s{}: {} rows read, {} rows written, {rate:.0} rows/s",
             self.pipeline,
             first.unwrap_or_default(),
             self.rows_read(),
             self.rows_written(),
         )?;
+        if self.shard.count > 1 {
+            let bytes: u64 = self.splits.iter().map(|s| s.range.end - s.range.start).sum();
+            writeln!(f, "  read {} splits of the input, {bytes} bytes", self.splits.len())?;
+        }
         let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         // `plugin x.wasm ×2`: the implementation, and its workers when there are several.
         let labels: Vec<String> = self

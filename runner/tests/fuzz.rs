@@ -13,9 +13,9 @@ use runner::builtin::csv_source::{CsvSource, CsvSourceConfig, SourceContext};
 use runner::object_url::ObjectUrl;
 use runner::spec::S3Options;
 use runner::spec::Spec;
-use runner::step::Policy;
 use runner::step::Progress;
 use runner::step::Source;
+use runner::step::{Policy, Shard};
 
 const VALID: &str = r#"[pipeline]
 name = "p"
@@ -111,9 +111,10 @@ async fn read_all(path: &Path, dir: &Path, batch_rows: usize, declare: bool) -> 
     if declare {
         columns.insert("a".to_string(), runner::batch::ColumnType::F64);
     }
-    let config = CsvSourceConfig { url: path.display().to_string(), delimiter: ',', columns };
+    let config = CsvSourceConfig { url: path.display().to_string(), delimiter: ',', columns, split_bytes: 0 };
     let url = ObjectUrl::parse(&config.url, dir, &S3Options::default())?;
-    let context = SourceContext { config, batch_rows, step: "source".into(), policy: Policy::default() };
+    let context =
+        SourceContext { config, batch_rows, step: "source".into(), policy: Policy::default(), shard: Shard::default() };
     let mut source = CsvSource::open(context, url, Arc::new(Progress::default())).await?;
     let mut sizes = Vec::new();
     while let Some(batch) = source.next_batch().await? {

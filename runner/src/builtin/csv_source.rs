@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
@@ -33,8 +34,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::{is_na, number_text, parse_bool};
-use crate::object_url::{FoundObject, ObjectUrl};
-use crate::step::{Counting, Policy, Progress, Rejected, Source};
+use crate::object_url::{FoundObject, ObjectUrl, Split, splits};
+use crate::step::{Counting, Policy, Progress, Rejected, Shard, Source, SplitInfo};
 
 /// The `config` table of a `csv` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,18 +50,32 @@ pub struct CsvSourceConfig {
     /// are typed from the whole input, as pandas types them.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
+    /// `split_bytes = 67108864`: in a sharded run, objects larger than this are cut into byte
+    /// ranges of this size, so several shards share them (default 64 MiB; 0: never cut an
+    /// object, which a file with quoted fields holding newlines needs).
+    #[serde(default = "default_split_bytes")]
+    pub split_bytes: u64,
+}
+
+/// The default `split_bytes`: 64 MiB.
+pub const DEFAULT_SPLIT_BYTES: u64 = 64 << 20;
+
+fn default_split_bytes() -> u64 {
+    DEFAULT_SPLIT_BYTES
 }
 
 fn comma() -> char {
     ','
 }
 
-/// What the reader needs besides the data: its config, its batch size, and its step's policy.
+/// What the reader needs besides the data: its config, its batch size, its step's policy, and
+/// the shard of the input it reads.
 pub struct SourceContext {
     pub config: CsvSourceConfig,
     pub batch_rows: usize,
     pub step: String,
     pub policy: Policy,
+    pub shard: Shard,
 }
 
 /// Batches in flight between the parsing thread and the pipeline.
@@ -79,10 +94,12 @@ impl CsvSource {
             bail!("`delimiter` must be one ASCII character, found `{}`", config.delimiter);
         }
         let objects = url.objects().await?;
-        progress.expect_bytes(objects.iter().map(|found| found.meta.size).sum());
+        let splits = shard_splits(&objects, config.split_bytes, source.shard);
+        progress.expect_bytes(splits.iter().map(Split::len).sum());
+        progress.record_splits(splits.iter().map(|split| split_info(&url, split, None)).collect());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            if let Err(e) = read_objects(source, url, objects, progress, tx.clone()).await {
+            if let Err(e) = read_objects(source, url, objects, splits, progress, tx.clone()).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -186,11 +203,67 @@ fn is_integer(text: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Reads every object the URL names, in order, one after the other.
+/// How `runner plan` shows a split.
+fn split_info(url: &ObjectUrl, split: &Split, bytes_per_row: Option<f64>) -> SplitInfo {
+    SplitInfo {
+        object: url.name_of(&split.object.meta.location),
+        range: split.range.clone(),
+        estimated_rows: bytes_per_row.map(|b| (split.len() as f64 / b).round() as u64),
+    }
+}
+
+/// Each of `count` shards' splits of the input, with their rows estimated from the first
+/// 64 KiB of the first object that has rows: what `runner plan` prints.
+pub async fn shard_plan(
+    config: &CsvSourceConfig,
+    url: &ObjectUrl,
+    count: u32,
+) -> anyhow::Result<Vec<(Shard, Vec<SplitInfo>)>> {
+    let objects = url.objects().await?;
+    let bytes_per_row = match objects.iter().find(|o| o.meta.size > 0) {
+        Some(object) => sample_bytes_per_row(url, object).await?,
+        None => None,
+    };
+    let mut shards = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let shard = Shard::new(index, count).map_err(anyhow::Error::msg)?;
+        let splits = shard_splits(&objects, config.split_bytes, shard);
+        shards.push((shard, splits.iter().map(|split| split_info(url, split, bytes_per_row)).collect()));
+    }
+    Ok(shards)
+}
+
+/// Bytes per row over the first 64 KiB of an object (its header left out); `None` when that
+/// holds fewer than two lines.
+async fn sample_bytes_per_row(url: &ObjectUrl, object: &FoundObject) -> anyhow::Result<Option<f64>> {
+    use futures::StreamExt;
+    let sample_end = object.meta.size.min(64 << 10);
+    let mut chunks = Box::pin(url.read_range(object.clone(), 0..sample_end));
+    let mut sample = Vec::new();
+    while (sample.len() as u64) < sample_end
+        && let Some(chunk) = chunks.next().await
+    {
+        sample.extend_from_slice(&chunk.map_err(|e| anyhow!("{url}: {}", url.describe(&e)))?);
+    }
+    sample.truncate(sample_end as usize);
+    let Some(header_end) = memchr::memchr(b'\n', &sample) else { return Ok(None) };
+    let lines = memchr::memchr_iter(b'\n', &sample[header_end + 1..]).count();
+    Ok((lines > 0).then(|| (sample.len() - header_end - 1) as f64 / lines as f64))
+}
+
+/// The splits of `objects` that `shard` reads (all of them in a run of one shard).
+pub fn shard_splits(objects: &[FoundObject], split_bytes: u64, shard: Shard) -> Vec<Split> {
+    let all = if shard.count == 1 { splits(objects, 0) } else { splits(objects, split_bytes) };
+    let sizes: Vec<u64> = all.iter().map(Split::len).collect();
+    all[shard.take(&sizes)].to_vec()
+}
+
+/// Reads this shard's splits, in order, one after the other, typed from every object.
 async fn read_objects(
     source: SourceContext,
     url: ObjectUrl,
     objects: Vec<FoundObject>,
+    splits: Vec<Split>,
     progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
@@ -198,20 +271,33 @@ async fn read_objects(
         tracing::warn!("{url}: no objects under this prefix: no rows read");
     }
     let source = Arc::new(source);
+    // Every shard types the columns from the whole input, as one run would: a shard's own
+    // rows could type a column otherwise, and key its rows otherwise.
     let mut schema = match objects.first() {
         Some(_) => Some(types(&source, &url, &objects).await?),
         None => None,
     };
-    for found in objects {
-        let name = url.name_of(&found.meta.location);
+    for split in splits {
+        let name = url.name_of(&split.object.meta.location);
+        let bounds = SplitBounds::new(&split);
+        // Past the object's start, a split's rows come after the object's header line and
+        // begin after the first newline at or past the split's start (Hadoop's rule).
+        let header = match split.range.start {
+            0 => Vec::new(),
+            _ => url.read_first_line(&split.object).await?.to_vec(),
+        };
+        bounds.header_len.store(header.len() as u64, Ordering::Relaxed);
         // The parser is synchronous; the bridge lets it pull bytes from the async stream.
         let reader = url.clone();
-        let chunks = url.read_chunks(found).map_err(move |e| std::io::Error::other(reader.describe(&e)));
-        let stream = StreamReader::new(chunks);
-        let bytes = Counting::new(SyncIoBridge::new(stream), progress.clone());
+        let chunks = url
+            .read_range(split.object.clone(), split.range.clone())
+            .map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let data = SyncIoBridge::new(StreamReader::new(chunks));
+        let data = SplitReader::new(data, &split.range, bounds.data_start.clone());
+        let bytes = Counting::new(std::io::Cursor::new(header).chain(data), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());
         let expected = schema.take().expect("the schema is known before the first object");
-        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, expected, &tx));
+        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, expected, bounds, &tx));
         match parsed.await? {
             Ok(Some(read)) => schema = Some(read),
             Ok(None) => return Ok(()), // the pipeline stopped listening
@@ -230,7 +316,9 @@ async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[FoundObj
     for found in objects {
         let name = url.name_of(&found.meta.location);
         let reader = url.clone();
-        let chunks = url.read_chunks(found.clone()).map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let size = found.meta.size;
+        let chunks =
+            url.read_range(found.clone(), 0..size).map_err(move |e| std::io::Error::other(reader.describe(&e)));
         let bytes = SyncIoBridge::new(StreamReader::new(chunks));
         let (context, known) = (source.clone(), names.clone());
         let mut so_far = std::mem::take(&mut seen);
@@ -330,6 +418,8 @@ struct Rows<'a, R> {
     names: Vec<String>,
     policy: &'a Policy,
     step: &'a str,
+    /// Where the split being read is in its object.
+    bounds: &'a SplitBounds,
 }
 
 impl<R: Read> Rows<'_, R> {
@@ -338,11 +428,18 @@ impl<R: Read> Rows<'_, R> {
     fn next(&mut self, record: &mut csv::ByteRecord) -> anyhow::Result<bool> {
         loop {
             match self.csv.read_byte_record(record) {
+                Ok(more) if more && self.bounds.part && record.iter().any(|f| memchr::memchr(b'\n', f).is_some()) => {
+                    bail!(
+                        "{}: a quoted field holds a newline, so this object cannot be cut into splits at line \
+                         breaks: set `split_bytes = 0` in the source's config to read it whole in one shard",
+                        self.location(record.position())
+                    );
+                }
                 Ok(more) => return Ok(more),
                 Err(e) => match e.kind() {
                     csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-                        let line = e.position().map_or(0, |p| p.line());
-                        self.bad_row(line, record, format!("found {len} fields, but the header has {expected_len}"))?;
+                        let at = self.location(e.position());
+                        self.bad_row(at, record, format!("found {len} fields, but the header has {expected_len}"))?;
                     }
                     _ => return Err(csv_error(self.name, e)),
                 },
@@ -352,9 +449,22 @@ impl<R: Read> Rows<'_, R> {
 
     /// Applies the step's policy to a row that cannot be read: the run fails (`fail`), or the
     /// row is counted (`skip`) and written to the dead letter (`dead-letter`).
-    fn bad_row(&self, line: u64, record: &csv::ByteRecord, reason: String) -> anyhow::Result<()> {
+    /// Where a record is, for messages: `object:line` when the split starts at the object's
+    /// start, else `object (byte N)` (a split's line numbers count from its own start).
+    fn location(&self, position: Option<&csv::Position>) -> String {
+        match (position, self.bounds.header_len.load(Ordering::Relaxed)) {
+            (Some(p), 0) => format!("{}:{}", self.name, p.line()),
+            (Some(p), header_len) => {
+                let at = self.bounds.data_start.load(Ordering::Relaxed) + p.byte().saturating_sub(header_len);
+                format!("{} (byte {at})", self.name)
+            }
+            (None, _) => self.name.to_string(),
+        }
+    }
+
+    fn bad_row(&self, at: String, record: &csv::ByteRecord, reason: String) -> anyhow::Result<()> {
         if !self.policy.tolerant() {
-            bail!("{}:{line}: {reason}", self.name);
+            bail!("{at}: {reason}");
         }
         let text = |field: &[u8]| serde_json::Value::String(String::from_utf8_lossy(field).into_owned());
         let row = if record.len() == self.names.len() {
@@ -362,7 +472,7 @@ impl<R: Read> Rows<'_, R> {
         } else {
             serde_json::Value::Array(record.iter().map(text).collect())
         };
-        let rejected = Rejected { step: self.step.to_string(), reason, row, at: Some(format!("{}:{line}", self.name)) };
+        let rejected = Rejected { step: self.step.to_string(), reason, row, at: Some(at) };
         // This runs on a blocking thread of the runtime: it may wait for the dead letter.
         tokio::runtime::Handle::current().block_on(self.policy.reject(vec![rejected]))
     }
@@ -371,7 +481,7 @@ impl<R: Read> Rows<'_, R> {
     fn push(&self, builder: &mut BatchBuilder<'_>, record: &csv::ByteRecord) -> anyhow::Result<()> {
         match builder.push(record) {
             Ok(()) => Ok(()),
-            Err(reason) => self.bad_row(record.position().map_or(0, |p| p.line()), record, reason),
+            Err(reason) => self.bad_row(self.location(record.position()), record, reason),
         }
     }
 }
@@ -383,6 +493,7 @@ fn read_csv(
     name: &str,
     source: &SourceContext,
     schema: Columns,
+    bounds: SplitBounds,
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<Option<Columns>> {
     let (config, batch_rows) = (&source.config, source.batch_rows);
@@ -392,7 +503,8 @@ fn read_csv(
         tracing::warn!("{name}: empty object, no header row: no rows read");
         return Ok(Some(schema));
     }
-    let mut rows = Rows { csv, name, names: names.clone(), policy: &source.policy, step: &source.step };
+    let mut rows =
+        Rows { csv, name, names: names.clone(), policy: &source.policy, step: &source.step, bounds: &bounds };
     let mut builder = BatchBuilder::new(&names, &schema.1, batch_rows);
     let mut record = csv::ByteRecord::new();
     loop {
@@ -408,6 +520,90 @@ fn read_csv(
         return Ok(None);
     }
     Ok(Some(schema))
+}
+
+/// Where a split's rows are in the stream its parser reads (the object's header line, then the
+/// split's data; see [`SplitReader`]), so messages can say where a record is in the object.
+struct SplitBounds {
+    /// Whether the object is cut into several splits: then no field may hold a newline.
+    part: bool,
+    /// Bytes of the header line put in front of the data (0 for a split at the object's start).
+    header_len: Arc<AtomicU64>,
+    /// Where the data after the header starts in the object, once the first line is skipped.
+    data_start: Arc<AtomicU64>,
+}
+
+impl SplitBounds {
+    fn new(split: &Split) -> SplitBounds {
+        SplitBounds {
+            part: split.range != (0..split.object.meta.size),
+            header_len: Arc::default(),
+            data_start: Arc::new(AtomicU64::new(split.range.start)),
+        }
+    }
+}
+
+/// The bytes of one split, as its parser reads them after the object's header (Hadoop's
+/// LineRecordReader rule, in bytes): a split not at the object's start drops everything through
+/// the first newline at or past its start, and every split stops after the first newline at or
+/// past its end. So a line belongs to the split it starts in, a line starting exactly at a
+/// split's end belongs to that split (the next one drops it), and consecutive splits hand over
+/// at the same newline. Line ends may be `\n` or `\r\n`; the last line may have none.
+struct SplitReader<R> {
+    inner: R,
+    /// The object offset of the next byte `inner` gives.
+    at: u64,
+    /// Still dropping the first (partial) line.
+    skipping: bool,
+    end: u64,
+    done: bool,
+    /// Where the split's first whole line starts in the object, once known.
+    data_start: Arc<AtomicU64>,
+}
+
+impl<R: Read> SplitReader<R> {
+    fn new(inner: R, range: &std::ops::Range<u64>, data_start: Arc<AtomicU64>) -> SplitReader<R> {
+        let skipping = range.start > 0;
+        SplitReader { inner, at: range.start, skipping, end: range.end, done: false, data_start }
+    }
+}
+
+impl<R: Read> Read for SplitReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while !self.done {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let (mut from, base) = (0, self.at);
+            self.at += n as u64;
+            if self.skipping {
+                let Some(newline) = memchr::memchr(b'\n', &buf[..n]) else { continue };
+                self.skipping = false;
+                let newline_at = base + newline as u64;
+                self.data_start.store(newline_at + 1, Ordering::Relaxed);
+                if newline_at >= self.end {
+                    self.done = true; // no line starts within this split
+                    return Ok(0);
+                }
+                from = newline + 1;
+            }
+            // The first newline at or past the end ends the split's last line.
+            let past_end = self.end.saturating_sub(base) as usize;
+            let mut until = n;
+            if past_end < n
+                && let Some(newline) = memchr::memchr(b'\n', &buf[past_end.max(from)..n])
+            {
+                until = past_end.max(from) + newline + 1;
+                self.done = true;
+            }
+            if until > from {
+                buf.copy_within(from..until, 0);
+                return Ok(until - from);
+            }
+        }
+        Ok(0)
+    }
 }
 
 /// `file:line: message`, without the csv crate's own position wording.

@@ -80,6 +80,7 @@ impl Builtin {
                     batch_rows: context.batch_rows,
                     step: context.step.clone(),
                     policy: context.policy.clone(),
+                    shard: context.shard,
                 };
                 Ok(Box::new(CsvSource::open(source, url, context.progress.clone()).await?))
             }

@@ -31,7 +31,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
@@ -92,7 +91,8 @@ pub struct RedisSink {
     shown: String,
     /// Round trips sent and not yet acknowledged, across batches: while Redis works on them the
     /// sink builds the next ones. At most `in_flight`; `finish` waits for all.
-    sending: FuturesUnordered<BoxFuture<'static, anyhow::Result<()>>>,
+    /// Each a task of its own, so it goes out at once rather than when the sink next waits.
+    sending: FuturesUnordered<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RedisSinkConfig {
@@ -220,11 +220,11 @@ impl Sink for RedisSink {
             // Keep at most `in_flight` round trips outstanding; a failure fails this write.
             while self.sending.len() >= self.config.in_flight {
                 if let Some(sent) = self.sending.next().await {
-                    sent?;
+                    sent.context("a Redis write task failed")??;
                 }
             }
             let (connection, what) = (self.connection.clone(), format!("writing to {}", self.shown));
-            self.sending.push(Box::pin(async move {
+            self.sending.push(tokio::spawn(async move {
                 let pipe = &pipe;
                 with_retries(deadline, &what, || {
                     let mut connection = connection.clone();
@@ -240,8 +240,15 @@ impl Sink for RedisSink {
     /// Waits until Redis acknowledged every write: only then is the data durable.
     async fn finish(&mut self) -> anyhow::Result<()> {
         while let Some(sent) = self.sending.next().await {
-            sent?;
+            sent.context("a Redis write task failed")??;
         }
         Ok(())
+    }
+}
+
+impl Drop for RedisSink {
+    /// A sink dropped before `finish` (a failed run) stops its writes in flight.
+    fn drop(&mut self) {
+        self.sending.iter().for_each(|task| task.abort());
     }
 }

@@ -29,12 +29,13 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
-use crate::builtin::Builtin;
+use crate::builtin::{Builtin, csv_source};
+use crate::object_url::ObjectUrl;
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
-use crate::step::{Policy, Progress, Sink, Source, Transform};
+use crate::step::{Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
 use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
@@ -50,6 +51,8 @@ pub struct Options {
     pub cache: Option<PathBuf>,
     /// Draw a progress line when the run is interactive.
     pub progress: bool,
+    /// The part of the input this run reads (`--shard I/N`).
+    pub shard: Shard,
 }
 
 /// A checked pipeline, ready to run.
@@ -62,6 +65,8 @@ pub struct Plan {
     progress: bool,
     /// When planning began: a run's time counts the loading of its plugins.
     started: Instant,
+    /// The part of the input this run reads.
+    pub shard: Shard,
 }
 
 impl Plan {
@@ -171,7 +176,7 @@ impl Plan {
             steps.push(Arc::new(PlannedStep { spec: step.clone(), implementation, workers, dead_letter }));
         }
         let (spec, s3) = (Arc::new(spec), Arc::new(s3));
-        Ok(Plan { spec, steps, s3, runtime, progress: options.progress, started })
+        Ok(Plan { spec, steps, s3, runtime, progress: options.progress, started, shard: options.shard })
     }
 
     /// Opens every step and streams all data from the source to the sink.
@@ -180,6 +185,7 @@ impl Plan {
     /// `stop` is how the caller asks the run to stop early (the binary: on a signal).
     pub async fn run(self, stop: Arc<Stop>) -> RunReport {
         let started = self.started;
+        let self_shard = self.shard;
         let pipeline = self.spec.name();
         let planned = self.steps.clone();
         let progress = Arc::new(Progress::default());
@@ -190,7 +196,8 @@ impl Plan {
             stats.counts.suppressed = step.suppressed_lines();
         }
         let first_rows = progress.first_rows().map(|at| at.duration_since(started));
-        RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, error }
+        let (shard, splits) = (self_shard, progress.splits());
+        RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error }
     }
 
     /// Opens every plugin step once with its config and assets, reading no data, and drops it:
@@ -206,6 +213,27 @@ impl Plan {
         Ok(())
     }
 
+    /// Each of `count` shards' part of the input, from the listing of the source's objects
+    /// (and a 64 KiB sample, to estimate rows): what `runner plan` prints.
+    pub async fn shard_plan(&self, count: u32) -> anyhow::Result<ShardPlan> {
+        let source = &self.steps[0];
+        match &source.implementation {
+            PlannedImplementation::Builtin(Builtin::CsvSource(config)) => {
+                let url = ObjectUrl::parse(&config.url, self.spec.base_dir(), &self.s3)?;
+                let shards = csv_source::shard_plan(config, &url, count).await?;
+                Ok(ShardPlan { shards, note: None })
+            }
+            _ => Ok(ShardPlan {
+                shards: (0..count).map(|i| (Shard { index: i, count }, Vec::new())).collect(),
+                note: Some(format!(
+                    "step `{}` ({}) divides its input itself: each shard learns its index from the host",
+                    source.spec.name,
+                    source.label()
+                )),
+            }),
+        }
+    }
+
     /// Opens only the source and reads its first batch: how `runner lookup` learns the types.
     pub async fn first_batch(self) -> anyhow::Result<Option<Batch>> {
         let context = self.context(Arc::default());
@@ -215,7 +243,13 @@ impl Plan {
     }
 
     fn context(&self, progress: Arc<Progress>) -> OpenContext {
-        OpenContext { spec: self.spec.clone(), s3: self.s3.clone(), progress, runtime: self.runtime.clone() }
+        OpenContext {
+            spec: self.spec.clone(),
+            s3: self.s3.clone(),
+            progress,
+            runtime: self.runtime.clone(),
+            shard: self.shard,
+        }
     }
 
     async fn stream(self, stats: &mut [StepStats], progress: Arc<Progress>, stop: Arc<Stop>) -> anyhow::Result<()> {

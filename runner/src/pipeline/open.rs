@@ -12,7 +12,7 @@ use crate::builtin::dead_letter::DeadLetterTarget;
 use crate::object_url::ObjectUrl;
 use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
 use crate::spec::{S3Options, Spec};
-use crate::step::{Policy, Progress, Sink, Source, StepContext, Transform};
+use crate::step::{Policy, Progress, Shard, Sink, Source, StepContext, Transform};
 
 /// What opening a step needs besides the step itself. Cheap to clone: each step opens in its
 /// own task, with its own copy.
@@ -22,6 +22,8 @@ pub struct OpenContext {
     pub s3: Arc<S3Options>,
     pub progress: Arc<Progress>,
     pub(super) runtime: Option<Arc<PluginRuntime>>,
+    /// The part of the input this run reads.
+    pub shard: Shard,
 }
 
 impl OpenContext {
@@ -38,6 +40,7 @@ impl OpenContext {
             batch_rows: self.spec.pipeline.batch_rows.get(),
             progress: self.progress.clone(),
             policy,
+            shard: self.shard,
         }
     }
 }

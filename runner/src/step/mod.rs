@@ -7,9 +7,11 @@
 //! - [`RowError`]: a step's failure on one row, which its error policy can reject alone.
 //! - `policy`: the error policy itself ([`Policy`]) and rejected rows ([`Rejected`]).
 //! - `progress`: the counters steps update as they run ([`Progress`]).
+//! - `shard`: which part of the input a run reads ([`Shard`]).
 
 mod policy;
 mod progress;
+mod shard;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::spec::S3Options;
 
 pub use policy::{DeadLetter, Policy, Rejected, reject_batch, row_json};
 pub use progress::{Counting, Progress};
+pub use shard::{Shard, ShardPlan, SplitInfo};
 
 /// What a built-in step needs to open, besides its config: cheap to clone, one per step.
 #[derive(Clone)]
@@ -37,6 +40,8 @@ pub struct StepContext {
     pub progress: Arc<Progress>,
     /// The step's error policy.
     pub policy: Policy,
+    /// The part of the input a source reads in this run.
+    pub shard: Shard,
 }
 
 /// A step failed on one row of its input batch: the rest of the batch can be retried without

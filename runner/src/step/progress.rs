@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::SplitInfo;
+
 /// Counters updated by the steps while they run (relaxed atomics: display only).
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -13,6 +15,8 @@ pub struct Progress {
     bytes_total: AtomicU64,
     /// When the sink accepted its first rows.
     first_rows: std::sync::OnceLock<Instant>,
+    /// The parts of the input the source reads (a CSV source says; for the report).
+    splits: std::sync::Mutex<Vec<SplitInfo>>,
 }
 
 impl Progress {
@@ -22,6 +26,16 @@ impl Progress {
             self.first_rows.get_or_init(Instant::now);
         }
         self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// The source reads these parts of the input.
+    pub fn record_splits(&self, splits: Vec<SplitInfo>) {
+        *self.splits.lock().unwrap_or_else(|p| p.into_inner()) = splits;
+    }
+
+    /// What [`Progress::record_splits`] recorded.
+    pub fn splits(&self) -> Vec<SplitInfo> {
+        self.splits.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// When the sink accepted its first rows, if it has.
