@@ -349,3 +349,67 @@ fn four_concurrent_shards_fill_redis_as_one_run_does() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(shared.contents() == reference, "the rerun of shard 2 did not complete the job");
 }
+
+/// File sinks and dead letters take `s3://` URLs and a `{shard}` placeholder: each shard writes
+/// its own part, visible only once the shard succeeds, and the parts put together are one run's
+/// output. A shard that fails leaves no part.
+#[test]
+fn each_shard_writes_its_own_part_to_s3() {
+    let s3 = S3Server::start();
+    s3.bucket("out");
+    let dir = temp();
+    let data = dir.path().join("rows.csv");
+    let mut text = format!("id,word\n{}\n", rows(600, 0, 5).join("\n"));
+    text.push_str("600,a,surplus\n"); // a bad row, in the last shard's part
+    std::fs::write(&data, &text).unwrap();
+    let spec = |sink: &str, on_error: &str| {
+        let path = dir.path().join("to-s3.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\", split_bytes = 500 }}\n{on_error}\n\n\
+                 [sink]\nkind = \"csv\"\nconfig = {{ url = \"{sink}\" }}\n",
+                s3.spec_table(),
+                data.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let dead_letter = "on_error = \"dead-letter\"\ndead_letter = { url = \"s3://out/rejected/part-{shard}.jsonl\" }";
+    let one = spec("s3://out/one.csv", dead_letter);
+    assert!(run_shard(&one, None).status.success());
+    let whole = String::from_utf8(s3.get("out", "one.csv").expect("one run's output")).unwrap();
+    let parts_spec = spec("s3://out/scores/part-{shard}.csv", dead_letter);
+    for index in 0..3 {
+        run_shard(&parts_spec, Some((index, 3)));
+    }
+    assert_eq!(s3.keys("out", "scores/"), ["scores/part-0.csv", "scores/part-1.csv", "scores/part-2.csv"]);
+    let mut union: Vec<String> = Vec::new();
+    for index in 0..3 {
+        let part = String::from_utf8(s3.get("out", &format!("scores/part-{index}.csv")).unwrap()).unwrap();
+        let mut lines = part.lines().map(str::to_string);
+        assert_eq!(lines.next().as_deref(), Some("id,word"));
+        union.extend(lines);
+    }
+    assert_eq!(union, whole.lines().skip(1).map(str::to_string).collect::<Vec<_>>());
+    // The bad row went to the last shard's dead letter, and only there.
+    let letters: Vec<String> = s3.keys("out", "rejected/");
+    let rejected: Vec<String> = letters
+        .iter()
+        .flat_map(|key| {
+            String::from_utf8(s3.get("out", key).unwrap()).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1, "{letters:?}: {rejected:?}");
+    assert!(rejected[0].contains("found 3 fields, but the header has 2"), "{rejected:?}");
+
+    // With the bad row failing its shard, that shard leaves no part (and no dead letter).
+    let failing = spec("s3://out/failing/part-{shard}.csv", "");
+    for index in 0..3 {
+        let mut command = runner();
+        let output = command.args(["run", "--quiet", "--shard", &format!("{index}/3")]).arg(&failing).output().unwrap();
+        assert_eq!(output.status.success(), index < 2, "shard {index}: {}", stderr(&output));
+    }
+    assert_eq!(s3.keys("out", "failing/"), ["failing/part-0.csv", "failing/part-1.csv"]);
+}

@@ -9,21 +9,37 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 
-use crate::object_url::local_path;
+use object_store::ObjectStoreExt;
+
+use crate::object_url::{ObjectUrl, local_path};
 use crate::redis_client::{connect, redacted};
-use crate::spec::DeadLetterConfig;
-use crate::step::{DeadLetter, Rejected};
+use crate::spec::{DeadLetterConfig, S3Options};
+use crate::step::{DeadLetter, Rejected, Shard};
 
 /// Where rejected rows go. Writes are synchronous and rare (only failures): a file write, or a
-/// Redis `RPUSH` on the runner's runtime.
+/// Redis `RPUSH` on the runner's runtime. An S3 dead letter is kept in memory and put as one
+/// object when the run succeeds (`finish`), so a failed shard leaves none, and a rerun replaces
+/// it.
 pub enum DeadLetterTarget {
     File { path: String, file: Mutex<std::io::BufWriter<std::fs::File>> },
     Redis { shown: String, list: String, connection: redis::aio::ConnectionManager },
+    Object { to: ObjectUrl, lines: Mutex<Vec<u8>> },
 }
 
 impl DeadLetterTarget {
-    /// Opens (creates, connects to) the dead letter `config` names; a path is relative to `base_dir`.
-    pub async fn open(config: &DeadLetterConfig, base_dir: &Path) -> anyhow::Result<Arc<dyn DeadLetter>> {
+    /// Opens (creates, connects to) the dead letter `config` names; a path is relative to
+    /// `base_dir`, `{shard}` in the URL is the shard's index.
+    pub async fn open(
+        config: &DeadLetterConfig,
+        base_dir: &Path,
+        s3: &S3Options,
+        shard: Shard,
+    ) -> anyhow::Result<Arc<dyn DeadLetter>> {
+        let config = &DeadLetterConfig { url: shard.expand(&config.url), list: config.list.clone() };
+        if config.url.starts_with("s3://") {
+            let to = ObjectUrl::parse(&config.url, base_dir, s3)?;
+            return Ok(Arc::new(DeadLetterTarget::Object { to, lines: Mutex::default() }));
+        }
         if config.url.starts_with("redis://") || config.url.starts_with("rediss://") {
             let Some(list) = config.list.clone() else {
                 bail!("a Redis dead letter needs `list`, the list to push onto")
@@ -34,7 +50,8 @@ impl DeadLetterTarget {
         if config.list.is_some() {
             bail!("`list` is for a Redis dead letter; `{}` is a file", config.url);
         }
-        let path = local_path(&config.url, base_dir).context("a dead letter is a local file or a Redis list")?;
+        let path =
+            local_path(&config.url, base_dir).context("a dead letter is a local file, an S3 object or a Redis list")?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -74,6 +91,24 @@ impl DeadLetter for DeadLetterTarget {
                     .await
                     .with_context(|| format!("writing the dead letter {shown} list `{list}`"))
             }
+            DeadLetterTarget::Object { lines, .. } => {
+                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+                for entry in rejected {
+                    lines.extend_from_slice(entry.to_json().as_bytes());
+                    lines.push(b'\n');
+                }
+                Ok(())
+            }
         }
+    }
+
+    async fn finish(&self) -> anyhow::Result<()> {
+        let DeadLetterTarget::Object { to, lines } = self else { return Ok(()) };
+        let bytes = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+        to.store
+            .put(&to.path, bytes.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("writing the dead letter {to}: {}", to.describe(&e)))?;
+        Ok(())
     }
 }

@@ -97,9 +97,7 @@ impl Builtin {
 
     pub async fn open_sink(&self, context: &StepContext) -> anyhow::Result<Box<dyn Sink>> {
         match self {
-            Builtin::FileSink(config, format) => {
-                Ok(Box::new(FileSink::open(config.clone(), *format, &context.base_dir)?))
-            }
+            Builtin::FileSink(config, format) => Ok(Box::new(FileSink::open(config.clone(), *format, context).await?)),
             Builtin::Redis(config) => Ok(Box::new(RedisSink::open(config.clone()).await?)),
             Builtin::Discard(_) => Ok(Box::new(DiscardSink)),
             other => unreachable!("{other:?} is not a sink: `plan` checks roles"),

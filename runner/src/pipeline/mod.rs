@@ -298,6 +298,13 @@ impl Plan {
         if let Some(signal) = stop.signal() {
             first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
         }
+        if first_error.is_none() {
+            for (policy, step) in policies.iter().zip(&self.steps) {
+                if let Err(e) = policy.finish().await {
+                    first_error.get_or_insert(e.context(format!("step `{}`", step.spec.name)));
+                }
+            }
+        }
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -49,7 +49,7 @@ impl OpenContext {
 pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Policy> {
     let dead_letter = match &step.dead_letter {
         Some(config) => Some(
-            DeadLetterTarget::open(config, context.spec.base_dir())
+            DeadLetterTarget::open(config, context.spec.base_dir(), &context.s3, context.shard)
                 .await
                 .with_context(|| format!("step `{}`: dead letter", step.spec.name))?,
         ),

@@ -24,6 +24,12 @@ use crate::spec::OnError;
 pub trait DeadLetter: Send + Sync {
     /// Appends the rows, one JSON object each ([`Rejected::to_json`]).
     async fn write(&self, rejected: &[Rejected]) -> anyhow::Result<()>;
+
+    /// Called once when the run succeeded: make what was written durable (an object store's
+    /// dead letter is written then, whole).
+    async fn finish(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// One rejected row.
@@ -67,6 +73,14 @@ impl Policy {
     /// Rows rejected so far.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The run succeeded: the dead letter, if any, makes its rows durable.
+    pub async fn finish(&self) -> anyhow::Result<()> {
+        match &self.dead_letter {
+            Some(dead_letter) => dead_letter.finish().await,
+            None => Ok(()),
+        }
     }
 
     /// Records rejected rows: written to the dead letter, or only counted when skipping.

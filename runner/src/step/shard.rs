@@ -45,6 +45,11 @@ impl Shard {
         Shard::new(index.trim().parse().map_err(|_| bad())?, count.trim().parse().map_err(|_| bad())?)
     }
 
+    /// `url` with `{shard}` replaced by this shard's index: each shard writes its own part.
+    pub fn expand(&self, url: &str) -> String {
+        url.replace("{shard}", &self.index.to_string())
+    }
+
     /// The splits this shard reads, given every split's size in bytes, in plan order: a
     /// contiguous run, the `index`-th of `count` runs of about equal bytes (a split goes to the
     /// shard its first byte falls in, counting all splits' bytes end to end). Contiguous rather

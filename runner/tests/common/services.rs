@@ -193,6 +193,33 @@ impl S3Server {
         std::fs::copy(from, path).unwrap();
     }
 
+    /// An object's bytes, if it exists (read from the server's directory).
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.path().join(bucket).join(key)).ok()
+    }
+
+    /// The keys under `prefix` in `bucket`, sorted (files only, as the server stores objects).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let dir = self.root.path().join(bucket);
+        let mut keys = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(next) = stack.pop() {
+            for entry in std::fs::read_dir(&next).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(key) = path.strip_prefix(&dir) {
+                    let key = key.to_string_lossy().into_owned();
+                    if key.starts_with(prefix) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys.sort();
+        keys
+    }
+
     /// The `[s3]` table of a spec that reaches this server with the right credentials.
     pub fn spec_table(&self) -> String {
         format!(
