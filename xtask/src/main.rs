@@ -12,6 +12,10 @@
 //! - `cargo xtask plugins`: build the plugins only.
 //! - `cargo xtask install [--root DIR]`: put the built `runner` on the PATH (`cargo install`,
 //!   reusing the build: into `~/.cargo/bin`, or `DIR/bin`).
+//! - `cargo xtask dist DIR [--debug]`: what the container image holds (the Dockerfile runs it):
+//!   `bin/runner` (a release build, or the dev build with `--debug`), the plugins, the plugins
+//!   compiled into `cache/`, the pipelines and the Iris models, all readable by anyone and
+//!   writable by no one else.
 //!
 //! Plugins live in their own workspace (`plugins/`) because they build for `wasm32-wasip2`;
 //! this tool is the one place that knows how to build both sides.
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Some("build") => build_plugins().and_then(|()| build_host()).and_then(|()| warm_cache()),
         Some("plugins") => build_plugins(),
         Some("install") => install(&args[1..]),
+        Some("dist") => dist(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -47,7 +52,8 @@ fn main() -> ExitCode {
                  test                  build the plugins, run all tests, check formatting and lints\n  \
                  build                 build the plugins and the host\n  \
                  plugins               build the plugins (wasm32-wasip2 components)\n  \
-                 install [--root DIR]  put the built `runner` on the PATH (~/.cargo/bin, or DIR/bin)"
+                 install [--root DIR]  put the built `runner` on the PATH (~/.cargo/bin, or DIR/bin)\n  \
+                 dist DIR [--debug]    what the container image holds: runner, plugins, compiled cache"
             );
             return ExitCode::from(2);
         }
@@ -140,6 +146,81 @@ fn install(args: &[String]) -> Result<(), String> {
     };
     step("installing runner (cargo install)", &mut command(true))
         .or_else(|_| step("installing runner (cargo install, fetching what is missing)", &mut command(false)))
+}
+
+/// The plugins a distribution carries: the examples and the predictor (not the test fixtures).
+const DIST_PLUGINS: [&str; 4] = ["onnx_predictor.wasm", "derive.wasm", "generate.wasm", "dir_sink.wasm"];
+
+/// Lays out in `DIR` what the container image holds: the runner, the plugins where the
+/// pipelines look for them, the pipelines, the Iris models, and the plugins compiled into
+/// `cache/` (so a pod never pays Cranelift); modes 755/644, so another user (the image's
+/// `runner`) can read and run everything, and no one but the owner can write the cache.
+fn dist(args: &[String]) -> Result<(), String> {
+    let (dir, debug) = match args {
+        [dir] => (PathBuf::from(dir), false),
+        [dir, flag] if flag == "--debug" => (PathBuf::from(dir), true),
+        _ => return Err("usage: cargo xtask dist DIR [--debug]".into()),
+    };
+    let dir = if dir.is_absolute() { dir } else { std::env::current_dir().map_err(|e| e.to_string())?.join(dir) };
+    build_plugins()?;
+    let profile = if debug { "debug" } else { "release" };
+    let mut build = cargo();
+    build.args(["build", "--package", "runner", "--bin", "runner"]);
+    if !debug {
+        build.arg("--release");
+    }
+    step(&format!("building the runner ({profile})"), &mut build)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = |from: &Path, to: &Path| -> Result<(), String> {
+        std::fs::create_dir_all(to.parent().expect("a file in a folder")).map_err(|e| e.to_string())?;
+        std::fs::copy(from, to).map(drop).map_err(|e| format!("{} -> {}: {e}", from.display(), to.display()))
+    };
+    copy(&target_dir().join(profile).join("runner"), &dir.join("bin/runner"))?;
+    let plugins = root().join("plugins/target/wasm32-wasip2/release");
+    for plugin in DIST_PLUGINS {
+        copy(&plugins.join(plugin), &dir.join("plugins/target/wasm32-wasip2/release").join(plugin))?;
+    }
+    for folder in ["pipelines", "models/iris"] {
+        for entry in std::fs::read_dir(root().join(folder)).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_file() {
+                copy(&path, &dir.join(folder).join(path.file_name().expect("a file name")))?;
+            }
+        }
+    }
+    for plugin in DIST_PLUGINS {
+        let wasm = dir.join("plugins/target/wasm32-wasip2/release").join(plugin);
+        step(
+            &format!("compiling {plugin} into {}/cache", dir.display()),
+            Command::new(dir.join("bin/runner"))
+                .args(["plugin", "inspect", "--cache-dir"])
+                .arg(dir.join("cache"))
+                .arg(&wasm)
+                .stdout(Stdio::null()),
+        )?;
+    }
+    readable_by_all(&dir)?;
+    eprintln!(
+        "xtask: {} holds bin/runner, {} plugins compiled in cache/, pipelines/, models/iris/",
+        dir.display(),
+        DIST_PLUGINS.len()
+    );
+    Ok(())
+}
+
+/// Directories 755, files 644 (the binary 755): anyone may read and run, only the owner write.
+fn readable_by_all(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let executable = meta.is_dir() || meta.permissions().mode() & 0o100 != 0;
+    let mode = if executable { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| e.to_string())? {
+            readable_by_all(&entry.map_err(|e| e.to_string())?.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn run(args: &[String]) -> Result<(), String> {
