@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         assets,
         sandbox,
         output: Arc::new(OutputBudget::new("score")),
+        shard: Default::default(),
     };
     let mut step = PluginTransform::open(&step).await?;
 

@@ -125,17 +125,17 @@ fn new_plugins_of_every_kind_build_and_run() {
 #[test]
 fn inspect_tells_the_world_of_each_example() {
     for (name, world, export) in [
-        ("generate", "source-plugin", "etl:plugin/source@0.2.0"),
-        ("derive", "transform-plugin", "etl:plugin/transform@0.2.0"),
-        ("onnx-predictor", "transform-plugin", "etl:plugin/transform@0.2.0"),
-        ("dir-sink", "sink-plugin", "etl:plugin/sink@0.2.0"),
+        ("generate", "source-plugin", "etl:plugin/source@0.2.1"),
+        ("derive", "transform-plugin", "etl:plugin/transform@0.2.1"),
+        ("onnx-predictor", "transform-plugin", "etl:plugin/transform@0.2.1"),
+        ("dir-sink", "sink-plugin", "etl:plugin/sink@0.2.1"),
     ] {
         let output = run(&["plugin", "inspect", plugin(name).to_str().unwrap()]);
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         let out = stdout(&output);
         assert!(out.contains(&format!("world:    {world} (exports {export})")), "{name}: {out}");
         assert!(
-            out.contains("contract: etl:plugin@0.2.0; this runner speaks etl:plugin@0.2.0 and 0.1.0: compatible"),
+            out.contains("contract: etl:plugin@0.2.1; this runner speaks etl:plugin@0.2.1 and 0.1.0: compatible"),
             "{out}"
         );
         assert!(out.contains("imports:  ") && out.contains("exports:  "), "{out}");
@@ -149,11 +149,11 @@ fn inspect_tells_the_world_of_each_example() {
 fn contract_versions_are_checked() {
     let output = run(&["plugin", "inspect", plugin("contract-v0-3-0").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    let message = "built against contract etl:plugin@0.3.0, but this runner speaks etl:plugin@0.2.0 and 0.1.0";
+    let message = "built against contract etl:plugin@0.3.0, but this runner speaks etl:plugin@0.2.1 and 0.1.0";
     assert!(stdout(&output).contains(message), "{}", stdout(&output));
     let output = run(&["plugin", "inspect", plugin("contract-v0-1-0").to_str().unwrap()]);
     assert!(output.status.success(), "{}", stdout(&output));
-    let compatible = "contract: etl:plugin@0.1.0; this runner speaks etl:plugin@0.2.0 and 0.1.0: compatible";
+    let compatible = "contract: etl:plugin@0.1.0; this runner speaks etl:plugin@0.2.1 and 0.1.0: compatible";
     assert!(stdout(&output).contains(compatible), "{}", stdout(&output));
 
     // Score the Iris rows (the predictor returns its labels as a dictionary), then pass them

@@ -128,7 +128,7 @@ fn plugin_of_the_wrong_kind_is_refused() {
     let err = stderr(&output);
     assert!(
         err.contains(
-            "derive.wasm is a transform plugin (it exports etl:plugin/transform@0.2.0), but this step is a sink"
+            "derive.wasm is a transform plugin (it exports etl:plugin/transform@0.2.1), but this step is a sink"
         ),
         "{err}"
     );

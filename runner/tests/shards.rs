@@ -413,3 +413,45 @@ fn each_shard_writes_its_own_part_to_s3() {
     }
     assert_eq!(s3.keys("out", "failing/"), ["failing/part-0.csv", "failing/part-1.csv"]);
 }
+
+/// A plugin source learns its shard from the host (`host.shard`, contract 0.2.1): the `generate`
+/// example makes each shard's share of the rows, together one run's rows. A source built
+/// against 0.2.0 cannot know its shard: it runs as before unsharded, and a sharded run refuses
+/// it, saying why (exit 2).
+#[test]
+fn a_plugin_source_learns_its_shard() {
+    common::plugins();
+    let dir = temp();
+    let spec = dir.path().join("generate.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[pipeline]\nplugin_dir = \"{}\"\nbatch_rows = 100\n\n[source]\nplugin = \"generate\"\n\
+             config = {{ rows = 1000, seed = 3 }}\n\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"-\" }}\n",
+            common::plugin_dir().display()
+        ),
+    )
+    .unwrap();
+    assert_shards_equal_one_run("generate", &spec);
+
+    let old = dir.path().join("old.toml");
+    std::fs::write(
+        &old,
+        format!(
+            "[pipeline]\nplugin_dir = \"{}\"\n\n[source]\nplugin = \"contract-v0-2-0-source\"\n\n\
+             [sink]\nkind = \"csv\"\nconfig = {{ url = \"-\" }}\n",
+            common::plugin_dir().display()
+        ),
+    )
+    .unwrap();
+    let (_, rows) = data_lines(&run_shard(&old, None));
+    assert_eq!(rows.len(), 3);
+    let output = runner().args(["run", "--shard", "0/2"]).arg(&old).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("was built against contract etl:plugin/source@0.2.0, which cannot tell a source its shard"),
+        "{}",
+        stderr(&output)
+    );
+}

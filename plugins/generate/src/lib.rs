@@ -8,10 +8,12 @@
 //!
 //! Columns: `sepal_length`, `sepal_width`, `petal_length`, `petal_width` (f64, two decimals,
 //! drawn around the three species' means) and `id` (s64, from 0). Handy to feed a pipeline
-//! without any file or server.
+//! without any file or server. In a sharded run (`host.shard`), shard `i` of `n` makes the `i`-th
+//! of `n` equal runs of ids, the same rows as one run makes for those ids.
 
 use std::cell::Cell;
 
+use etl::plugin::host;
 use etl::plugin::types::{Batch, Column, Error, Values};
 use exports::etl::plugin::source::{Guest, GuestReader, Reader};
 use serde::Deserialize;
@@ -36,6 +38,9 @@ fn default_rows() -> u64 {
 /// Means of the four measurements for setosa, versicolor and virginica.
 const MEANS: [[f64; 4]; 3] = [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]];
 
+/// Draws of the generator per row: the species, then two per measurement.
+const DRAWS_PER_ROW: u64 = 9;
+
 struct Generate {
     total: u64,
     made: Cell<u64>,
@@ -55,7 +60,15 @@ impl GuestReader for Generate {
     fn open(config: String) -> Result<Reader, String> {
         let config: Config = serde_json::from_str(&config).map_err(|e| format!("invalid config: {e}"))?;
         let state = Cell::new(config.seed ^ 0x9E37_79B9_7F4A_7C15);
-        Ok(Reader::new(Generate { total: config.rows, made: Cell::new(0), state }))
+        // This shard's ids: an equal run of them; the generator skips the draws of the rows before.
+        let shard = host::shard();
+        let (index, count) = (u64::from(shard.index), u64::from(shard.count.max(1)));
+        let (first, end) = (config.rows * index / count, config.rows * (index + 1) / count);
+        let generate = Generate { total: end, made: Cell::new(first), state };
+        for _ in 0..first * DRAWS_PER_ROW {
+            generate.uniform();
+        }
+        Ok(Reader::new(generate))
     }
 
     fn next(&self, max_rows: u32) -> Result<Option<Batch>, Error> {

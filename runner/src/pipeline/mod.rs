@@ -154,6 +154,18 @@ impl Plan {
                     tracing::debug!(step = %step.name, "loading plugin {}", path.display());
                     let plugin = runtime.load(&path).map_err(|e| spec.step_error(step, format!("{e:#}")))?;
                     plugin.expect_role(step.role).map_err(|e| spec.step_error(step, e))?;
+                    if step.role == Role::Source && options.shard.count > 1 && !plugin.contract.knows_its_shard() {
+                        return Err(spec.step_error(
+                            step,
+                            format!(
+                                "plugin `{}` was built against contract {}, which cannot tell a source its shard, so it \
+                                 cannot run sharded (--shard {}): rebuild it against the runner's wit/ (0.2.1 or later)",
+                                plugin.file_name(),
+                                plugin.contract.export_name(),
+                                options.shard
+                            ),
+                        ));
+                    }
                     let config = spec.config_json(step)?;
                     let output = Arc::new(OutputBudget::new(&step.name));
                     let sandbox = sandbox.unwrap_or_default();

@@ -128,6 +128,7 @@ async fn plugin_step(context: &OpenContext, step: &PlannedStep) -> anyhow::Resul
         assets: bytes,
         sandbox: sandbox.clone(),
         output: output.clone(),
+        shard: context.shard,
     })
 }
 

@@ -45,7 +45,7 @@ macro_rules! worlds {
     };
 }
 
-/// `etl:plugin@0.2.0`, the current contract.
+/// `etl:plugin@0.2.1`, the current contract (it serves 0.2.0 plugins too: semver-compatible).
 pub mod v0_2 {
     worlds!("../wit");
 }

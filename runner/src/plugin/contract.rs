@@ -15,7 +15,7 @@ use crate::spec::Role;
 pub const PACKAGE: &str = "etl:plugin";
 /// Its current version, the one new plugins are built against: keep in step with
 /// `package etl:plugin@…` in `wit/plugin.wit` (a test checks).
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.2.1";
 
 /// Every version the runner runs plugins of, newest first: the current one and the frozen
 /// copies in `runner/contracts/` (a test checks that each has one).
@@ -24,7 +24,7 @@ pub const SPOKEN: [(&str, Generation); 2] = [(VERSION, Generation::V0_2), ("0.1.
 /// Which of the spoken contracts a plugin uses: picks the bindings the host calls it through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
-    /// `etl:plugin@0.2.x`: dictionary-encoded text.
+    /// `etl:plugin@0.2.x`: dictionary-encoded text; from 0.2.1, `host.shard`.
     V0_2,
     /// `etl:plugin@0.1.x`.
     V0_1,
@@ -73,6 +73,13 @@ impl Contract {
                 spoken_versions()
             ),
         }
+    }
+
+    /// Whether a source built against this version can learn its shard (`host.shard`, 0.2.1).
+    pub fn knows_its_shard(&self) -> bool {
+        let mut parts = self.version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor, patch) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor, patch) >= (0, 2, 1)
     }
 
     /// The export that carries the contract: `etl:plugin/transform@0.2.0`.
@@ -131,7 +138,7 @@ mod tests {
             let frozen = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(frozen.contains(&format!("package {PACKAGE}@{version};")), "{path} is not {version}");
         }
-        assert_eq!(spoken_versions(), "etl:plugin@0.2.0 and 0.1.0");
+        assert_eq!(spoken_versions(), "etl:plugin@0.2.1 and 0.1.0");
         // The runner's frozen 0.1.0 is the one the test fixture stands for.
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/fixtures/contract-v0-1-0/wit/plugin.wit");
         let frozen = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/0.1.0/plugin.wit");

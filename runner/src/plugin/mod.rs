@@ -205,8 +205,9 @@ impl PluginRuntime {
         assets: AssetBytes,
         sandbox: &Sandbox,
         output: Arc<output::OutputBudget>,
+        shard: crate::step::Shard,
     ) -> anyhow::Result<Store<State>> {
-        let mut store = Store::new(&self.engine, State::new(step, assets, sandbox, output)?);
+        let mut store = Store::new(&self.engine, State::new(step, assets, sandbox, output, shard)?);
         store.limiter(|state| &mut state.limits);
         if self.checks.deadline {
             store.epoch_deadline_trap();

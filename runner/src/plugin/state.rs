@@ -12,6 +12,7 @@ use super::bindings::v0_2::{host, types};
 use super::output::{OutputBudget, cut};
 use super::sandbox::StderrTail;
 use crate::spec::Sandbox;
+use crate::step::Shard;
 
 pub struct State {
     /// WASI as the plugin sees it: only what the step's `grants` give (by default no
@@ -23,13 +24,21 @@ pub struct State {
     assets: AssetBytes,
     /// What the step's instances may log, together.
     output: Arc<OutputBudget>,
+    /// The part of the input this run reads (`host.shard`).
+    shard: Shard,
     /// The memory cap, enforced by wasmtime when the instance grows its memory.
     pub limits: StoreLimits,
     pub stderr_tail: StderrTail,
 }
 
 impl State {
-    pub fn new(step: &str, assets: AssetBytes, sandbox: &Sandbox, output: Arc<OutputBudget>) -> anyhow::Result<State> {
+    pub fn new(
+        step: &str,
+        assets: AssetBytes,
+        sandbox: &Sandbox,
+        output: Arc<OutputBudget>,
+        shard: Shard,
+    ) -> anyhow::Result<State> {
         let stderr_tail = StderrTail::default();
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size((sandbox.limits.memory_mb << 20) as usize)
@@ -41,6 +50,7 @@ impl State {
             step: step.into(),
             assets,
             output,
+            shard,
             limits,
             stderr_tail,
         })
@@ -82,6 +92,10 @@ impl host::Host for State {
 
     fn asset(&mut self, name: String) -> Result<Vec<u8>, String> {
         self.asset_bytes(&name)
+    }
+
+    fn shard(&mut self) -> host::ShardOf {
+        host::ShardOf { index: self.shard.index, count: self.shard.count }
     }
 }
 

@@ -26,7 +26,7 @@ use super::output::{OutputBudget, cut, cut_owned};
 use super::{AssetBytes, EngineChecks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
 use crate::spec::{Limits, Sandbox};
-use crate::step::{RowError, Sink, Source, Transform};
+use crate::step::{RowError, Shard, Sink, Source, Transform};
 
 /// Everything it takes to open an instance of a plugin step (again, after a trap).
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct PluginStep {
     pub sandbox: Sandbox,
     /// What the step's instances may print, together.
     pub output: Arc<OutputBudget>,
+    /// The part of the input this run reads (what `host.shard` tells the plugin).
+    pub shard: Shard,
 }
 
 /// The plugin's `open` returned an error: it refused the step's `config` (or its assets). The
@@ -213,7 +215,8 @@ impl<B> Instance<B> {
 impl PluginStep {
     /// A fresh store with the step's limits armed, and the plugin's file name.
     fn store(&self) -> anyhow::Result<(Store<State>, String)> {
-        let mut store = self.runtime.store(&self.step, self.assets.clone(), &self.sandbox, self.output.clone())?;
+        let mut store =
+            self.runtime.store(&self.step, self.assets.clone(), &self.sandbox, self.output.clone(), self.shard)?;
         arm(&mut store, &self.sandbox.limits, self.runtime.checks)?;
         Ok((store, self.plugin.file_name()))
     }
