@@ -7,7 +7,8 @@ time, it runs `runner run SPEC --shard i/N` for N in 1, 2, 4 (all N processes at
 unsharded run, and prints per N: the job's rows/s (rows over the wall time of the slowest
 shard), the CPU-seconds per million rows of each shard process and of redis-server, and the
 time `runner plan` takes to plan (list the input and cut it into splits), the overhead each
-shard pays before reading.
+shard pays before reading. A last run of 4 shards declares the column types, so no shard reads
+the whole input to type them.
 
 Usage (from the repository root; builds the release runner):
   python3 bench/shards.py [--rows 4000000] [--runner target/release/runner]
@@ -82,22 +83,40 @@ def main():
         print(f"{a.rows} rows, {os.path.getsize(data) / 1e6:.1f} MB of CSV, splits of {a.split_mb} MiB, {os.cpu_count()} cores", flush=True)
         subprocess.run([a.runner, "validate", spec], env=env, check=True, stdout=subprocess.DEVNULL)  # compile the plugin once
 
-        plans = []
-        for _ in range(5):
-            started = time.perf_counter()
-            subprocess.run([a.runner, "plan", "--shards", "4", spec], env=env, check=True, stdout=subprocess.DEVNULL)
-            plans.append(time.perf_counter() - started)
+        # The same input with every column declared: no typing pass (each shard reads only its part).
+        declared = os.path.join(work, "declared.toml")
+        with open(declared, "w") as f:
+            f.write(text.replace('split_bytes = ', 'columns = { sepal_length = "f64", sepal_width = "f64", '
+                                 'petal_length = "f64", petal_width = "f64" }, split_bytes = '))
+        # Planning alone: the source and a discard sink, no plugin to load.
+        plain = os.path.join(work, "plan.toml")
+        with open(plain, "w") as f:
+            f.write(f'[s3]\nendpoint = "{endpoint}"\n\n[source]\nkind = "csv"\n'
+                    f'config = {{ url = "s3://batch/data/rows.csv", split_bytes = {a.split_mb << 20} }}\n\n'
+                    '[sink]\nkind = "discard"\n')
+        local = os.path.join(work, "plan-local.toml")
+        with open(local, "w") as f:
+            f.write(f'[source]\nkind = "csv"\nconfig = {{ url = "{data}", split_bytes = {a.split_mb << 20} }}\n\n'
+                    '[sink]\nkind = "discard"\n')
+        subprocess.run([a.runner, "--version"], check=True, stdout=subprocess.DEVNULL)
+        plans, local_plans, starts = [], [], []
+        for _ in range(7):
+            for spec_file, times in ((None, starts), (plain, plans), (local, local_plans)):
+                command = [a.runner, "--version"] if spec_file is None else [a.runner, "plan", "--shards", "4", spec_file]
+                started = time.perf_counter()
+                subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+                times.append(time.perf_counter() - started)
 
         def flush():
             subprocess.run(["redis-cli", "-p", str(redis_port), "FLUSHALL"], check=True, stdout=subprocess.DEVNULL)
 
         rows = []
-        for count in (None, 1, 2, 4):
+        for count, run_spec in ((None, spec), (1, spec), (2, spec), (4, spec), (4, declared)):
             flush()
             redis_before = cpu_seconds(redis.pid)
             shards = [[]] if count is None else [["--shard", f"{i}/{count}"] for i in range(count)]
             started = time.perf_counter()
-            procs = [subprocess.Popen([a.runner, "run", "--report", "json", *args, spec], env=env, stderr=subprocess.PIPE, text=True)
+            procs = [subprocess.Popen([a.runner, "run", "--report", "json", *args, run_spec], env=env, stderr=subprocess.PIPE, text=True)
                      for args in shards]
             cpus = []
             for proc in procs:
@@ -111,14 +130,19 @@ def main():
             written = sum(r["rows_written"] for r in reports)
             redis_cpu = cpu_seconds(redis.pid) - redis_before
             label = "one process, unsharded" if count is None else f"{count} shard{'s' if count > 1 else ''}"
+            if run_spec == declared:
+                label += ", types declared"
             rows.append((label, written, wall, cpus, redis_cpu))
 
         print(f"\n{'run':<24} {'rows/s':>10} {'seconds':>8}  {'CPU-s per M rows, each process':<32} {'redis-server CPU-s/M':>20}")
         for label, written, wall, cpus, redis_cpu in rows:
             per = " ".join(f"{c * 1e6 / written:.2f}" for c in cpus)
             print(f"{label:<24} {written / wall:>10.0f} {wall:>8.2f}  {per:<32} {redis_cpu * 1e6 / written:>20.2f}")
-        print(f"\nplanning (runner plan --shards 4, whole process): median {sorted(plans)[2] * 1e3:.0f} ms, "
-              f"min {min(plans) * 1e3:.0f} ms, max {max(plans) * 1e3:.0f} ms")
+        median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+        print(f"\nplanning, `runner plan --shards 4` (no plugin), medians of 7 processes: the object on the local S3 "
+              f"server {median(plans) * 1e3:.0f} ms (min {min(plans) * 1e3:.0f}), the same file read locally "
+              f"{median(local_plans) * 1e3:.0f} ms (min {min(local_plans) * 1e3:.0f}); `runner --version` alone "
+              f"{median(starts) * 1e3:.0f} ms")
     finally:
         for server in servers:
             server.kill()

@@ -37,7 +37,7 @@ pub struct FoundObject {
     /// Path, size and ETag.
     pub meta: ObjectMeta,
     /// Its first chunk, when it was fetched while the object was looked up.
-    first: Option<bytes::Bytes>,
+    pub first: Option<bytes::Bytes>,
 }
 
 /// An object, or with a trailing `/` every object under a prefix, in some store.

@@ -238,6 +238,10 @@ pub async fn shard_plan(
 async fn sample_bytes_per_row(url: &ObjectUrl, object: &FoundObject) -> anyhow::Result<Option<f64>> {
     use futures::StreamExt;
     let sample_end = object.meta.size.min(64 << 10);
+    // The first chunk, fetched with the object's HEAD, holds the sample: no request more.
+    if let Some(first) = object.first.as_ref().filter(|first| first.len() as u64 >= sample_end) {
+        return Ok(bytes_per_row(&first[..sample_end as usize]));
+    }
     let mut chunks = Box::pin(url.read_range(object.clone(), 0..sample_end));
     let mut sample = Vec::new();
     while (sample.len() as u64) < sample_end
@@ -246,9 +250,14 @@ async fn sample_bytes_per_row(url: &ObjectUrl, object: &FoundObject) -> anyhow::
         sample.extend_from_slice(&chunk.map_err(|e| anyhow!("{url}: {}", url.describe(&e)))?);
     }
     sample.truncate(sample_end as usize);
-    let Some(header_end) = memchr::memchr(b'\n', &sample) else { return Ok(None) };
+    Ok(bytes_per_row(&sample))
+}
+
+/// Bytes per row in a sample from an object's start (its header line left out).
+fn bytes_per_row(sample: &[u8]) -> Option<f64> {
+    let header_end = memchr::memchr(b'\n', sample)?;
     let lines = memchr::memchr_iter(b'\n', &sample[header_end + 1..]).count();
-    Ok((lines > 0).then(|| (sample.len() - header_end - 1) as f64 / lines as f64))
+    (lines > 0).then(|| (sample.len() - header_end - 1) as f64 / lines as f64)
 }
 
 /// The splits of `objects` that `shard` reads (all of them in a run of one shard).
