@@ -21,6 +21,7 @@ target/bench-tools on first use: cargo install s3s-fs --version 0.14.1 --feature
 Python with pandas, xgboost, boto3, redis, onnxruntime (models/iris/requirements.txt + boto3 redis).
 """
 import argparse
+import binascii
 import json
 import os
 import re
@@ -30,7 +31,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+
+import redis
 
 from scoring import build, print_ratios, print_runs, wasm_and_native
 
@@ -89,11 +93,189 @@ def s3s_fs() -> str:
     return found
 
 
+def redis_cli(port: int, *args: str) -> str:
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True).stdout
+
+
+def start_redis(port: int, *extra: str) -> subprocess.Popen:
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, "redis-server")
+    return server
+
+
+def start_cluster(work: str, servers: list) -> list:
+    """Three empty cluster nodes on free ports (and free bus ports), joined; returns their ports."""
+    ports = []
+    while len(ports) < 3:
+        port = free_port()
+        if port + 10000 < 65536 and port not in ports:
+            ports.append(port)
+    for port in ports:
+        node_dir = os.path.join(work, f"node-{port}")
+        os.makedirs(node_dir)
+        servers.append(start_redis(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                   "--dir", node_dir))
+    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+                    "--cluster-yes"], capture_output=True, check=True)
+    for _ in range(200):
+        if all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO") for p in ports):
+            return ports
+        time.sleep(0.05)
+    sys.exit("the cluster did not become ready")
+
+
+class Watch(threading.Thread):
+    """Polls DBSIZE of `ports` while a run writes: when the first key arrived, when the last."""
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.clients = [redis.Redis(port=p) for p in ports]
+        self.stop, self.first, self.last, self.size = False, None, None, 0
+        self.started = time.perf_counter()
+
+    def run(self):
+        while not self.stop:
+            size = sum(c.dbsize() for c in self.clients)
+            now = time.perf_counter() - self.started
+            if size > self.size:
+                self.first = self.first if self.first is not None else now
+                self.last, self.size = now, size
+            time.sleep(0.002)
+
+
+def flush(ports):
+    for port in ports:
+        redis_cli(port, "FLUSHALL")
+
+
+def contents(ports):
+    """Every (key, value) the nodes of `ports` hold."""
+    pairs = []
+    for port in ports:
+        client = redis.Redis(port=port)
+        keys = list(client.scan_iter(count=10_000))
+        for i in range(0, len(keys), 10_000):
+            chunk = keys[i:i + 10_000]
+            pairs.extend(zip(chunk, client.mget(chunk)))
+    return pairs
+
+
+def resp_sets(pairs) -> bytes:
+    """`SET key value` for each pair in Redis's protocol, what `redis-cli --pipe` sends."""
+    return b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v) for k, v in pairs)
+
+
+def slot_owners(port: int) -> list:
+    """The port owning each of the 16384 slots, from CLUSTER SLOTS."""
+    owners = [None] * 16384
+    for start, end, master, *_ in redis.Redis(port=port).execute_command("CLUSTER SLOTS"):
+        for slot in range(start, end + 1):
+            owners[slot] = master[1]
+    return owners
+
+
+def key_slot(key: bytes) -> int:
+    """CRC16 (XMODEM, which is binascii.crc_hqx from 0) of the key or its hash tag, mod 16384."""
+    open_at = key.find(b"{")
+    if open_at >= 0:
+        close_at = key.find(b"}", open_at + 1)
+        if close_at > open_at + 1:
+            key = key[open_at + 1:close_at]
+    return binascii.crc_hqx(key, 0) % 16384
+
+
+def mass_insertion(files: dict) -> float:
+    """Replays each port's file with `redis-cli --pipe`, all at once; returns the wall seconds."""
+    started = time.perf_counter()
+    running = [(port, subprocess.Popen(["redis-cli", "-p", str(port), "--pipe"], stdin=open(path, "rb"),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+               for port, path in files.items()]
+    for port, process in running:
+        out = process.communicate()[0]
+        if process.returncode != 0 or "errors: 0," not in out:
+            sys.exit(f"redis-cli --pipe into port {port} failed:\n{out}")
+    return time.perf_counter() - started
+
+
+def measured_runs(a, env, ports, url, work, label):
+    """Runs the runner and the mass insertion of the same SETs in turns, each into emptied
+    servers, `--runs` times; returns the per-run figures and the last run's step report."""
+    runs, files, keys, report = [], None, None, None
+    for i in range(a.runs):
+        flush(ports)
+        pids = [server_pid(port) for port in ports]
+        before = [process_cpu(pid) for pid in pids]
+        watch = Watch(ports)
+        watch.start()
+        seconds, rss, err = peak_rss_mb(["target/release/runner", "run", "--report", "json", "pipelines/iris.toml"],
+                                        dict(env, REDIS_URL=url))
+        watch.stop = True
+        watch.join()
+        report = json.loads(err.strip().splitlines()[-2])  # the JSON line, before GNU time's
+        redis_cpu = sum(process_cpu(pid) for pid in pids) - sum(before)
+        if files is None:
+            pairs = contents(ports)
+            keys = len(pairs)
+            owners = slot_owners(ports[0]) if len(ports) > 1 else None
+            by_port = {port: [] for port in ports}
+            for key, value in pairs:
+                by_port[owners[key_slot(key)] if owners else ports[0]].append((key, value))
+            files = {}
+            for port, port_pairs in by_port.items():
+                files[port] = os.path.join(work, f"sets-{label}-{port}.resp")
+                with open(files[port], "wb") as f:
+                    f.write(resp_sets(port_pairs))
+        flush(ports)
+        pipe_seconds = mass_insertion(files)
+        first = watch.first or 0.0
+        last = watch.last or seconds
+        runs.append(dict(seconds=seconds, rss=rss, runner_cpu=cpu_of(err), redis_cpu=redis_cpu, first=first,
+                         writing=last - first, tail=seconds - last, pipe=pipe_seconds, keys=keys))
+        r = runs[-1]
+        print(f"  {label} run {i + 1}: runner {a.rows / seconds:,.0f} rows/s, mass insertion {keys / pipe_seconds:,.0f}"
+              f" SETs/s, ratio {(a.rows / seconds) / (keys / pipe_seconds):.2f}", flush=True)
+    return runs, report
+
+
+def server_pid(port: int) -> int:
+    return int(re.findall(r"process_id:(\d+)", redis_cli(port, "INFO", "server"))[0])
+
+
+def redis_benchmark(a, port: int, cluster: bool) -> float:
+    args = ["redis-benchmark", "-p", str(port), "-P", "64", "-t", "set", "-n", str(a.rows), "-r", str(a.rows), "-q"]
+    done = subprocess.run(args + (["--cluster"] if cluster else []), capture_output=True, text=True, check=True)
+    return float(re.findall(r"SET: ([\d.]+) requests per second", done.stdout)[-1])
+
+
+def print_runs_table(a, label, runs, benchmark_rate, benchmark_name):
+    keys = runs[0]["keys"]
+    print(f"\n{label}: the runner against Redis mass insertion (redis-cli --pipe) of the same {keys:,} SETs,"
+          f" each into emptied servers ({a.rows - keys:,} rows share a key with another)")
+    print(f"{'run':<4} {'runner rows/s':>14} {'--pipe SETs/s':>14} {'ratio':>6} {'to 1st write':>13} {'writing':>8}"
+          f" {'writing rows/s':>15} {'after':>7} {'CPU runner':>11} {'CPU redis':>10} {'RSS':>7}")
+    for i, r in enumerate(runs):
+        rate, pipe = a.rows / r["seconds"], keys / r["pipe"]
+        print(f"{i + 1:<4} {rate:>14,.0f} {pipe:>14,.0f} {rate / pipe:>6.2f} {r['first'] * 1e3:>10.0f} ms"
+              f" {r['writing']:>6.2f} s {a.rows / max(r['writing'], 1e-9):>15,.0f} {r['tail'] * 1e3:>4.0f} ms"
+              f" {r['runner_cpu']:>9.2f} s {r['redis_cpu']:>8.2f} s {r['rss']:>4.0f} MB")
+    ratios = [(a.rows / r["seconds"]) / (keys / r["pipe"]) for r in runs]
+    runner = statistics.median(a.rows / r["seconds"] for r in runs)
+    print(f"  ratio runner / mass insertion: {min(ratios):.2f}-{max(ratios):.2f};"
+          f" runner / {benchmark_name} ({benchmark_rate:,.0f} SET/s, emptied servers): {runner / benchmark_rate:.2f}")
+    print("  (to 1st write: start-up, S3 read and scoring before the first key lands; writing: first key to last;"
+          " after: the last key to exit)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=3, help="runs of the runner and of the mass insertion, taking turns")
+    p.add_argument("--cluster", action="store_true", help="also into a three-node Redis Cluster")
     p.add_argument("--seed-flow", default=os.path.join(ROOT, "..", "shared", "reference", "seed_flow.py"))
     p.add_argument("--skip-seed-flow", action="store_true", help="do not run the original flow")
+    p.add_argument("--skip-scoring", action="store_true", help="do not measure scoring alone and start-up")
     p.add_argument("--score-rows", type=int, default=1_000_000, help="rows for the scoring-alone measurements")
     a = p.parse_args()
 
@@ -104,16 +286,13 @@ def main():
     try:
         # Services on free loopback ports, stopped by pid at the end.
         redis_port, s3_port = free_port(), free_port()
-        servers.append(subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        servers.append(start_redis(redis_port))
         root = os.path.join(work, "s3")
         os.makedirs(os.path.join(root, "batch", "data"))
         os.makedirs(os.path.join(root, "batch", "artifact"))
         servers.append(subprocess.Popen(
             [s3s, "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", ACCESS, "--secret-key", SECRET, root],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(redis_port, "redis-server")
         wait_port(s3_port, "s3s-fs")
         endpoint, redis_url = f"http://127.0.0.1:{s3_port}", f"redis://127.0.0.1:{redis_port}"
 
@@ -124,35 +303,65 @@ def main():
             shutil.copy(os.path.join(ROOT, "models", "iris", name), os.path.join(root, "batch", "artifact", name))
         print(f"{a.rows} rows, {os.path.getsize(data) / 1e6:.1f} MB of CSV in s3://batch/data/iris.csv", flush=True)
 
-        results = {}
         env = dict(os.environ, S3_ENDPOINT=endpoint, AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET,
                    REDIS_URL=f"{redis_url}/0", RUST_LOG="error", RUNNER_CACHE_DIR=os.path.join(work, "cache"))
         # Compile the plugin into the cache first: the timed run measures the pipeline, not Cranelift.
         peak_rss_mb(["target/release/runner", "validate", "pipelines/iris.toml"], env)
-        redis_pid, redis_cpu = servers[0].pid, process_cpu(servers[0].pid)
-        seconds, rss, err = peak_rss_mb(["target/release/runner", "run", "--report", "json", "pipelines/iris.toml"], env)
-        report = json.loads(err.strip().splitlines()[-2])  # the JSON line, before GNU time's
-        results["runner"] = (a.rows / seconds, rss, seconds)
-        # Where the time goes: CPU seconds of the runner and of redis-server against what the
-        # machine's cores offer over the run; and the same run without the score step.
-        cpu = {"runner": cpu_of(err), "redis-server": process_cpu(redis_pid) - redis_cpu, "wall": seconds}
+        runs, report = measured_runs(a, env, [redis_port], f"{redis_url}/0", work, "one node")
+        cluster_runs = None
+        if a.cluster:
+            ports = start_cluster(work, servers)
+            cluster_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+            cluster_runs, _ = measured_runs(a, env, ports, cluster_url, work, "cluster")
+            flush(ports)
+            cluster_benchmark = redis_benchmark(a, ports[0], cluster=True)
+
+        # Every other measurement also writes into an emptied server.
+        results = {"runner": (a.rows / statistics.median(r["seconds"] for r in runs),
+                              statistics.median(r["rss"] for r in runs), statistics.median(r["seconds"] for r in runs))}
+        flush([redis_port])
         unscored = os.path.join(work, "unscored.toml")
         with open(unscored, "w") as f:
             f.write(UNSCORED.format())
-        seconds, rss, _ = peak_rss_mb(["target/release/runner", "run", unscored], dict(env, REDIS_URL=f"{redis_url}/2"))
+        seconds, rss, _ = peak_rss_mb(["target/release/runner", "run", unscored], env)
         results["runner without the score step"] = (a.rows / seconds, rss, seconds)
 
         if not a.skip_seed_flow:
+            flush([redis_port])
             seed_env = dict(env, AWS_EC2_METADATA_DISABLED="true")
             seconds, rss, _ = peak_rss_mb([sys.executable, a.seed_flow, "--endpoint", endpoint, "--bucket", "batch",
-                                           "--redis", f"{redis_url}/1"], seed_env)
+                                           "--redis", f"{redis_url}/0"], seed_env)
             results["original flow (seed_flow.py)"] = (a.rows / seconds, rss, seconds)
 
-        done = subprocess.run(["redis-benchmark", "-p", str(redis_port), "-P", "64", "-t", "set", "-n", str(a.rows),
-                               "-r", str(a.rows), "-q"], capture_output=True, text=True, check=True)
-        rate = float(re.findall(r"SET: ([\d.]+) requests per second", done.stdout)[-1])
+        flush([redis_port])
+        rate = redis_benchmark(a, redis_port, cluster=False)
         results["redis-benchmark -P 64 -t set"] = (rate, None, a.rows / rate)
+        keys = runs[0]["keys"]
+        pipe_rate = statistics.median(keys / r["pipe"] for r in runs)
+        results["redis-cli --pipe, the same SETs"] = (pipe_rate, None, keys / pipe_rate)
 
+        runner_rate = results["runner"][0]
+        print(f"\nEnd to end, {a.rows} rows (S3 -> score -> key -> Redis), {os.cpu_count()} cores; medians of {a.runs} runs")
+        print(f"{'what':<34} {'rows/s':>10} {'seconds':>9} {'peak RSS':>10}")
+        for name, (rate_, rss, seconds) in results.items():
+            shown = f"{rss:.0f} MB" if rss is not None else "-"
+            print(f"{name:<34} {rate_:>10.0f} {seconds:>9.2f} {shown:>10}")
+        print("\nratios")
+        if "original flow (seed_flow.py)" in results:
+            print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
+        print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
+        print_runs_table(a, "One node", runs, rate, "redis-benchmark -P 64")
+        if cluster_runs:
+            print_runs_table(a, "Three-node cluster", cluster_runs, cluster_benchmark, "redis-benchmark --cluster -P 64")
+            one, three = statistics.median(a.rows / r["seconds"] for r in runs), statistics.median(a.rows / r["seconds"] for r in cluster_runs)
+            print(f"  runner into the cluster / into one node: {three / one:.2f}")
+
+        print("\nrunner steps, last run into one node (busy time, summed over workers)")
+        for s in report["steps"]:
+            print(f"  {s['name']:<8} {s['implementation']:<28} x{s['workers']}  {s['busy_seconds']:.2f} s")
+
+        if a.skip_scoring:
+            return
         # The first --score-rows rows: per-row scoring costs do not need ten million.
         csv_copy = os.path.join(work, "rows.csv")
         with open(data) as src, open(csv_copy, "w") as dst:
@@ -161,41 +370,22 @@ def main():
                     break
                 dst.write(line)
         # Scoring alone, WASM and native under the same conditions (see bench/scoring.py).
-        runs = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
-        median = {name: statistics.median(values) for name, values in runs.items()}
+        runs_ = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
+        median = {name: statistics.median(values) for name, values in runs_.items()}
         wasm_us, native_us, program_us = median["plugin calls"], median["same code, native"], median["same code, WASM"]
         ort = subprocess.run([sys.executable, "-c", ORT, csv_copy], cwd=ROOT, capture_output=True, text=True, check=True)
         ort_us = float(ort.stdout)
+        print(f"\n  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
+        print(f"  scoring, us/row (medians): the plugin's calls {wasm_us:.3f}, same code native {native_us:.3f},"
+              f" in WASM {program_us:.3f}; class ids {median['plugin, class ids']:.3f};"
+              f" the boundary alone {median['boundary alone']:.3f}")
+        print_ratios(runs_, indent="  ")
+        print_runs(runs_)
 
         cold_cache = os.path.join(work, "cold")
         local_env = dict(os.environ, RUNNER_CACHE_DIR=cold_cache, RUST_LOG="error")
         cold, _, _ = peak_rss_mb(["target/release/runner", "run", "-q", "pipelines/iris-local.toml"], local_env)
         warm = min(peak_rss_mb(["target/release/runner", "run", "-q", "pipelines/iris-local.toml"], local_env)[0] for _ in range(5))
-
-        runner_rate = results["runner"][0]
-        print(f"\nEnd to end, {a.rows} rows (S3 -> score -> key -> Redis), {os.cpu_count()} cores")
-        print(f"{'what':<34} {'rows/s':>10} {'seconds':>9} {'peak RSS':>10}")
-        for name, (rate, rss, seconds) in results.items():
-            shown = f"{rss:.0f} MB" if rss is not None else "-"
-            print(f"{name:<34} {rate:>10.0f} {seconds:>9.2f} {shown:>10}")
-        print("\nratios")
-        if "original flow (seed_flow.py)" in results:
-            print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
-        print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print(f"  scoring, WASM / onnxruntime: {wasm_us / ort_us:.2f}  (onnxruntime {ort_us:.2f} us/row)")
-        print(f"  scoring, us/row (medians): the plugin's calls {wasm_us:.3f}, same code native {native_us:.3f},"
-              f" in WASM {program_us:.3f}; class ids {median['plugin, class ids']:.3f};"
-              f" the boundary alone {median['boundary alone']:.3f}")
-        print_ratios(runs, indent="  ")
-        print_runs(runs)
-        cores = os.cpu_count()
-        used = cpu["runner"] + cpu["redis-server"]
-        print(f"\nCPU during the runner's run: runner {cpu['runner']:.2f} s + redis-server {cpu['redis-server']:.2f} s"
-              f" = {used:.2f} s of {cores * cpu['wall']:.2f} s available ({cores} cores x {cpu['wall']:.2f} s):"
-              f" {100 * used / (cores * cpu['wall']):.0f}% busy")
-        print("\nrunner steps (busy time, summed over workers)")
-        for s in report["steps"]:
-            print(f"  {s['name']:<8} {s['implementation']:<28} x{s['workers']}  {s['busy_seconds']:.2f} s")
         print(f"\nrunner run pipelines/iris-local.toml (150 rows): cold {cold * 1e3:.0f} ms (empty cache), warm {warm * 1e3:.0f} ms")
     finally:
         for server in servers:

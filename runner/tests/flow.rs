@@ -95,6 +95,27 @@ fn iris_flow_writes_the_original_keys_and_labels() {
     assert!(stderr(&output).contains("nothing is stored under key "), "{}", stderr(&output));
 }
 
+/// `rediss://` speaks TLS and trusts the certificate authorities of the system or of
+/// `SSL_CERT_FILE`; a server whose certificate it cannot trust is refused at once, not retried.
+#[test]
+fn the_flow_writes_over_tls_to_a_server_it_trusts() {
+    let Some(redis) = RedisServer::start_tls() else { return };
+    let s3 = bucket();
+    let mut command = flow(&s3, &redis.tls_url());
+    command.env("SSL_CERT_FILE", redis.ca_file());
+    let output = run(command, &["run", "--quiet", "pipelines/iris.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(redis.contents(), expected_contents());
+
+    let mut command = flow(&s3, &redis.tls_url());
+    command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+    let output = run(command, &["run", "--quiet", "pipelines/iris.toml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains(&format!("connecting to {}: invalid peer certificate", redis.tls_url())), "{message}");
+    assert!(!message.contains("retries"), "an untrusted certificate is not worth retrying: {message}");
+}
+
 /// A source given as a prefix reads every object under it, in name order.
 #[test]
 fn a_prefix_source_reads_every_object() {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use object_store::ObjectStoreExt;
 
 use crate::object_url::{ObjectUrl, local_path};
-use crate::redis_client::{connect, redacted};
+use crate::redis_client::{Connection, connect, redacted};
 use crate::spec::{DeadLetterConfig, S3Options};
 use crate::step::{DeadLetter, Rejected, Shard};
 
@@ -22,7 +22,7 @@ use crate::step::{DeadLetter, Rejected, Shard};
 /// it.
 pub enum DeadLetterTarget {
     File { path: String, file: Mutex<std::io::BufWriter<std::fs::File>> },
-    Redis { shown: String, list: String, connection: redis::aio::ConnectionManager },
+    Redis { shown: String, list: String, connection: Connection },
     Object { to: ObjectUrl, lines: Mutex<Vec<u8>> },
 }
 
@@ -40,7 +40,8 @@ impl DeadLetterTarget {
             let to = ObjectUrl::parse(&config.url, base_dir, s3)?;
             return Ok(Arc::new(DeadLetterTarget::Object { to, lines: Mutex::default() }));
         }
-        if config.url.starts_with("redis://") || config.url.starts_with("rediss://") {
+        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
+        if matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster")) {
             let Some(list) = config.list.clone() else {
                 bail!("a Redis dead letter needs `list`, the list to push onto")
             };

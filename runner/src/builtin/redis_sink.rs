@@ -5,7 +5,7 @@
 //! [sink]
 //! kind = "redis"
 //! [sink.config]
-//! url = "${REDIS_URL:-redis://127.0.0.1:6379/0}"  # redis:// or rediss://; user:password@ via ${...}
+//! url = "${REDIS_URL:-redis://127.0.0.1:6379/0}"  # or redis+cluster://h1:7000,h2:7001; rediss for TLS
 //! key = "key"                  # the column holding each row's key (default "key")
 //! value = "label"              # SET key <value>; or: fields = ["label", "p_setosa"] for HSET
 //! ttl_seconds = 86400          # optional: keys expire
@@ -26,25 +26,27 @@
 //! it busy. A write that still fails after its retries fails the run (the
 //! step's error policy applies to rows it refuses, such as a null key, not to a lost server).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
-use crate::redis_client::{connect, give_up, redacted, with_retries};
+use crate::redis_client::{Connection, connect, give_up, redacted, target, with_retries};
 use crate::step::{RowError, Sink};
 
 /// The `config` table of a `redis` sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
-    /// `url = "redis://host:6379/0"`: `redis://`, `rediss://` (TLS), `redis://user:pass@host`.
+    /// `url = "redis://host:6379/0"`, or a cluster, `redis+cluster://host1:7000,host2:7001`;
+    /// `rediss` for TLS; `user:password@` as for any URL (see `redis_client`).
     pub url: String,
     /// `key = "key"`: the column holding each row's key.
     #[serde(default = "default_key")]
@@ -86,13 +88,16 @@ fn default_retry_seconds() -> u64 {
 
 pub struct RedisSink {
     config: RedisSinkConfig,
-    connection: ConnectionManager,
+    connection: Connection,
     /// The URL without its password.
     shown: String,
     /// Round trips sent and not yet acknowledged, across batches: while Redis works on them the
     /// sink builds the next ones. At most `in_flight`; `finish` waits for all.
     /// Each a task of its own, so it goes out at once rather than when the sink next waits.
     sending: FuturesUnordered<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Rows handed to Redis, and rows it acknowledged: what a failure reports as not written.
+    sent: u64,
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl RedisSinkConfig {
@@ -106,8 +111,7 @@ impl RedisSinkConfig {
         if self.pipeline == 0 || self.in_flight == 0 {
             return Err("`pipeline` and `in_flight` must be at least 1".into());
         }
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| format!("invalid Redis URL {}: {e}", redacted(&self.url)))?;
+        target(&self.url)?;
         Ok(())
     }
 }
@@ -116,7 +120,29 @@ impl RedisSink {
     pub async fn open(config: RedisSinkConfig) -> anyhow::Result<RedisSink> {
         config.check().map_err(anyhow::Error::msg)?;
         let connection = connect(&config.url, config.retry_seconds).await?;
-        Ok(RedisSink { shown: redacted(&config.url), config, connection, sending: FuturesUnordered::new() })
+        Ok(RedisSink {
+            shown: redacted(&config.url),
+            config,
+            connection,
+            sending: FuturesUnordered::new(),
+            sent: 0,
+            acknowledged: Arc::default(),
+        })
+    }
+
+    /// Waits for the next round trip in flight; its failure fails the run, saying how many rows
+    /// Redis did not acknowledge.
+    async fn next_acknowledged(&mut self) -> anyhow::Result<()> {
+        let Some(sent) = self.sending.next().await else { return Ok(()) };
+        sent.context("a Redis write task failed")?.map_err(|e| {
+            let acknowledged = self.acknowledged.load(Ordering::Relaxed);
+            e.context(format!(
+                "{} of the {} rows sent were not acknowledged, so may not be written (a rerun writes them: the \
+                 writes are idempotent)",
+                self.sent - acknowledged,
+                self.sent
+            ))
+        })
     }
 
     /// One round trip's commands for `rows` of the batch: a single `MSET` for plain values
@@ -132,7 +158,9 @@ impl RedisSink {
         let mut pipe = redis::pipe();
         let mut text = String::new();
         let key = |row: usize| keys.text(row).unwrap_or_default();
-        if let (Some(value), None) = (&self.config.value, self.config.ttl_seconds) {
+        // (A cluster refuses a multi-key command across slots: there, one SET per row.)
+        if let (Some(value), None, false) = (&self.config.value, self.config.ttl_seconds, self.connection.is_cluster())
+        {
             let column = values[0].1;
             let mset = pipe.cmd("MSET");
             for row in rows {
@@ -212,26 +240,29 @@ impl Sink for RedisSink {
         let pipelines = (0..batch.rows())
             .step_by(self.config.pipeline)
             .map(|start| {
-                self.pipeline(keys, &values, start..(start + self.config.pipeline).min(batch.rows()), &mut floats)
+                let rows = start..(start + self.config.pipeline).min(batch.rows());
+                Ok((rows.len(), self.pipeline(keys, &values, rows, &mut floats)?))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let deadline = Duration::from_secs(self.config.retry_seconds);
-        for pipe in pipelines {
+        for (rows, pipe) in pipelines {
             // Keep at most `in_flight` round trips outstanding; a failure fails this write.
             while self.sending.len() >= self.config.in_flight {
-                if let Some(sent) = self.sending.next().await {
-                    sent.context("a Redis write task failed")??;
-                }
+                self.next_acknowledged().await?;
             }
             let (connection, what) = (self.connection.clone(), format!("writing to {}", self.shown));
+            let acknowledged = self.acknowledged.clone();
+            self.sent += rows as u64;
             self.sending.push(tokio::spawn(async move {
                 let pipe = &pipe;
                 with_retries(deadline, &what, || {
                     let mut connection = connection.clone();
-                    async move { pipe.query_async::<()>(&mut connection).await }
+                    async move { connection.send(pipe).await }
                 })
                 .await
-                .map_err(|e| give_up(&what, &e, deadline))
+                .map_err(|e| give_up(&what, &e, deadline))?;
+                acknowledged.fetch_add(rows as u64, Ordering::Relaxed);
+                Ok(())
             }));
         }
         Ok(())
@@ -239,8 +270,8 @@ impl Sink for RedisSink {
 
     /// Waits until Redis acknowledged every write: only then is the data durable.
     async fn finish(&mut self) -> anyhow::Result<()> {
-        while let Some(sent) = self.sending.next().await {
-            sent.context("a Redis write task failed")??;
+        while !self.sending.is_empty() {
+            self.next_acknowledged().await?;
         }
         Ok(())
     }

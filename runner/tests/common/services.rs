@@ -65,6 +65,13 @@ fn wait_for_port(port: u16, what: &str) {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    tls: Option<Tls>,
+}
+
+/// A TLS port besides the plain one, with a certificate for 127.0.0.1 signed by a test CA.
+struct Tls {
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -73,13 +80,67 @@ impl RedisServer {
         if !available("redis-server") {
             return None;
         }
-        let mut server = RedisServer { child: None, port: free_port() };
+        let mut server = RedisServer { child: None, port: free_port(), tls: None };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts a server that also listens with TLS ([`RedisServer::tls_url`]), its certificate
+    /// signed by a CA of its own ([`RedisServer::ca_file`]); needs `openssl`.
+    pub fn start_tls() -> Option<RedisServer> {
+        if !available("redis-server") || !available("openssl") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl");
+            assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        let key = ["-newkey", "rsa:2048", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &key,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA"],
+            ]
+            .concat(),
+        );
+        openssl(&[&["req"][..], &key, &["-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1"]].concat());
+        std::fs::write(dir.path().join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let mut server = RedisServer { child: None, port: free_port(), tls: Some(Tls { port: free_port(), dir }) };
         server.restart();
         Some(server)
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `rediss://` URL of a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls.as_ref().expect("started with TLS").port)
+    }
+
+    /// The CA that signed the TLS certificate, for `SSL_CERT_FILE`.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.tls.as_ref().expect("started with TLS").dir.path().join("ca.pem")
     }
 
     /// A client connection, for assertions.
@@ -98,14 +159,25 @@ impl RedisServer {
     /// Starts the server (again) on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| tls.dir.path().join(name);
+            command
+                .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(file("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(file("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"));
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start redis-server");
         self.child = Some(child);
         wait_for_port(self.port, "redis-server");
+        if let Some(tls) = &self.tls {
+            wait_for_port(tls.port, "redis-server (TLS)");
+        }
     }
 
     /// Every key and its string value, sorted: what a pipeline left behind.
@@ -232,5 +304,136 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of three `redis-server --cluster-enabled yes` nodes on free loopback ports
+/// (each with its bus port, +10000), joined by `redis-cli --cluster create`, no replicas.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts a cluster, or returns `None` (test skipped) when redis-server is not installed.
+    pub fn start() -> Option<RedisCluster> {
+        if !available("redis-server") || !available("redis-cli") {
+            return None;
+        }
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            // A node also listens on port + 10000 (the cluster bus): both must be free.
+            let port = free_port();
+            if port < 55_000 && !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                ports.push(port);
+            }
+        }
+        let mut cluster = RedisCluster { ports, children: vec![None, None, None], dir: tempfile::tempdir().unwrap() };
+        for node in 0..3 {
+            cluster.restart(node);
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// Waits until every node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let started = Instant::now();
+        loop {
+            let ok = self.ports.iter().all(|port| {
+                let output = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output();
+                output.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+            if ok {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Kills a node (SIGKILL, by pid).
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a node (again): it rejoins the cluster from its nodes.conf, with no data.
+    pub fn restart(&mut self, node: usize) {
+        self.kill(node);
+        let port = self.ports[node];
+        let dir = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .current_dir(&dir)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.children[node] = Some(child);
+        wait_for_port(port, "redis-server (cluster node)");
+    }
+
+    /// Every key of every node and its string value, sorted.
+    pub fn contents(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for port in &self.ports {
+            let mut connection =
+                redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+            for chunk in keys.chunks(1000) {
+                // One GET per key: a node refuses a multi-key command across slots.
+                let mut pipe = redis::pipe();
+                chunk.iter().for_each(|key| {
+                    pipe.get(key);
+                });
+                let values: Vec<String> = pipe.query(&mut connection).unwrap();
+                pairs.extend(chunk.iter().cloned().zip(values));
+            }
+        }
+        pairs.sort();
+        pairs
+    }
+
+    /// The cluster node ids, by node.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| {
+                let output =
+                    Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "myid"]).output().unwrap();
+                String::from_utf8_lossy(&output.stdout).trim().to_string()
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.children.len() {
+            self.kill(node);
+        }
     }
 }

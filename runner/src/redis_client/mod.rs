@@ -1,0 +1,243 @@
+//! The Redis client the runner's steps share (the Redis sink, Redis dead letters, `runner
+//! lookup`): one server or a Redis Cluster behind one connection type, connecting with retries
+//! through transient failures, and URLs shown without their password.
+//!
+//! A URL names one server, `redis://[user:password@]host:port[/db]` (`rediss://` for TLS, which
+//! trusts the system's certificate authorities, or those in `SSL_CERT_FILE`), or a
+//! cluster by some of its nodes, `redis+cluster://[user:password@]host1:7000,host2:7001`
+//! (`rediss+cluster://`): the client learns the slot map from them and follows it (`cluster`).
+
+mod cluster;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
+
+pub use cluster::{Cluster, slot};
+
+/// A connection to one server or to a cluster; cheap to clone (clones share it).
+#[derive(Clone)]
+pub enum Connection {
+    Node(ConnectionManager),
+    Cluster(Arc<Cluster>),
+}
+
+impl Connection {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Connection::Cluster(_))
+    }
+
+    /// Sends a round trip of commands: to one server as one pipeline; to a cluster, each
+    /// command to the node that owns its key, one pipeline per node (single-key commands only).
+    pub async fn send(&mut self, pipe: &Pipeline) -> Result<(), RedisError> {
+        match self {
+            Connection::Node(connection) => pipe.query_async::<()>(connection).await,
+            Connection::Cluster(cluster) => cluster.send(pipe).await,
+        }
+    }
+}
+
+/// Single commands (`GET`, `RPUSH`...) work on both: a cluster routes each by its key.
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Node(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => Box::pin(async move { c.query(cmd).await }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(_) => Box::pin(async {
+                Err(RedisError::from((ErrorKind::Client, "a cluster takes round trips through Connection::send")))
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Node(c) => c.get_db(),
+            Connection::Cluster(_) => 0,
+        }
+    }
+}
+
+/// What a Redis URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One server: its URL.
+    Node(String),
+    /// A cluster: `redis://[user:password@]` (or `rediss://`) and its seed nodes' `host:port`.
+    Cluster { prefix: String, seeds: Vec<String> },
+}
+
+/// Reads a Redis URL (see the module's doc); the error never shows the password.
+pub fn target(url: &str) -> Result<Target, String> {
+    let cluster = url.strip_prefix("redis+cluster://").map(|rest| ("redis", rest));
+    let cluster = cluster.or_else(|| url.strip_prefix("rediss+cluster://").map(|rest| ("rediss", rest)));
+    let Some((scheme, rest)) = cluster else {
+        redis::Client::open(url).map_err(|e| format!("invalid Redis URL {}: {e}", redacted(url)))?;
+        return Ok(Target::Node(url.to_string()));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() && path != "0" {
+        return Err(format!("{}: a Redis Cluster has database 0 only", redacted(url)));
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let seeds: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect();
+    if seeds.is_empty() {
+        return Err(format!("{}: no seed nodes (expected host:port,host:port)", redacted(url)));
+    }
+    let prefix = format!("{scheme}://{userinfo}");
+    for seed in &seeds {
+        redis::Client::open(format!("{prefix}{seed}"))
+            .map_err(|e| format!("invalid Redis URL {}: {e}", redacted(url)))?;
+    }
+    Ok(Target::Cluster { prefix, seeds })
+}
+
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(unparseable URL)".into() };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{path}"),
+            None => format!("{scheme}://{userinfo}@{hosts}{path}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Whether sending again may succeed: the connection dropped, timed out, was refused (the server
+/// restarts), or the server said to try again. Bad credentials or commands are not transient,
+/// nor is a TLS handshake the client refused (an untrusted certificate, a name that does not match).
+pub fn transient(e: &RedisError) -> bool {
+    !matches!(e.kind(), ErrorKind::AuthenticationFailed)
+        && !matches!(e.retry_method(), RetryMethod::NoRetry)
+        && !tls_refused(e)
+}
+
+/// rustls reports a refused handshake as an I/O error of kind `InvalidData`, which a TCP stream
+/// never raises otherwise.
+fn tls_refused(e: &RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` has passed.
+pub async fn with_retries<T, F, Fut>(deadline: Duration, what: &str, mut attempt: F) -> Result<T, RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RedisError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if transient(&e) && started.elapsed() + backoff < deadline => {
+                warn_now_and_then(|| {
+                    format!("{what} failed ({}); retrying in {} ms", describe(&e), backoff.as_millis())
+                });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Logs a retry at most once a second for the whole process: with many round trips in flight,
+/// one outage would otherwise log a line per round trip and attempt.
+fn warn_now_and_then(message: impl FnOnce() -> String) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        *last = Some(Instant::now());
+        tracing::warn!("{}", message());
+    }
+}
+
+/// An error as a message: a cluster node's error as `node host:port: what it said`.
+pub fn describe(e: &RedisError) -> String {
+    match e.detail() {
+        Some(detail) if detail.starts_with("node ") => detail.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// The error after the last attempt: transient ones were retried until the deadline.
+pub fn give_up(what: &str, e: &RedisError, deadline: Duration) -> anyhow::Error {
+    if transient(e) {
+        anyhow::anyhow!("{what}: {} (still failing after {} s of retries)", describe(e), deadline.as_secs())
+    } else {
+        anyhow::anyhow!("{what}: {}", describe(e))
+    }
+}
+
+/// Connects to the server or cluster `url` names, retrying through transient failures for
+/// `retry_seconds`.
+pub async fn connect(url: &str, retry_seconds: u64) -> anyhow::Result<Connection> {
+    let shown = redacted(url);
+    let deadline = Duration::from_secs(retry_seconds);
+    let what = format!("connecting to {shown}");
+    match target(url).map_err(anyhow::Error::msg)? {
+        Target::Node(url) => {
+            let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("{shown}: invalid Redis URL: {e}"))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(10)))
+                .set_number_of_retries(2);
+            with_retries(deadline, &what, || ConnectionManager::new_with_config(client.clone(), config.clone()))
+                .await
+                .map(Connection::Node)
+                .map_err(|e| give_up(&what, &e, deadline))
+        }
+        Target::Cluster { prefix, seeds } => {
+            with_retries(deadline, &what, || Cluster::connect(prefix.clone(), seeds.clone()))
+                .await
+                .map(|cluster| Connection::Cluster(Arc::new(cluster)))
+                .map_err(|e| give_up(&what, &e, deadline))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_their_seeds_and_hide_passwords() {
+        assert_eq!(
+            target("redis+cluster://u:secret@a:7000,b:7001"),
+            Ok(Target::Cluster { prefix: "redis://u:secret@".into(), seeds: vec!["a:7000".into(), "b:7001".into()] })
+        );
+        assert_eq!(
+            target("rediss+cluster://c:7000/0"),
+            Ok(Target::Cluster { prefix: "rediss://".into(), seeds: vec!["c:7000".into()] })
+        );
+        assert!(target("redis+cluster://c:7000/3").unwrap_err().contains("database 0 only"));
+        assert_eq!(target("redis://h:6379/2"), Ok(Target::Node("redis://h:6379/2".into())));
+        assert_eq!(redacted("redis+cluster://u:secret@a:7000,b:7001"), "redis+cluster://u:***@a:7000,b:7001");
+        assert_eq!(redacted("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redacted("redis://h:6379/0"), "redis://h:6379/0");
+        assert!(!target("redis+cluster://u:secret@a:x,b").unwrap_err().contains("secret"));
+    }
+}
