@@ -155,6 +155,14 @@ impl Seen {
         if self.text {
             return; // nothing can change a text column back
         }
+        match plain_number(field) {
+            Some(Plain::Integer) => self.int = true,
+            Some(Plain::Decimal) => self.float = true,
+            None => self.add_slowly(field),
+        }
+    }
+
+    fn add_slowly(&mut self, field: &[u8]) {
         let Ok(text) = std::str::from_utf8(field) else {
             self.text = true;
             return;
@@ -194,6 +202,32 @@ impl Seen {
             Seen { int: true, float: false, na: false, .. } => Reading::As(ColumnType::S64),
             _ => Reading::As(ColumnType::F64),
         }
+    }
+}
+
+/// What [`plain_number`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Plain {
+    Integer,
+    Decimal,
+}
+
+/// The common case of the typing pass, told apart without parsing: an optional sign, digits,
+/// and optionally a point and more digits. Up to 18 digits an integer always fits in `int64`;
+/// anything else (spaces, exponents, longer integers, words) is left to the full rules.
+fn plain_number(field: &[u8]) -> Option<Plain> {
+    let digits = match field.first() {
+        Some(b'+' | b'-') => &field[1..],
+        _ => field,
+    };
+    let int_end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    if int_end == 0 {
+        return None;
+    }
+    match &digits[int_end..] {
+        [] if int_end <= 18 => Some(Plain::Integer),
+        [b'.', fraction @ ..] if fraction.iter().all(u8::is_ascii_digit) => Some(Plain::Decimal),
+        _ => None,
     }
 }
 
@@ -696,5 +730,58 @@ impl<'a> BatchBuilder<'a> {
             .collect();
         self.rows = 0;
         Ok(Batch::new(columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both_ways(field: &str) -> (Reading, Reading) {
+        let (mut fast, mut slow) = (Seen::default(), Seen::default());
+        fast.add(field.as_bytes());
+        slow.add_slowly(field.as_bytes());
+        (fast.reading(), slow.reading())
+    }
+
+    #[test]
+    fn the_fast_path_types_fields_as_the_full_rules_do() {
+        let fields = [
+            "5",
+            "5.1",
+            "-3.25",
+            "+7",
+            "5.",
+            "123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+            "-9223372036854775808",
+            ".5",
+            "-",
+            "+",
+            ".",
+            "",
+            "1e5",
+            " 5",
+            "5 ",
+            "0x10",
+            "1.2.3",
+            "nan",
+            "True",
+            "٣",
+        ];
+        for field in fields {
+            let (fast, slow) = both_ways(field);
+            assert_eq!(fast, slow, "{field:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_agrees_on_numbers(field in "[+-]?[0-9]{0,22}(\\.[0-9]{0,4})?[e ]?") {
+            let (fast, slow) = both_ways(&field);
+            prop_assert_eq!(fast, slow);
+        }
     }
 }
