@@ -237,10 +237,12 @@ impl Sink for RedisSink {
             names.iter().map(|&n| column(n).map(|c| (n, c))).collect::<anyhow::Result<_>>()?;
 
         let mut floats = PythonFloats::default();
+        // A cluster's round trip goes to every node at once: `pipeline` commands for each.
+        let per_trip = self.config.pipeline * self.connection.nodes().await;
         let pipelines = (0..batch.rows())
-            .step_by(self.config.pipeline)
+            .step_by(per_trip)
             .map(|start| {
-                let rows = start..(start + self.config.pipeline).min(batch.rows());
+                let rows = start..(start + per_trip).min(batch.rows());
                 Ok((rows.len(), self.pipeline(keys, &values, rows, &mut floats)?))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -30,7 +30,7 @@ pub fn slot(key: &[u8]) -> u16 {
         let tag = &key[open + 1..open + 1 + close];
         (!tag.is_empty()).then_some(tag)
     });
-    (crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) as usize % SLOTS) as u16
+    (crc_fast::checksum(crc_fast::CrcAlgorithm::Crc16Xmodem, tagged.unwrap_or(key)) as usize % SLOTS) as u16
 }
 
 /// A cluster: its seed nodes, and what it last said about which node owns which slot.
@@ -137,6 +137,11 @@ impl Cluster {
         }
         *self.map.write().await = SlotMap { owners, nodes };
         Ok(())
+    }
+
+    /// How many nodes own slots, as the cluster last said.
+    pub async fn nodes(&self) -> usize {
+        self.map.read().await.nodes.len().max(1)
     }
 
     /// Sends `pipe`'s single-key commands, each to the node that owns its key's slot: one

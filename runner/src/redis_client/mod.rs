@@ -29,6 +29,14 @@ impl Connection {
         matches!(self, Connection::Cluster(_))
     }
 
+    /// How many servers a round trip is spread over: one, or the cluster's nodes that own slots.
+    pub async fn nodes(&self) -> usize {
+        match self {
+            Connection::Node(_) => 1,
+            Connection::Cluster(cluster) => cluster.nodes().await,
+        }
+    }
+
     /// Sends a round trip of commands: to one server as one pipeline; to a cluster, each
     /// command to the node that owns its key, one pipeline per node (single-key commands only).
     pub async fn send(&mut self, pipe: &Pipeline) -> Result<(), RedisError> {
