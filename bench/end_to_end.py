@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
 """End-to-end benchmark on one machine: the runner against the original flow and Redis itself.
 
-In one run, on the same generated rows, the same bucket and the same Redis server:
+On the same generated rows and the same bucket, every measured write into emptied servers:
   1. makes N Iris-like rows (bench/make_rows.py) and puts them, with the model, in bucket `batch`
      on a local S3-protocol server (s3s-fs);
-  2. runs `runner run pipelines/iris.toml` (release build): S3 -> predictor -> row keys -> Redis,
-     counting the CPU seconds of the runner and of redis-server; then the same without scoring;
-  3. runs the original flow (seed_flow.py) into another Redis database;
-  4. runs `redis-benchmark -P 64 -t set` with N random keys;
-  5. scores the rows with the predictor in WASM and natively (calls alone), and with onnxruntime;
-  6. times `runner run pipelines/iris-local.toml` (150 rows) with an empty and a warm cache;
-then prints one table: rows/s and peak RSS of each, and the ratios.
+  2. --runs times, taking turns: `runner run pipelines/iris.toml` (release build; S3 -> predictor
+     -> row keys -> Redis), the same spec with the column types declared (no typing pass), and a
+     Redis mass insertion (`redis-cli --pipe`) of exactly the SETs the runner made, read back and
+     replayed. A thread polls DBSIZE to split each run into start-up (to the first write),
+     writing, and the tail; CPU seconds of the runner and of redis-server are counted;
+  3. with --cluster, the same into a three-node Redis Cluster (the mass insertion sends each
+     node its own keys), then `redis-benchmark --cluster -P 64 -t set`;
+  4. the runner without the score step, the original flow (seed_flow.py) and
+     `redis-benchmark -P 64 -t set`, each into an emptied server;
+  5. unless --skip-scoring: scores the rows with the predictor in WASM and natively (calls
+     alone), and with onnxruntime, and times `runner run pipelines/iris-local.toml` (150 rows)
+     with an empty and a warm cache;
+then prints the tables: rows/s and peak RSS of each, the runner against the mass insertion run
+by run (with the phases), and the ratios.
 
 Usage (from the repository root):
-  python3 bench/end_to_end.py [--rows 1000000] [--seed-flow ../shared/reference/seed_flow.py]
-                              [--skip-seed-flow] [--score-rows 1000000]
+  python3 bench/end_to_end.py [--rows 1000000] [--runs 3] [--cluster] [--skip-scoring]
+                              [--seed-flow ../shared/reference/seed_flow.py] [--skip-seed-flow]
+                              [--score-rows 1000000]
 
 Needs: redis-server and redis-benchmark (apt-get install redis-server); s3s-fs (installed into
 target/bench-tools on first use: cargo install s3s-fs --version 0.14.1 --features binary);
@@ -142,7 +150,7 @@ class Watch(threading.Thread):
             if size > self.size:
                 self.first = self.first if self.first is not None else now
                 self.last, self.size = now, size
-            time.sleep(0.002)
+            time.sleep(0.01)  # often enough to place the writes, seldom enough not to slow them
 
 
 def flush(ports):
@@ -158,7 +166,10 @@ def contents(ports):
         keys = list(client.scan_iter(count=10_000))
         for i in range(0, len(keys), 10_000):
             chunk = keys[i:i + 10_000]
-            pairs.extend(zip(chunk, client.mget(chunk)))
+            pipe = client.pipeline(transaction=False)  # GETs, not MGET: a cluster node refuses
+            for key in chunk:                          # keys of different slots in one command
+                pipe.get(key)
+            pairs.extend(zip(chunk, pipe.execute()))
     return pairs
 
 
@@ -199,11 +210,16 @@ def mass_insertion(files: dict) -> float:
     return time.perf_counter() - started
 
 
-def measured_runs(a, env, ports, url, work, label):
+def measured_runs(a, env, ports, url, work, label, declared=None):
     """Runs the runner and the mass insertion of the same SETs in turns, each into emptied
-    servers, `--runs` times; returns the per-run figures and the last run's step report."""
+    servers, `--runs` times (and the runner on `declared`, a spec with the column types given, if
+    any); returns the per-run figures and the last run's step report."""
     runs, files, keys, report = [], None, None, None
     for i in range(a.runs):
+        declared_seconds = None
+        if declared:
+            flush(ports)
+            declared_seconds = peak_rss_mb(["target/release/runner", "run", declared], dict(env, REDIS_URL=url))[0]
         flush(ports)
         pids = [server_pid(port) for port in ports]
         before = [process_cpu(pid) for pid in pids]
@@ -228,15 +244,32 @@ def measured_runs(a, env, ports, url, work, label):
                 with open(files[port], "wb") as f:
                     f.write(resp_sets(port_pairs))
         flush(ports)
+        before = [process_cpu(pid) for pid in pids]
         pipe_seconds = mass_insertion(files)
+        pipe_redis_cpu = sum(process_cpu(pid) for pid in pids) - sum(before)
         first = watch.first or 0.0
         last = watch.last or seconds
         runs.append(dict(seconds=seconds, rss=rss, runner_cpu=cpu_of(err), redis_cpu=redis_cpu, first=first,
-                         writing=last - first, tail=seconds - last, pipe=pipe_seconds, keys=keys))
+                         writing=last - first, tail=max(0.0, seconds - last), pipe=pipe_seconds, pipe_redis_cpu=pipe_redis_cpu, keys=keys,
+                         declared=declared_seconds))
         r = runs[-1]
         print(f"  {label} run {i + 1}: runner {a.rows / seconds:,.0f} rows/s, mass insertion {keys / pipe_seconds:,.0f}"
               f" SETs/s, ratio {(a.rows / seconds) / (keys / pipe_seconds):.2f}", flush=True)
     return runs, report
+
+
+def serve_time(endpoint: str) -> float:
+    """Seconds the S3 server takes to answer a HEAD and a GET of the data object (median of 3)."""
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
+                      region_name="us-east-1")
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        s3.head_object(Bucket="batch", Key="data/iris.csv")
+        s3.get_object(Bucket="batch", Key="data/iris.csv")["Body"].read()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def server_pid(port: int) -> int:
@@ -254,16 +287,21 @@ def print_runs_table(a, label, runs, benchmark_rate, benchmark_name):
     print(f"\n{label}: the runner against Redis mass insertion (redis-cli --pipe) of the same {keys:,} SETs,"
           f" each into emptied servers ({a.rows - keys:,} rows share a key with another)")
     print(f"{'run':<4} {'runner rows/s':>14} {'--pipe SETs/s':>14} {'ratio':>6} {'to 1st write':>13} {'writing':>8}"
-          f" {'writing rows/s':>15} {'after':>7} {'CPU runner':>11} {'CPU redis':>10} {'RSS':>7}")
+          f" {'writing rows/s':>15} {'after':>7} {'CPU runner':>11} {'CPU redis':>10} {'--pipe':>7} {'RSS':>7}")
     for i, r in enumerate(runs):
         rate, pipe = a.rows / r["seconds"], keys / r["pipe"]
         print(f"{i + 1:<4} {rate:>14,.0f} {pipe:>14,.0f} {rate / pipe:>6.2f} {r['first'] * 1e3:>10.0f} ms"
               f" {r['writing']:>6.2f} s {a.rows / max(r['writing'], 1e-9):>15,.0f} {r['tail'] * 1e3:>4.0f} ms"
-              f" {r['runner_cpu']:>9.2f} s {r['redis_cpu']:>8.2f} s {r['rss']:>4.0f} MB")
+              f" {r['runner_cpu']:>9.2f} s {r['redis_cpu']:>8.2f} s {r['pipe_redis_cpu']:>5.2f} s {r['rss']:>4.0f} MB")
+    if runs[0]["declared"]:
+        print(f"  with every column's type declared (no typing pass): runner "
+              + ", ".join(f"{a.rows / r['declared']:,.0f}" for r in runs) + " rows/s, ratio "
+              + ", ".join(f"{(a.rows / r['declared']) / (keys / r['pipe']):.2f}" for r in runs))
     ratios = [(a.rows / r["seconds"]) / (keys / r["pipe"]) for r in runs]
     runner = statistics.median(a.rows / r["seconds"] for r in runs)
     print(f"  ratio runner / mass insertion: {min(ratios):.2f}-{max(ratios):.2f};"
           f" runner / {benchmark_name} ({benchmark_rate:,.0f} SET/s, emptied servers): {runner / benchmark_rate:.2f}")
+    print("  (CPU redis: redis-server's CPU seconds for the runner's writes, --pipe: for the mass insertion's)")
     print("  (to 1st write: start-up, S3 read and scoring before the first key lands; writing: first key to last;"
           " after: the last key to exit)")
 
@@ -307,7 +345,15 @@ def main():
                    REDIS_URL=f"{redis_url}/0", RUST_LOG="error", RUNNER_CACHE_DIR=os.path.join(work, "cache"))
         # Compile the plugin into the cache first: the timed run measures the pipeline, not Cranelift.
         peak_rss_mb(["target/release/runner", "validate", "pipelines/iris.toml"], env)
-        runs, report = measured_runs(a, env, [redis_port], f"{redis_url}/0", work, "one node")
+        declared = os.path.join(work, "declared.toml")
+        with open(os.path.join(ROOT, "pipelines", "iris.toml")) as f:
+            text = f.read()
+        with open(declared, "w") as f:
+            f.write(text.replace('plugin_dir = "../plugins', f'plugin_dir = "{ROOT}/plugins').replace(
+                '/data/iris.csv" }', '/data/iris.csv", columns = { sepal_length = "f64", sepal_width = "f64",'
+                ' petal_length = "f64", petal_width = "f64" } }'))
+        runs, report = measured_runs(a, env, [redis_port], f"{redis_url}/0", work, "one node", declared)
+        s3_serves = serve_time(endpoint)
         cluster_runs = None
         if a.cluster:
             ports = start_cluster(work, servers)
@@ -351,6 +397,8 @@ def main():
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
         print_runs_table(a, "One node", runs, rate, "redis-benchmark -P 64")
+        print(f"  the S3 server (s3s-fs) serves the object in {s3_serves * 1e3:.0f} ms (HEAD + GET, median of 3);"
+              " the runner reads it twice: once to type the columns as pandas does, once for the rows")
         if cluster_runs:
             print_runs_table(a, "Three-node cluster", cluster_runs, cluster_benchmark, "redis-benchmark --cluster -P 64")
             one, three = statistics.median(a.rows / r["seconds"] for r in runs), statistics.median(a.rows / r["seconds"] for r in cluster_runs)
