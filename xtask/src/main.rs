@@ -68,8 +68,13 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root: the parent of this crate's directory.
+/// The workspace root. Taken from the environment `cargo run` sets, not from the path compiled
+/// in: checkouts that share a target directory (`.ci/run`'s cache) run each other's `xtask`
+/// binary when its sources are the same.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn cargo() -> Command {
