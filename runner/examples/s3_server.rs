@@ -18,7 +18,8 @@ fn main() -> std::io::Result<()> {
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let (_stop, thread) = s3_fs::serve(std::path::Path::new(root), listener, access_key, secret_key)?;
+    let (_stop, thread) =
+        s3_fs::serve(std::path::Path::new(root), listener, access_key, secret_key, Default::default())?;
     println!("listening on http://127.0.0.1:{port}");
     let _ = thread.join();
     Ok(())

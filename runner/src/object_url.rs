@@ -141,6 +141,11 @@ impl ObjectUrl {
         Ok(ObjectUrl { store: Arc::new(store), path, is_prefix, display, retry_seconds: Some(seconds) })
     }
 
+    /// Whether reading costs requests to a server (`s3://`) rather than a local file read.
+    pub fn is_remote(&self) -> bool {
+        self.retry_seconds.is_some()
+    }
+
     /// The objects this URL names (path, size, ETag): itself (checked to be readable), or every
     /// object under the prefix, by name. A single object's first chunk is requested together
     /// with its HEAD, so reading starts one round trip earlier.

@@ -93,7 +93,7 @@ fn slots_moved_during_a_run_lose_nothing() {
     let reference = single.contents();
     assert_eq!(reference.len(), 200_000);
 
-    let child = job(&s3, &cluster.url(), &iris_spec()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = job(&s3, &cluster.url(), &iris_spec()).stderr(Stdio::piped()).spawn().unwrap();
     // Move slots once the run is writing.
     let started = Instant::now();
     let mut probe =
@@ -102,6 +102,7 @@ fn slots_moved_during_a_run_lose_nothing() {
         assert!(started.elapsed() < Duration::from_secs(60), "the run did not start writing");
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the slots moved");
     let ids = cluster.node_ids();
     let reshard = Command::new("redis-cli")
         .args(["--cluster", "reshard", &format!("127.0.0.1:{}", cluster.ports[0])])

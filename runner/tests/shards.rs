@@ -154,6 +154,57 @@ fn an_s3_object_cut_into_splits() {
     assert_shards_equal_one_run("s3", &spec);
 }
 
+/// An S3 input within the source's memory budget is fetched once: the typing pass keeps its
+/// bytes and every split's rows are read from them, in one run as in each shard. With every
+/// column declared the pass reads only the header, and the rows come from the server in ranges:
+/// the same rows either way.
+#[test]
+fn a_small_s3_input_is_fetched_once() {
+    let s3 = S3Server::start();
+    s3.bucket("data");
+    let dir = temp();
+    let file = dir.path().join("rows.csv");
+    std::fs::write(&file, format!("id,word\n{}\n", rows(120_000, 0, 5).join("\n"))).unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 2 << 20, "larger than the first chunk, fetched with the HEAD: {size} bytes");
+    s3.put("data", "rows.csv", &file);
+    let spec = |name: &str, columns: &str| {
+        let path = dir.path().join(name);
+        let source = format!("url = \"s3://data/rows.csv\", split_bytes = 262144{columns}");
+        let sink = "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }\n";
+        std::fs::write(
+            &path,
+            format!("{}\n[source]\nkind = \"csv\"\nconfig = {{ {source} }}\n\n{sink}", s3.spec_table()),
+        )
+        .unwrap();
+        path
+    };
+    let fetched = |spec: &Path, shard: Option<(u32, u32)>| {
+        let before = s3.bytes_served();
+        let output = run_shard(spec, shard);
+        (s3.bytes_served() - before, data_lines(&output).1)
+    };
+
+    let typed = spec("typed.toml", "");
+    let (served, all) = fetched(&typed, None);
+    assert_eq!(all.len(), 120_000);
+    assert_eq!(served, size, "one run fetched {served} bytes of a {size}-byte object");
+    for count in [3, 7] {
+        let mut union = Vec::new();
+        for index in 0..count {
+            let (served, lines) = fetched(&typed, Some((index, count)));
+            assert_eq!(served, size, "shard {index}/{count} fetched {served} bytes of a {size}-byte object");
+            union.extend(lines);
+        }
+        assert!(union == all, "{count} shards' rows differ from one run's");
+    }
+
+    let declared = spec("declared.toml", ", columns = { id = \"s64\", word = \"string\" }");
+    let (served, lines) = fetched(&declared, None);
+    assert!(lines == all, "with declared types the rows differ");
+    assert!(served >= size, "with declared types the rows come from the server: {served} bytes");
+}
+
 /// Every shard types the columns from the whole input: a column whose floats come only in the
 /// last shard's part is a float column in every shard, so every shard writes `5.0`, not `5`.
 #[test]

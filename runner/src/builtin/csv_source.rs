@@ -16,18 +16,22 @@
 //! Column types come from `columns` when declared; the others are typed as pandas's `read_csv`
 //! types them, from every value of the whole input (every object under a prefix), so the
 //! original flow and the runner see the same types: a first pass reads the input for that
-//! alone, unless every column is declared (it then stops after the header). See [`Seen`] for
-//! the rules. A missing value is any of pandas's NA texts (an empty field, `NA`, `NaN`, `null`,
+//! alone, unless every column is declared (it then stops after the header). A remote input of
+//! up to [`KEEP_BYTES`] in all is kept in memory by that pass and the rows are read from there,
+//! so it is fetched once. See [`Seen`] for the rules. A missing value is any of pandas's NA texts (an empty field, `NA`, `NaN`, `null`,
 //! ...), read as a null in every column type.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -116,6 +120,13 @@ impl Source for CsvSource {
 
 /// The columns of the input and how each is read; every object must have the same header.
 type Columns = (Vec<String>, Vec<Reading>);
+
+/// A remote input (`s3://`) of up to this many bytes in all is kept in memory by the typing
+/// pass, so that its rows are read from memory instead of being fetched a second time.
+pub const KEEP_BYTES: u64 = 32 << 20;
+
+/// Objects the typing pass kept, by location: their bytes, in chunks, in order.
+type Kept = HashMap<ObjectPath, Vec<Bytes>>;
 
 /// How a column's fields become values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,25 +327,45 @@ async fn read_objects(
     let source = Arc::new(source);
     // Every shard types the columns from the whole input, as one run would: a shard's own
     // rows could type a column otherwise, and key its rows otherwise.
-    let mut schema = match objects.first() {
-        Some(_) => Some(types(&source, &url, &objects).await?),
-        None => None,
+    let (mut schema, mut kept) = match objects.first() {
+        Some(_) => types(&source, &url, &objects).await.map(|(columns, kept)| (Some(columns), kept))?,
+        None => (None, Kept::new()),
     };
+    // How many of this shard's splits read each kept object: the last takes its chunks, so they
+    // are freed as they are parsed.
+    let mut readers: HashMap<ObjectPath, usize> = HashMap::new();
+    for split in splits.iter().filter(|split| kept.contains_key(&split.object.meta.location)) {
+        *readers.entry(split.object.meta.location.clone()).or_default() += 1;
+    }
     for split in splits {
         let name = url.name_of(&split.object.meta.location);
         let bounds = SplitBounds::new(&split);
+        // The parser is synchronous; the bridge lets it pull bytes from the async stream.
+        let location = &split.object.meta.location;
+        let in_memory = readers.get_mut(location).map(|left| {
+            *left -= 1;
+            match left {
+                0 => kept.remove(location).unwrap_or_default(),
+                _ => kept.get(location).cloned().unwrap_or_default(),
+            }
+        });
         // Past the object's start, a split's rows come after the object's header line and
         // begin after the first newline at or past the split's start (Hadoop's rule).
-        let header = match split.range.start {
-            0 => Vec::new(),
-            _ => url.read_first_line(&split.object).await?.to_vec(),
+        let header = match (split.range.start, &in_memory) {
+            (0, _) => Vec::new(),
+            (_, Some(chunks)) => first_line(chunks),
+            (_, None) => url.read_first_line(&split.object).await?.to_vec(),
         };
         bounds.header_len.store(header.len() as u64, Ordering::Relaxed);
-        // The parser is synchronous; the bridge lets it pull bytes from the async stream.
-        let reader = url.clone();
-        let chunks = url
-            .read_range(split.object.clone(), split.range.clone())
-            .map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let chunks: BoxStream<'static, std::io::Result<Bytes>> = match in_memory {
+            Some(chunks) => from_memory(chunks, split.range.start).boxed(),
+            None => {
+                let reader = url.clone();
+                url.read_range(split.object.clone(), split.range.clone())
+                    .map_err(move |e| std::io::Error::other(reader.describe(&e)))
+                    .boxed()
+            }
+        };
         let data = SyncIoBridge::new(StreamReader::new(chunks));
         let data = SplitReader::new(data, &split.range, bounds.data_start.clone());
         let bytes = Counting::new(std::io::Cursor::new(header).chain(data), progress.clone());
@@ -350,18 +381,61 @@ async fn read_objects(
     Ok(())
 }
 
+/// The first line of an object kept in memory, its newline included (all of it without one).
+fn first_line(chunks: &[Bytes]) -> Vec<u8> {
+    let mut line = Vec::new();
+    for chunk in chunks {
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                line.extend_from_slice(&chunk[..=end]);
+                break;
+            }
+            None => line.extend_from_slice(chunk),
+        }
+    }
+    line
+}
+
+/// An object's bytes from `start` to its end, out of the chunks the typing pass kept: what
+/// [`ObjectUrl::read_range`] would fetch for a split starting there (a split's reader reads
+/// past its end to finish its last line).
+fn from_memory(chunks: Vec<Bytes>, start: u64) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    let mut offset = 0u64;
+    let rest = chunks.into_iter().filter_map(move |chunk| {
+        let begin = offset;
+        offset += chunk.len() as u64;
+        (offset > start).then(|| Ok(chunk.slice(start.saturating_sub(begin) as usize..)))
+    });
+    futures::stream::iter(rest)
+}
+
 /// The first pass: the columns of the input (the first object's header) and how to read each:
 /// as declared in `columns`, else typed from every value of every object. When every column is
-/// declared, only the header is read.
-async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[FoundObject]) -> anyhow::Result<Columns> {
+/// declared, only the header is read. A remote input of up to [`KEEP_BYTES`] is kept: the
+/// objects read whole, by location.
+async fn types(
+    source: &Arc<SourceContext>,
+    url: &ObjectUrl,
+    objects: &[FoundObject],
+) -> anyhow::Result<(Columns, Kept)> {
     let mut names: Option<Vec<String>> = None;
     let mut seen: Vec<Seen> = Vec::new();
+    let keep = url.is_remote() && objects.iter().map(|found| found.meta.size).sum::<u64>() <= KEEP_BYTES;
+    let mut kept = Kept::new();
     for found in objects {
         let name = url.name_of(&found.meta.location);
         let reader = url.clone();
         let size = found.meta.size;
-        let chunks =
-            url.read_range(found.clone(), 0..size).map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let tee = read.clone();
+        let chunks = url
+            .read_range(found.clone(), 0..size)
+            .inspect_ok(move |chunk| {
+                if keep {
+                    tee.lock().unwrap_or_else(|e| e.into_inner()).push(chunk.clone());
+                }
+            })
+            .map_err(move |e| std::io::Error::other(reader.describe(&e)));
         let bytes = SyncIoBridge::new(StreamReader::new(chunks));
         let (context, known) = (source.clone(), names.clone());
         let mut so_far = std::mem::take(&mut seen);
@@ -370,6 +444,11 @@ async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[FoundObj
         });
         let (header, scanned) = scanned.await??;
         seen = scanned;
+        let read = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
+        // Kept only when read whole: a pass that stopped after the header read only a part.
+        if keep && read.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size {
+            kept.insert(found.meta.location.clone(), read);
+        }
         if header.is_empty() {
             continue; // an empty object: no header, no rows
         }
@@ -388,7 +467,7 @@ async fn types(source: &Arc<SourceContext>, url: &ObjectUrl, objects: &[FoundObj
             None => seen.reading(),
         })
         .collect();
-    Ok((names, readings))
+    Ok(((names, readings), kept))
 }
 
 /// Reads one object's header and, unless every column is declared, counts every field of its

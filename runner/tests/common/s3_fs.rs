@@ -4,15 +4,19 @@
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Serves `root` on `listener` (credentials `access_key`/`secret_key`) in a thread of its own,
 /// until the returned sender is dropped or sent to; joining the thread then closes every open
-/// connection, as when a server process dies.
+/// connection, as when a server process dies. `served` counts the bytes of object bodies sent
+/// (GET responses' `Content-Length`).
 pub fn serve(
     root: &Path,
     listener: TcpListener,
     access_key: &str,
     secret_key: &str,
+    served: Arc<AtomicU64>,
 ) -> std::io::Result<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
@@ -28,7 +32,20 @@ pub fn serve(
         runtime.block_on(async move {
             let mut builder = S3ServiceBuilder::new(filesystem);
             builder.set_auth(auth);
-            let service = builder.build();
+            let s3 = builder.build();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (s3, served) = (s3.clone(), served.clone());
+                async move {
+                    let get = request.method() == http::Method::GET;
+                    let response = hyper::service::Service::call(&s3, request).await?;
+                    let length = response.headers().get(http::header::CONTENT_LENGTH);
+                    let length = length.and_then(|l| l.to_str().ok()?.parse::<u64>().ok());
+                    if let (true, Some(length)) = (get, length) {
+                        served.fetch_add(length, Ordering::Relaxed);
+                    }
+                    Ok::<_, s3s::HttpError>(response)
+                }
+            });
             let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
             let http = Builder::new(TokioExecutor::new());
             loop {

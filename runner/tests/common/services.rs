@@ -9,6 +9,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The credentials the embedded S3 server accepts.
@@ -212,6 +214,7 @@ pub struct S3Server {
     root: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    served: Arc<AtomicU64>,
 }
 
 impl S3Server {
@@ -219,7 +222,7 @@ impl S3Server {
         let root = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut server = S3Server { port, root, stop: None, thread: None };
+        let mut server = S3Server { port, root, stop: None, thread: None, served: Arc::default() };
         server.serve(listener);
         server
     }
@@ -227,7 +230,8 @@ impl S3Server {
     /// Serves the root directory on `listener` in a thread of its own, until [`S3Server::stop`].
     fn serve(&mut self, listener: TcpListener) {
         let (stop, thread) =
-            super::s3_fs::serve(self.root.path(), listener, S3_ACCESS_KEY, S3_SECRET_KEY).expect("serve S3");
+            super::s3_fs::serve(self.root.path(), listener, S3_ACCESS_KEY, S3_SECRET_KEY, self.served.clone())
+                .expect("serve S3");
         self.stop = Some(stop);
         self.thread = Some(thread);
     }
@@ -251,6 +255,11 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Bytes of object bodies the server has sent so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Creates a bucket (a folder).
