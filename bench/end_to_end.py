@@ -398,7 +398,7 @@ def main():
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
         print_runs_table(a, "One node", runs, rate, "redis-benchmark -P 64")
         print(f"  the S3 server (s3s-fs) serves the object in {s3_serves * 1e3:.0f} ms (HEAD + GET, median of 3);"
-              " the runner reads it twice: once to type the columns as pandas does, once for the rows")
+              " the runner reads all of it to type the columns as pandas does before the first row goes out")
         if cluster_runs:
             print_runs_table(a, "Three-node cluster", cluster_runs, cluster_benchmark, "redis-benchmark --cluster -P 64")
             one, three = statistics.median(a.rows / r["seconds"] for r in runs), statistics.median(a.rows / r["seconds"] for r in cluster_runs)

@@ -337,6 +337,7 @@ async fn read_objects(
     for split in splits.iter().filter(|split| kept.contains_key(&split.object.meta.location)) {
         *readers.entry(split.object.meta.location.clone()).or_default() += 1;
     }
+    kept.retain(|location, _| readers.contains_key(location)); // other shards' objects
     for split in splits {
         let name = url.name_of(&split.object.meta.location);
         let bounds = SplitBounds::new(&split);
