@@ -444,7 +444,8 @@ def main():
                     break
                 dst.write(line)
         # Scoring alone, WASM and native under the same conditions (see bench/scoring.py).
-        runs_ = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), csv_copy, env["RUNNER_CACHE_DIR"])
+        runs_ = wasm_and_native(os.path.join(ROOT, "models/iris/model.onnx"), os.path.join(ROOT, "models/iris/model.json"),
+                               csv_copy, env["RUNNER_CACHE_DIR"])
         median = {name: statistics.median(values) for name, values in runs_.items()}
         wasm_us, native_us, program_us = median["plugin calls"], median["same code, native"], median["same code, WASM"]
         ort = subprocess.run([sys.executable, "-c", ORT, csv_copy], cwd=ROOT, capture_output=True, text=True, check=True)

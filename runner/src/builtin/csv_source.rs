@@ -18,8 +18,8 @@
 //! original flow and the runner see the same types: a first pass reads the input for that
 //! alone, unless every column is declared (it then stops after the header). A remote input of
 //! up to [`KEEP_BYTES`] in all is kept in memory by that pass and the rows are read from there,
-//! so it is fetched once. See [`Seen`] for the rules. A missing value is any of pandas's NA texts (an empty field, `NA`, `NaN`, `null`,
-//! ...), read as a null in every column type.
+//! so it is fetched once. See [`Seen`] for the rules. A missing value is any of pandas's NA
+//! texts (an empty field, `NA`, `NaN`, `null`, ...), read as a null in every column type.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -341,7 +341,6 @@ async fn read_objects(
     for split in splits {
         let name = url.name_of(&split.object.meta.location);
         let bounds = SplitBounds::new(&split);
-        // The parser is synchronous; the bridge lets it pull bytes from the async stream.
         let location = &split.object.meta.location;
         let in_memory = readers.get_mut(location).map(|left| {
             *left -= 1;
@@ -367,6 +366,7 @@ async fn read_objects(
                     .boxed()
             }
         };
+        // The parser is synchronous; the bridge lets it pull bytes from the async stream.
         let data = SyncIoBridge::new(StreamReader::new(chunks));
         let data = SplitReader::new(data, &split.range, bounds.data_start.clone());
         let bytes = Counting::new(std::io::Cursor::new(header).chain(data), progress.clone());
