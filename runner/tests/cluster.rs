@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::services::{RedisCluster, RedisServer, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+use common::services::{RedisCluster, RedisServer, S3Server};
 use common::{root, runner, stderr, stdout, temp};
 
 /// A bucket `batch` with XGBoost's model and `rows` Iris-like rows (all distinct) as data.
@@ -34,22 +34,9 @@ fn bucket(dir: &Path, rows: usize) -> S3Server {
     s3
 }
 
-/// `runner` with what `pipelines/iris.toml` reads from the environment.
-fn runner_for(s3: &S3Server, redis_url: &str) -> Command {
-    common::plugins();
-    let mut command = runner();
-    command
-        .env("S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-        .env("REDIS_URL", redis_url)
-        .env_remove("S3_BUCKET");
-    command
-}
-
-/// `runner run spec` with the environment of [`runner_for`].
+/// `runner run spec` with the environment of [`S3Server::flagship`].
 fn job(s3: &S3Server, redis_url: &str, spec: &Path) -> Command {
-    let mut command = runner_for(s3, redis_url);
+    let mut command = s3.flagship(redis_url);
     command.arg("run").arg(spec);
     command
 }
@@ -74,7 +61,7 @@ fn the_iris_pipeline_writes_the_same_into_a_cluster() {
     assert_eq!(cluster.contents().len(), 149);
 
     for (row, label) in [(["5.1", "3.5", "1.4", "0.2"], "setosa"), (["6.3", "3.3", "6.0", "2.5"], "virginica")] {
-        let output = runner_for(&s3, &cluster.url()).arg("lookup").arg(iris_spec()).args(row).output().unwrap();
+        let output = s3.flagship(&cluster.url()).arg("lookup").arg(iris_spec()).args(row).output().unwrap();
         assert!(output.status.success(), "{}", stderr(&output));
         assert_eq!(stdout(&output).trim(), label);
     }

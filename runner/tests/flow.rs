@@ -20,19 +20,6 @@ fn bucket() -> S3Server {
     s3
 }
 
-/// `runner` with the environment `pipelines/iris.toml` reads: endpoint, credentials, Redis.
-fn flow(s3: &S3Server, redis_url: &str) -> Command {
-    common::plugins();
-    let mut command = runner();
-    command
-        .env("S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-        .env("REDIS_URL", redis_url)
-        .env_remove("S3_BUCKET");
-    command
-}
-
 fn run(mut command: Command, args: &[&str]) -> Output {
     command.args(args).output().expect("start runner")
 }
@@ -60,7 +47,7 @@ fn expected_contents() -> Vec<(String, String)> {
 fn iris_flow_writes_the_original_keys_and_labels() {
     let Some(redis) = RedisServer::start() else { return };
     let s3 = bucket();
-    let output = run(flow(&s3, &redis.url()), &["run", "pipelines/iris.toml"]);
+    let output = run(s3.flagship(&redis.url()), &["run", "pipelines/iris.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
 
@@ -69,7 +56,7 @@ fn iris_flow_writes_the_original_keys_and_labels() {
     assert_eq!(redis.contents(), expected);
 
     // A rerun rewrites the same keys with the same values: nothing else appears.
-    let output = run(flow(&s3, &redis.url()), &["run", "--quiet", "pipelines/iris.toml"]);
+    let output = run(s3.flagship(&redis.url()), &["run", "--quiet", "pipelines/iris.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(redis.contents(), expected);
 
@@ -80,17 +67,17 @@ fn iris_flow_writes_the_original_keys_and_labels() {
         let values: Vec<&str> = row.split(',').collect();
         let mut args = vec!["lookup", "pipelines/iris.toml"];
         args.extend(&values);
-        let output = run(flow(&s3, &redis.url()), &args);
+        let output = run(s3.flagship(&redis.url()), &args);
         assert!(output.status.success(), "lookup {row}: {}", stderr(&output));
         assert_eq!(stdout(&output).trim(), label.split(',').nth(1).unwrap(), "lookup {row}");
     }
     // An integer for a float column is typed as the pipeline types it (5 -> 5.0).
     let output =
-        run(flow(&s3, &redis.url()), &["lookup", "--show-key", "pipelines/iris.toml", "5", "3.4", "1.5", "0.2"]);
+        run(s3.flagship(&redis.url()), &["lookup", "--show-key", "pipelines/iris.toml", "5", "3.4", "1.5", "0.2"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).ends_with("setosa\n"), "{}", stdout(&output));
     // A row the pipeline never saw.
-    let output = run(flow(&s3, &redis.url()), &["lookup", "pipelines/iris.toml", "9.9", "9.9", "9.9", "9.9"]);
+    let output = run(s3.flagship(&redis.url()), &["lookup", "pipelines/iris.toml", "9.9", "9.9", "9.9", "9.9"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("nothing is stored under key "), "{}", stderr(&output));
 }
@@ -101,13 +88,13 @@ fn iris_flow_writes_the_original_keys_and_labels() {
 fn the_flow_writes_over_tls_to_a_server_it_trusts() {
     let Some(redis) = RedisServer::start_tls() else { return };
     let s3 = bucket();
-    let mut command = flow(&s3, &redis.tls_url());
+    let mut command = s3.flagship(&redis.tls_url());
     command.env("SSL_CERT_FILE", redis.ca_file());
     let output = run(command, &["run", "--quiet", "pipelines/iris.toml"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(redis.contents(), expected_contents());
 
-    let mut command = flow(&s3, &redis.tls_url());
+    let mut command = s3.flagship(&redis.tls_url());
     command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
     let output = run(command, &["run", "--quiet", "pipelines/iris.toml"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
@@ -130,7 +117,7 @@ fn a_prefix_source_reads_every_object() {
         s3.put("batch", &format!("data/parts/{name}"), &file);
     }
     let spec = write_spec(dir.path(), "s3://batch/data/parts/", "s3://batch/artifact/model.onnx", &s3);
-    let output = run(flow(&s3, &redis.url()), &["run", spec.to_str().unwrap()]);
+    let output = run(s3.flagship(&redis.url()), &["run", spec.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("150 rows read"), "{}", stderr(&output));
     assert_eq!(redis.contents(), expected_contents());
@@ -158,7 +145,7 @@ fn service_failures_name_the_url_and_hide_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let secret_env = "not-the-right-secret-4f9a";
 
-    let mut wrong = flow(&s3, &redis.url());
+    let mut wrong = s3.flagship(&redis.url());
     wrong.env("AWS_SECRET_ACCESS_KEY", secret_env);
     let output = run(wrong, &["run", "pipelines/iris.toml"]);
     assert_eq!(output.status.code(), Some(1));
@@ -194,7 +181,7 @@ fn service_failures_name_the_url_and_hide_secrets() {
     ];
     for (data, model, names, reason) in cases {
         let spec = write_spec(dir.path(), data, model, &s3);
-        let output = run(flow(&s3, &redis.url()), &["run", spec.to_str().unwrap()]);
+        let output = run(s3.flagship(&redis.url()), &["run", spec.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1), "{data} {model}");
         let err = stderr(&output);
         let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
@@ -212,7 +199,7 @@ fn service_failures_name_the_url_and_hide_secrets() {
         .replace("value = \"label\" }", "value = \"label\", retry_seconds = 1 }");
     std::fs::write(&spec, text).unwrap();
     let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
-    let output = run(flow(&s3, &url), &["run", spec.to_str().unwrap()]);
+    let output = run(s3.flagship(&url), &["run", spec.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     assert!(err.contains(&format!("error: step `sink`: connecting to redis://:***@127.0.0.1:{port}/0: ")), "{err}");
@@ -318,12 +305,12 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
     let spec = write_spec(dir.path(), "s3://batch/data/many.csv", "s3://batch/artifact/model.onnx", &s3);
 
     // The reference: an uninterrupted run.
-    let output = run(flow(&s3, &clean.url()), &["run", "--quiet", spec.to_str().unwrap()]);
+    let output = run(s3.flagship(&clean.url()), &["run", "--quiet", spec.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let reference = clean.contents();
     assert!(reference.len() > 100_000, "{}", reference.len());
 
-    let mut command = flow(&s3, &redis.url());
+    let mut command = s3.flagship(&redis.url());
     command.args(["run", spec.to_str().unwrap()]).stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
     // Kill the server once the run is well under way, and bring it back a moment later.
@@ -346,7 +333,7 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
     let after_outage = redis.contents();
     assert!(after_outage.len() < reference.len(), "the keys written before the kill were lost with the server");
 
-    let output = run(flow(&s3, &redis.url()), &["run", "--quiet", spec.to_str().unwrap()]);
+    let output = run(s3.flagship(&redis.url()), &["run", "--quiet", spec.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(redis.contents(), reference);
 }
@@ -486,7 +473,7 @@ fn an_s3_server_down_at_start_up_is_waited_for() {
     let Some(redis) = RedisServer::start() else { return };
     let mut s3 = bucket();
     s3.stop();
-    let mut command = flow(&s3, &redis.url());
+    let mut command = s3.flagship(&redis.url());
     command.args(["run", "pipelines/iris.toml"]).stderr(std::process::Stdio::piped());
     let started = std::time::Instant::now();
     let child = command.spawn().unwrap();
@@ -572,7 +559,7 @@ fn the_original_flow_and_the_runner_write_the_same_redis() {
             .unwrap();
         assert!(original.status.success(), "{case}: the original flow failed: {}", stderr(&original));
 
-        let mut ours = flow(&s3, &format!("redis://127.0.0.1:{}/2", redis.port));
+        let mut ours = s3.flagship(&format!("redis://127.0.0.1:{}/2", redis.port));
         ours.env("S3_BUCKET", case);
         let output = run(ours, &["run", "pipelines/iris.toml"]);
         assert!(output.status.success(), "{case}: {}", stderr(&output));

@@ -310,6 +310,22 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// `runner` with the environment `pipelines/iris.toml` reads: this server's endpoint and
+    /// credentials, and `redis_url`.
+    pub fn flagship(&self, redis_url: &str) -> Command {
+        super::plugins();
+        let mut command = super::runner();
+        command
+            .env("S3_ENDPOINT", self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("REDIS_URL", redis_url)
+            .env_remove("S3_BUCKET");
+        command
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
