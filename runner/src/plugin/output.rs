@@ -9,6 +9,7 @@
 //!   step). Lines over the budget are dropped and counted; the run summary and the JSON report
 //!   show the count, and the log says when dropping starts and stops.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +19,14 @@ use std::time::Instant;
 
 use tokio::io::AsyncWrite;
 
-use super::sandbox::{StderrTail, TAIL_LINES};
-
 pub use crate::format::{MESSAGE_BYTES, cut, cut_owned};
+
+/// The last lines a plugin wrote to standard error: quoted when it traps (a Rust panic prints
+/// its message there).
+pub type StderrTail = Arc<Mutex<VecDeque<String>>>;
+
+/// Lines of standard error kept for the error message of a trap.
+pub const TAIL_LINES: usize = 3;
 
 /// The average rate of a step's log lines, in bytes per second.
 pub const RATE_BYTES: u64 = 64 << 10;

@@ -2,21 +2,13 @@
 //! the directories, environment variables and network granted, nothing else; its stdout and
 //! stderr go to the runner's log through `output::LogLines`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use super::output::{LogLines, OutputBudget};
+use super::output::{LogLines, OutputBudget, StderrTail};
 use crate::spec::Grants;
-
-/// The last lines a plugin wrote to standard error: quoted when it traps (a Rust panic prints
-/// its message there).
-pub type StderrTail = Arc<Mutex<VecDeque<String>>>;
-
-/// Lines of standard error kept for the error message of a trap.
-pub const TAIL_LINES: usize = 3;
 
 /// The WASI context of one instance of a plugin step: exactly what `grants` gives, and stdout
 /// and stderr into the log (within the step's output budget).

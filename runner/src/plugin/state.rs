@@ -9,8 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::AssetBytes;
 use super::bindings::v0_1;
 use super::bindings::v0_2::{host, types};
+use super::output::StderrTail;
 use super::output::{OutputBudget, cut};
-use super::sandbox::StderrTail;
 use crate::spec::Sandbox;
 use crate::step::Shard;
 
