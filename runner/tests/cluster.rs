@@ -67,6 +67,26 @@ fn the_iris_pipeline_writes_the_same_into_a_cluster() {
     }
 }
 
+/// A cluster whose nodes ask for a password: `redis+cluster://:password@...` reaches every node
+/// with it; a wrong one fails the run in one line that names the cluster and not the password.
+#[test]
+fn a_password_protected_cluster_takes_the_password_from_the_url() {
+    let Some(cluster) = RedisCluster::start_with_password("s3cret-pw") else { return };
+    let dir = temp();
+    let s3 = bucket(dir.path(), 0);
+    let output = job(&s3, &cluster.url(), &iris_spec()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(cluster.contents().len(), 149);
+
+    let wrong = cluster.url().replace("s3cret-pw", "not-the-pw");
+    let output = job(&s3, &wrong, &iris_spec()).output().unwrap();
+    let err = stderr(&output);
+    assert!(!output.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("redis+cluster://") && line.contains("127.0.0.1:"), "{line}");
+    assert!(!err.contains("not-the-pw") && !err.contains("s3cret-pw"), "a password is printed: {err}");
+}
+
 /// 200,000 rows into the cluster, while 500 slots move from one node to another
 /// (`redis-cli --cluster reshard`): nothing lost, exactly one server's contents.
 #[test]

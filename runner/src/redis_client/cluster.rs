@@ -94,15 +94,16 @@ impl Cluster {
                 }
             };
             match redis::cmd("CLUSTER").arg("SLOTS").query_async::<Value>(&mut connection.clone()).await {
-                Ok(reply) => return self.install(&reply).await,
+                Ok(reply) => return self.install(&reply, address).await,
                 Err(e) => last_error = Some(at_node(address, e)),
             }
         }
         Err(last_error.unwrap_or_else(|| RedisError::from((ErrorKind::Client, "no cluster node to ask"))))
     }
 
-    /// Builds the slot map from a `CLUSTER SLOTS` reply, reusing open connections.
-    async fn install(&self, reply: &Value) -> RedisResult<()> {
+    /// Builds the slot map from the `CLUSTER SLOTS` reply of the node at `answering`, reusing
+    /// open connections.
+    async fn install(&self, reply: &Value, answering: &str) -> RedisResult<()> {
         let Value::Array(ranges) = reply else {
             return Err(RedisError::from((ErrorKind::Client, "unexpected CLUSTER SLOTS reply")));
         };
@@ -118,10 +119,11 @@ impl Cluster {
             let host = match master.first() {
                 Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
                 Some(Value::SimpleString(host)) => host.clone(),
+                Some(Value::Nil) => String::new(),
                 _ => continue,
             };
             let Some(Value::Int(port)) = master.get(1) else { continue };
-            let address = format!("{host}:{port}");
+            let Some(address) = node_address(&host, *port, answering) else { continue };
             let index = addresses.iter().position(|a| *a == address).unwrap_or_else(|| {
                 addresses.push(address);
                 addresses.len() - 1
@@ -240,6 +242,21 @@ impl Cluster {
     }
 }
 
+/// The `host:port` of a node as `CLUSTER SLOTS` names it: an empty, null or wildcard host
+/// means the answering node's host, `?` a node whose address the cluster does not know (none).
+/// IPv6 addresses are bracketed.
+fn node_address(host: &str, port: i64, answering: &str) -> Option<String> {
+    let host = match host {
+        "?" => return None,
+        "" | "0.0.0.0" | "::" => answering.rsplit_once(':').map_or(answering, |(host, _)| host),
+        host => host,
+    };
+    match host.contains(':') && !host.starts_with('[') {
+        true => Some(format!("[{host}]:{port}")),
+        false => Some(format!("{host}:{port}")),
+    }
+}
+
 /// One pipeline of commands to one node; `asking` puts `ASKING` before each. One reply per
 /// command: its own error, if it failed.
 async fn send_pipeline(
@@ -294,7 +311,17 @@ async fn connect_node(prefix: &str, address: &str) -> RedisResult<ConnectionMana
 
 #[cfg(test)]
 mod tests {
-    use super::slot;
+    use super::{node_address, slot};
+
+    #[test]
+    fn node_addresses_follow_cluster_slots_conventions() {
+        assert_eq!(node_address("10.0.0.2", 7001, "10.0.0.1:7000").as_deref(), Some("10.0.0.2:7001"));
+        assert_eq!(node_address("redis-1.redis", 6379, "seed:6379").as_deref(), Some("redis-1.redis:6379"));
+        assert_eq!(node_address("", 7001, "10.0.0.1:7000").as_deref(), Some("10.0.0.1:7001"));
+        assert_eq!(node_address("0.0.0.0", 7001, "[::1]:7000").as_deref(), Some("[::1]:7001"));
+        assert_eq!(node_address("::1", 7001, "x:1").as_deref(), Some("[::1]:7001"));
+        assert_eq!(node_address("?", 7001, "10.0.0.1:7000"), None);
+    }
 
     #[test]
     fn slots_are_crc16_of_the_key_or_its_hash_tag() {

@@ -338,11 +338,22 @@ pub struct RedisCluster {
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
     dir: tempfile::TempDir,
+    /// Every node's `requirepass` (and `masterauth`), if any.
+    password: Option<String>,
 }
 
 impl RedisCluster {
     /// Starts a cluster, or returns `None` (test skipped) when redis-server is not installed.
     pub fn start() -> Option<RedisCluster> {
+        Self::start_with(None)
+    }
+
+    /// A cluster whose nodes ask for `password`.
+    pub fn start_with_password(password: &str) -> Option<RedisCluster> {
+        Self::start_with(Some(password.to_string()))
+    }
+
+    fn start_with(password: Option<String>) -> Option<RedisCluster> {
         if !available("redis-server") || !available("redis-cli") {
             return None;
         }
@@ -354,12 +365,14 @@ impl RedisCluster {
                 ports.push(port);
             }
         }
-        let mut cluster = RedisCluster { ports, children: vec![None, None, None], dir: tempfile::tempdir().unwrap() };
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = RedisCluster { ports, children: vec![None, None, None], dir, password };
         for node in 0..3 {
             cluster.restart(node);
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let status = Command::new("redis-cli")
+        let status = cluster
+            .cli(cluster.ports[0])
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -372,12 +385,22 @@ impl RedisCluster {
         Some(cluster)
     }
 
+    /// `redis-cli` for the node at `port`, with the cluster's password.
+    pub fn cli(&self, port: u16) -> Command {
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &port.to_string()]);
+        if let Some(password) = &self.password {
+            command.args(["--no-auth-warning", "-a", password]);
+        }
+        command
+    }
+
     /// Waits until every node says `cluster_state:ok`.
     pub fn wait_ok(&self) {
         let started = Instant::now();
         loop {
-            let ok = self.ports.iter().all(|port| {
-                let output = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "info"]).output();
+            let ok = self.ports.iter().all(|&port| {
+                let output = self.cli(port).args(["cluster", "info"]).output();
                 output.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
             });
             if ok {
@@ -388,10 +411,11 @@ impl RedisCluster {
         }
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` with every node as a seed (and the password, if any).
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("redis+cluster://{auth}{}", nodes.join(","))
     }
 
     /// Kills a node (SIGKILL, by pid).
@@ -408,15 +432,16 @@ impl RedisCluster {
         let port = self.ports[node];
         let dir = self.dir.path().join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .current_dir(&dir)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password, "--masterauth", password]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start redis-server");
         self.children[node] = Some(child);
         wait_for_port(port, "redis-server (cluster node)");
     }
@@ -425,8 +450,9 @@ impl RedisCluster {
     pub fn contents(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         for port in &self.ports {
+            let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
             let mut connection =
-                redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
+                redis::Client::open(format!("redis://{auth}127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
             let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
             for chunk in keys.chunks(1000) {
                 // One GET per key: a node refuses a multi-key command across slots.
@@ -446,9 +472,8 @@ impl RedisCluster {
     pub fn node_ids(&self) -> Vec<String> {
         self.ports
             .iter()
-            .map(|port| {
-                let output =
-                    Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "myid"]).output().unwrap();
+            .map(|&port| {
+                let output = self.cli(port).args(["cluster", "myid"]).output().unwrap();
                 String::from_utf8_lossy(&output.stdout).trim().to_string()
             })
             .collect()
