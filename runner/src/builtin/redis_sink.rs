@@ -155,7 +155,7 @@ impl RedisSink {
         rows: std::ops::Range<usize>,
         floats: &mut PythonFloats,
     ) -> anyhow::Result<redis::Pipeline> {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(rows.len());
         let mut text = String::new();
         let key = |row: usize| keys.text(row).unwrap_or_default();
         // (A cluster refuses a multi-key command across slots: there, one SET per row.)
@@ -188,7 +188,8 @@ impl RedisSink {
                 column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                 match self.config.ttl_seconds {
                     Some(ttl) => pipe.set_ex(key, &text, ttl).ignore(),
-                    None => pipe.set(key, &text).ignore(),
+                    // Sized at once: a command per row is the cluster's hot path.
+                    None => pipe.add_command(set_command(key, &text)).ignore(),
                 };
             } else {
                 let mut pairs = Vec::with_capacity(values.len());
@@ -209,6 +210,13 @@ impl RedisSink {
         }
         Ok(pipe)
     }
+}
+
+/// `SET key value`, its buffers allocated once.
+fn set_command(key: &str, value: &str) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(3, 3 + key.len() + value.len());
+    cmd.arg("SET").arg(key).arg(value);
+    cmd
 }
 
 #[async_trait]

@@ -264,7 +264,7 @@ async fn send_pipeline(
     cmds: &[Routed<'_>],
     asking: bool,
 ) -> RedisResult<Vec<RedisResult<()>>> {
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(cmds.len() * if asking { 2 } else { 1 });
     pipe.ignore_errors();
     for routed in cmds {
         if asking {
