@@ -25,8 +25,8 @@ const MAX_REDIRECTIONS: usize = 5;
 /// The slot of a key: CRC16 (XMODEM) of the key, or of the part between the first `{` and the
 /// next `}` when that part is not empty (a hash tag), modulo 16384.
 pub fn slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+    let tagged = memchr::memchr(b'{', key).and_then(|open| {
+        let close = memchr::memchr(b'}', &key[open + 1..])?;
         let tag = &key[open + 1..open + 1 + close];
         (!tag.is_empty()).then_some(tag)
     });
