@@ -11,7 +11,8 @@ On the same generated rows and the same bucket, every measured write into emptie
      DBSIZE to split each run into start-up (to the first write), writing, and the tail; CPU
      seconds of the runner and of redis-server are counted;
   3. with --cluster, the same into a three-node Redis Cluster (the mass insertion sends each
-     node its own keys), then `redis-benchmark --cluster -P 64 -t set`;
+     node its own keys), then `redis-benchmark --cluster -P 64 -t set`, and SETs sent by
+     redis-rs's cluster client against the sink's routing (runner/examples/cluster_clients.rs);
   4. the runner without the score step, the original flow (seed_flow.py) and
      `redis-benchmark -P 64 -t set`, each into an emptied server;
   5. unless --skip-scoring: scores the rows with the predictor in WASM and natively (calls
@@ -387,6 +388,12 @@ def main():
             cluster_runs, _ = measured_runs(a, env, ports, cluster_url, work, "cluster", order)
             flush(ports)
             cluster_benchmark = redis_benchmark(a, ports[0], cluster=True)
+            # How the sink's routing compares with redis-rs's own cluster client (see the example).
+            subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner", "--example", "cluster_clients"],
+                           cwd=ROOT, check=True)
+            clients = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "cluster_clients"),
+                                      str(a.rows), str(a.runs)] + [f"127.0.0.1:{p}" for p in ports],
+                                     capture_output=True, text=True, check=True).stdout
 
         # Every other measurement also writes into an emptied server.
         results = {"runner": (a.rows / statistics.median(r["seconds"] for r in runs),
@@ -429,6 +436,8 @@ def main():
             print_runs_table(a, "Three-node cluster", cluster_runs, cluster_benchmark, "redis-benchmark --cluster -P 64")
             one, three = statistics.median(a.rows / r["seconds"] for r in runs), statistics.median(a.rows / r["seconds"] for r in cluster_runs)
             print(f"  runner into the cluster / into one node: {three / one:.2f}")
+            print("\nThe same kind of SETs into the cluster by client (runner/examples/cluster_clients.rs)")
+            print("  " + clients.strip().replace("\n", "\n  "))
 
         print("\nrunner steps, last run into one node (busy time, summed over workers)")
         for s in report["steps"]:
