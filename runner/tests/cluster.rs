@@ -67,6 +67,54 @@ fn the_iris_pipeline_writes_the_same_into_a_cluster() {
     }
 }
 
+/// Every slot the Iris keys hash to is half-way through a move (`MIGRATING` on its owner,
+/// `IMPORTING` on the next node): the owner answers `ASK` for each missing key, and the sink and
+/// `runner lookup` follow it to the importing node. Once the moves complete, the cluster holds
+/// exactly one server's contents.
+#[test]
+fn keys_of_slots_being_moved_are_asked_for_on_the_importing_node() {
+    let Some(cluster) = RedisCluster::start() else { return };
+    let Some(single) = RedisServer::start() else { return };
+    let dir = temp();
+    let s3 = bucket(dir.path(), 0);
+    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let reference = single.contents();
+
+    let ids = cluster.node_ids();
+    let setslot = |node: usize, slot: u16, how: &str, id: &str| {
+        cluster.cli(cluster.ports[node]).args(["cluster", "setslot", &slot.to_string(), how, id]).output().unwrap()
+    };
+    let mut slots: Vec<u16> = reference.iter().map(|(key, _)| runner::redis_client::slot(key.as_bytes())).collect();
+    slots.sort();
+    slots.dedup();
+    let mut moves = Vec::new();
+    for &slot in &slots {
+        // Only the owner accepts MIGRATING: that is how the test finds it.
+        let owner = (0..3)
+            .find(|&node| stdout(&setslot(node, slot, "migrating", &ids[(node + 1) % 3])).trim() == "OK")
+            .expect("an owner for every slot");
+        let to = (owner + 1) % 3;
+        assert_eq!(stdout(&setslot(to, slot, "importing", &ids[owner])).trim(), "OK");
+        moves.push((slot, to));
+    }
+
+    let output = job(&s3, &cluster.url(), &iris_spec()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let row = ["5.1", "3.5", "1.4", "0.2"];
+    let output = s3.flagship(&cluster.url()).arg("lookup").arg(iris_spec()).args(row).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "setosa");
+
+    for (slot, to) in moves {
+        for node in 0..3 {
+            assert_eq!(stdout(&setslot(node, slot, "node", &ids[to])).trim(), "OK");
+        }
+    }
+    cluster.wait_ok();
+    assert!(cluster.contents() == reference, "the cluster's contents differ from one server's");
+}
+
 /// A cluster whose nodes ask for a password: `redis+cluster://:password@...` reaches every node
 /// with it; a wrong one fails the run in one line that names the cluster and not the password.
 #[test]

@@ -215,8 +215,8 @@ impl Cluster {
         )))
     }
 
-    /// Runs one single-key command on the node that owns its key (following one redirection):
-    /// what `runner lookup` and dead letters need.
+    /// Runs one single-key command on the node that owns its key, following redirections (`ASK`
+    /// to the importing node of a slot being moved): what `runner lookup` and dead letters need.
     pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         let key_slot = slot(key_of(cmd));
         for _ in 0..=MAX_REDIRECTIONS {
@@ -234,6 +234,14 @@ impl Cluster {
                 }
             };
             match cmd.query_async::<Value>(&mut connection.clone()).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::Ask) => {
+                    let Some((to, _)) = e.redirect_node() else { return Err(at_node(&address, e)) };
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("ASKING").ignore().add_command(cmd.clone());
+                    let mut connection = self.node(to).await.map_err(|e| at_node(to, e))?;
+                    let (reply,): (Value,) = pipe.query_async(&mut connection).await.map_err(|e| at_node(to, e))?;
+                    return Ok(reply);
+                }
                 Err(e) if e.redirect_node().is_some() => self.refresh().await?,
                 result => return result.map_err(|e| at_node(&address, e)),
             }
