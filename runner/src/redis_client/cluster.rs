@@ -11,9 +11,8 @@
 //! per node.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, ServerErrorKind, Value};
 use tokio::sync::RwLock;
 
@@ -310,11 +309,7 @@ fn at_node(address: &str, e: RedisError) -> RedisError {
 
 async fn connect_node(prefix: &str, address: &str) -> RedisResult<ConnectionManager> {
     let client = redis::Client::open(format!("{prefix}{address}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(1);
-    ConnectionManager::new_with_config(client, config).await
+    ConnectionManager::new_with_config(client, super::manager_config(1)).await
 }
 
 #[cfg(test)]

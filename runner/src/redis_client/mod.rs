@@ -200,6 +200,15 @@ pub fn give_up(what: &str, e: &RedisError, deadline: Duration) -> anyhow::Error 
     }
 }
 
+/// How a connection to one server behaves: 5 s to connect, 10 s for a reply, and `retries`
+/// reconnections of its own before an error reaches the caller (who retries with backoff).
+fn manager_config(retries: usize) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(retries)
+}
+
 /// Connects to the server or cluster `url` names, retrying through transient failures for
 /// `retry_seconds`.
 pub async fn connect(url: &str, retry_seconds: u64) -> anyhow::Result<Connection> {
@@ -209,10 +218,7 @@ pub async fn connect(url: &str, retry_seconds: u64) -> anyhow::Result<Connection
     match target(url).map_err(anyhow::Error::msg)? {
         Target::Node(url) => {
             let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("{shown}: invalid Redis URL: {e}"))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
-                .set_response_timeout(Some(Duration::from_secs(10)))
-                .set_number_of_retries(2);
+            let config = manager_config(2);
             with_retries(deadline, &what, || ConnectionManager::new_with_config(client.clone(), config.clone()))
                 .await
                 .map(Connection::Node)
