@@ -257,6 +257,20 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `runner` with the environment `pipelines/iris.toml` reads: this server's endpoint and
+    /// credentials, and `redis_url`.
+    pub fn flagship(&self, redis_url: &str) -> Command {
+        super::plugins();
+        let mut command = super::runner();
+        command
+            .env("S3_ENDPOINT", self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("REDIS_URL", redis_url)
+            .env_remove("S3_BUCKET");
+        command
+    }
+
     /// Bytes of object bodies the server has sent so far.
     pub fn bytes_served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
@@ -307,22 +321,6 @@ impl S3Server {
             "[s3]\nendpoint = \"{}\"\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
             self.endpoint()
         )
-    }
-}
-
-impl S3Server {
-    /// `runner` with the environment `pipelines/iris.toml` reads: this server's endpoint and
-    /// credentials, and `redis_url`.
-    pub fn flagship(&self, redis_url: &str) -> Command {
-        super::plugins();
-        let mut command = super::runner();
-        command
-            .env("S3_ENDPOINT", self.endpoint())
-            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-            .env("REDIS_URL", redis_url)
-            .env_remove("S3_BUCKET");
-        command
     }
 }
 
@@ -414,8 +412,12 @@ impl RedisCluster {
     /// `redis+cluster://` with every node as a seed (and the password, if any).
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
-        format!("redis+cluster://{auth}{}", nodes.join(","))
+        format!("redis+cluster://{}{}", self.auth(), nodes.join(","))
+    }
+
+    /// `:password@` for a URL, or nothing.
+    fn auth(&self) -> String {
+        self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default()
     }
 
     /// Kills a node (SIGKILL, by pid).
@@ -450,9 +452,8 @@ impl RedisCluster {
     pub fn contents(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         for port in &self.ports {
-            let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
-            let mut connection =
-                redis::Client::open(format!("redis://{auth}127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
+            let url = format!("redis://{}127.0.0.1:{port}/0", self.auth());
+            let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
             let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
             for chunk in keys.chunks(1000) {
                 // One GET per key: a node refuses a multi-key command across slots.
