@@ -31,6 +31,24 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// Bytes per range request past the end of a split, where its reader finishes its last line.
 const TAIL_BYTES: u64 = 64 << 10;
 
+/// The first line of the bytes `chunks` yields, its newline included (all of them when there is
+/// none); reads no chunk past it.
+pub async fn first_line<E>(chunks: impl Stream<Item = Result<bytes::Bytes, E>>) -> Result<Vec<u8>, E> {
+    let mut chunks = std::pin::pin!(chunks);
+    let mut line = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        match memchr::memchr(b'\n', &chunk) {
+            Some(at) => {
+                line.extend_from_slice(&chunk[..=at]);
+                break;
+            }
+            None => line.extend_from_slice(&chunk),
+        }
+    }
+    Ok(line)
+}
+
 /// One object to read, as [`ObjectUrl::objects`] found it.
 #[derive(Clone)]
 pub struct FoundObject {
@@ -234,19 +252,10 @@ impl ObjectUrl {
     /// The object's first line, its newline included (all of it when it has none): a CSV
     /// object's header, which every split of the object needs.
     pub async fn read_first_line(&self, found: &FoundObject) -> anyhow::Result<bytes::Bytes> {
-        let mut line = Vec::new();
-        let mut chunks = Box::pin(self.read_range(FoundObject { first: None, ..found.clone() }, 0..0));
-        while let Some(chunk) = chunks.next().await {
-            let chunk =
-                chunk.map_err(|e| anyhow::anyhow!("{}: {}", self.name_of(&found.meta.location), self.describe(&e)))?;
-            match memchr::memchr(b'\n', &chunk) {
-                Some(at) => {
-                    line.extend_from_slice(&chunk[..=at]);
-                    break;
-                }
-                None => line.extend_from_slice(&chunk),
-            }
-        }
+        let chunks = self.read_range(FoundObject { first: None, ..found.clone() }, 0..0);
+        let line = first_line(chunks)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {}", self.name_of(&found.meta.location), self.describe(&e)))?;
         Ok(line.into())
     }
 

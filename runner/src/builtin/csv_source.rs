@@ -38,7 +38,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::batch::{Batch, Column, ColumnType, Values};
 use crate::format::{is_na, number_text, parse_bool};
-use crate::object_url::{FoundObject, ObjectUrl, Split, splits};
+use crate::object_url::{FoundObject, ObjectUrl, Split, first_line, splits};
 use crate::step::{Counting, Policy, Progress, Rejected, Shard, Source, SplitInfo};
 
 /// The `config` table of a `csv` source.
@@ -353,7 +353,7 @@ async fn read_objects(
         // begin after the first newline at or past the split's start (Hadoop's rule).
         let header = match (split.range.start, &in_memory) {
             (0, _) => Vec::new(),
-            (_, Some(chunks)) => first_line(chunks),
+            (_, Some(chunks)) => first_line(from_memory(chunks.clone(), 0)).await?,
             (_, None) => url.read_first_line(&split.object).await?.to_vec(),
         };
         bounds.header_len.store(header.len() as u64, Ordering::Relaxed);
@@ -380,21 +380,6 @@ async fn read_objects(
         }
     }
     Ok(())
-}
-
-/// The first line of an object kept in memory, its newline included (all of it without one).
-fn first_line(chunks: &[Bytes]) -> Vec<u8> {
-    let mut line = Vec::new();
-    for chunk in chunks {
-        match chunk.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                line.extend_from_slice(&chunk[..=end]);
-                break;
-            }
-            None => line.extend_from_slice(chunk),
-        }
-    }
-    line
 }
 
 /// An object's bytes from `start` to its end, out of the chunks the typing pass kept: what
