@@ -41,6 +41,17 @@ fn job(s3: &S3Server, redis_url: &str, spec: &Path) -> Command {
     command
 }
 
+/// Waits until the cluster's first node holds `keys` keys: a run is writing.
+fn wait_for_keys(cluster: &RedisCluster, keys: usize) {
+    let url = format!("redis://127.0.0.1:{}/0", cluster.ports[0]);
+    let mut probe = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let started = Instant::now();
+    while redis::cmd("DBSIZE").query::<usize>(&mut probe).unwrap() < keys {
+        assert!(started.elapsed() < Duration::from_secs(60), "the run did not start writing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn iris_spec() -> PathBuf {
     root().join("pipelines/iris.toml")
 }
@@ -150,13 +161,7 @@ fn slots_moved_during_a_run_lose_nothing() {
 
     let mut child = job(&s3, &cluster.url(), &iris_spec()).stderr(Stdio::piped()).spawn().unwrap();
     // Move slots once the run is writing.
-    let started = Instant::now();
-    let mut probe =
-        redis::Client::open(format!("redis://127.0.0.1:{}/0", cluster.ports[0])).unwrap().get_connection().unwrap();
-    while redis::cmd("DBSIZE").query::<usize>(&mut probe).unwrap() < 5_000 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the run did not start writing");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_keys(&cluster, 5_000);
     assert!(child.try_wait().unwrap().is_none(), "the run ended before the slots moved");
     let ids = cluster.node_ids();
     let reshard = Command::new("redis-cli")
@@ -192,13 +197,7 @@ fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
         .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
     std::fs::write(&spec, text).unwrap();
     let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
-    let mut probe =
-        redis::Client::open(format!("redis://127.0.0.1:{}/0", cluster.ports[0])).unwrap().get_connection().unwrap();
-    let started = Instant::now();
-    while redis::cmd("DBSIZE").query::<usize>(&mut probe).unwrap() < 2_000 {
-        assert!(started.elapsed() < Duration::from_secs(60), "the run did not start writing");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_keys(&cluster, 2_000);
     cluster.kill(2);
     let output = child.wait_with_output().unwrap();
     let err = stderr(&output);
