@@ -132,25 +132,34 @@ fn many_objects_under_a_prefix() {
     }
 }
 
-/// Through an S3-protocol server: an object read in byte ranges by each shard.
-#[test]
-fn an_s3_object_cut_into_splits() {
+/// An S3 server holding `count` lines of [`rows`] as `s3://data/rows.csv`, and the file's size.
+fn s3_rows(dir: &Path, count: usize, seed: u64) -> (S3Server, u64) {
     let s3 = S3Server::start();
     s3.bucket("data");
-    let dir = temp();
-    let file = dir.path().join("rows.csv");
-    std::fs::write(&file, format!("id,word\n{}\n", rows(2000, 0, 9).join("\n"))).unwrap();
+    let file = dir.join("rows.csv");
+    std::fs::write(&file, format!("id,word\n{}\n", rows(count, 0, seed).join("\n"))).unwrap();
     s3.put("data", "rows.csv", &file);
-    let spec = dir.path().join("s3.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "{}\n[source]\nkind = \"csv\"\nconfig = {{ url = \"s3://data/rows.csv\", split_bytes = 997 }}\n\n\
-             [sink]\nkind = \"csv\"\nconfig = {{ url = \"-\" }}\n",
-            s3.spec_table()
-        ),
-    )
-    .unwrap();
+    (s3, std::fs::metadata(&file).unwrap().len())
+}
+
+/// A spec at `path` reading `s3://data/rows.csv` from `s3` (`source`: the rest of the source's
+/// config), writing CSV to standard output.
+fn s3_spec(s3: &S3Server, path: &Path, source: &str) -> PathBuf {
+    let source = format!("url = \"s3://data/rows.csv\", {source}");
+    let sink = "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }\n";
+    let text = format!("{}\n[source]\nkind = \"csv\"\nconfig = {{ {source} }}\n\n{sink}", s3.spec_table());
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// Through an S3-protocol server: an object read in byte ranges by each shard (its columns
+/// declared, so the rows are not served from the typing pass's copy).
+#[test]
+fn an_s3_object_cut_into_splits() {
+    let dir = temp();
+    let (s3, _) = s3_rows(dir.path(), 2000, 9);
+    let source = "split_bytes = 997, columns = { id = \"s64\", word = \"string\" }";
+    let spec = s3_spec(&s3, &dir.path().join("s3.toml"), source);
     assert_shards_equal_one_run("s3", &spec);
 }
 
@@ -160,25 +169,11 @@ fn an_s3_object_cut_into_splits() {
 /// the same rows either way.
 #[test]
 fn a_small_s3_input_is_fetched_once() {
-    let s3 = S3Server::start();
-    s3.bucket("data");
     let dir = temp();
-    let file = dir.path().join("rows.csv");
-    std::fs::write(&file, format!("id,word\n{}\n", rows(120_000, 0, 5).join("\n"))).unwrap();
-    let size = std::fs::metadata(&file).unwrap().len();
+    let (s3, size) = s3_rows(dir.path(), 120_000, 5);
     assert!(size > 2 << 20, "larger than the first chunk, fetched with the HEAD: {size} bytes");
-    s3.put("data", "rows.csv", &file);
-    let spec = |name: &str, columns: &str| {
-        let path = dir.path().join(name);
-        let source = format!("url = \"s3://data/rows.csv\", split_bytes = 262144{columns}");
-        let sink = "[sink]\nkind = \"csv\"\nconfig = { url = \"-\" }\n";
-        std::fs::write(
-            &path,
-            format!("{}\n[source]\nkind = \"csv\"\nconfig = {{ {source} }}\n\n{sink}", s3.spec_table()),
-        )
-        .unwrap();
-        path
-    };
+    let spec =
+        |name: &str, columns: &str| s3_spec(&s3, &dir.path().join(name), &format!("split_bytes = 262144{columns}"));
     let fetched = |spec: &Path, shard: Option<(u32, u32)>| {
         let before = s3.bytes_served();
         let output = run_shard(spec, shard);
