@@ -308,13 +308,21 @@ def server_pid(port: int) -> int:
     return int(re.findall(r"process_id:(\d+)", redis_cli(port, "INFO", "server"))[0])
 
 
-def redis_benchmark(a, port: int, cluster: bool) -> float:
-    args = ["redis-benchmark", "-p", str(port), "-P", "64", "-t", "set", "-n", str(a.rows), "-r", str(a.rows), "-q"]
+def redis_benchmark(a, ports: list, cluster: bool) -> dict:
+    """`redis-benchmark -P 64 -t set` into the emptied servers of `ports`: its SETs/s, the Redis
+    CPU seconds they cost, and how many keys they left (random keys drawn with replacement, so
+    about 63% of the SETs make a new key; the others overwrite one)."""
+    flush(ports)
+    pids = [server_pid(port) for port in ports]
+    before = sum(process_cpu(pid) for pid in pids)
+    args = ["redis-benchmark", "-p", str(ports[0]), "-P", "64", "-t", "set", "-n", str(a.rows), "-r", str(a.rows), "-q"]
     done = subprocess.run(args + (["--cluster"] if cluster else []), capture_output=True, text=True, check=True)
-    return float(re.findall(r"SET: ([\d.]+) requests per second", done.stdout)[-1])
+    cpu = sum(process_cpu(pid) for pid in pids) - before
+    keys = sum(int(redis_cli(port, "DBSIZE")) for port in ports)
+    return dict(rate=float(re.findall(r"SET: ([\d.]+) requests per second", done.stdout)[-1]), cpu=cpu, keys=keys)
 
 
-def print_runs_table(a, label, runs, benchmark_rate, benchmark_name):
+def print_runs_table(a, label, runs, benchmark, benchmark_name):
     keys = runs[0]["keys"]
     print(f"\n{label}: the runner against Redis mass insertion (redis-cli --pipe) of the same {keys:,} SETs"
           f" in the runner's order, each into emptied servers ({a.rows - keys:,} rows share a key with another)")
@@ -334,8 +342,18 @@ def print_runs_table(a, label, runs, benchmark_rate, benchmark_name):
           + ", ".join(f"{r['scan'] / r['pipe']:.2f}" for r in runs))
     ratios = [(a.rows / r["seconds"]) / (keys / r["pipe"]) for r in runs]
     runner = statistics.median(a.rows / r["seconds"] for r in runs)
+    rate = benchmark["rate"]
     print(f"  ratio runner / mass insertion: {min(ratios):.2f}-{max(ratios):.2f};"
-          f" runner / {benchmark_name} ({benchmark_rate:,.0f} SET/s, emptied servers): {runner / benchmark_rate:.2f}")
+          f" runner / {benchmark_name} ({rate:,.0f} SET/s, emptied servers): {runner / rate:.2f}")
+    print(f"  {benchmark_name}: {a.rows:,} SETs of short random keys, {benchmark['keys']:,} of them new keys,"
+          f" {benchmark['cpu']:.2f} CPU-s of redis-server, against {runs[0]['keys']:,} new keys and"
+          f" {statistics.median(r['pipe_redis_cpu'] for r in runs):.2f} CPU-s for the mass insertion of the runner's SETs")
+    # Both cores busy the whole run is the best the machine can do: the runner's CPU plus what
+    # Redis spends on the same writes (as the mass insertion costs it), shared by the cores.
+    floors = [(r["runner_cpu"] + r["pipe_redis_cpu"]) / os.cpu_count() for r in runs]
+    print(f"  CPU floor on {os.cpu_count()} cores, (CPU runner + CPU redis --pipe) / cores:"
+          f" {min(floors):.2f}-{max(floors):.2f} s, so at most {a.rows / max(floors):,.0f}-{a.rows / min(floors):,.0f}"
+          f" rows/s, {a.rows / max(floors) / rate:.2f}-{a.rows / min(floors) / rate:.2f} of {benchmark_name}")
     print("  (CPU redis: redis-server's CPU seconds for the runner's writes, --pipe: for the mass insertion's)")
     print("  (to 1st write: start-up, S3 read and scoring before the first key lands; writing: first key to last;"
           " after: the last key to exit)")
@@ -399,8 +417,7 @@ def main():
             ports = start_cluster(work, servers)
             cluster_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
             cluster_runs, _ = measured_runs(a, env, ports, cluster_url, work, "cluster", order)
-            flush(ports)
-            cluster_benchmark = redis_benchmark(a, ports[0], cluster=True)
+            cluster_benchmark = redis_benchmark(a, ports, cluster=True)
             # How the sink's routing compares with redis-rs's own cluster client (see the example).
             subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner", "--example", "cluster_clients"],
                            cwd=ROOT, check=True)
@@ -425,8 +442,8 @@ def main():
                                            "--redis", f"{redis_url}/0"], seed_env)
             results["original flow (seed_flow.py)"] = (a.rows / seconds, rss, seconds)
 
-        flush([redis_port])
-        rate = redis_benchmark(a, redis_port, cluster=False)
+        benchmark = redis_benchmark(a, [redis_port], cluster=False)
+        rate = benchmark["rate"]
         results["redis-benchmark -P 64 -t set"] = (rate, None, a.rows / rate)
         keys = runs[0]["keys"]
         pipe_rate = statistics.median(keys / r["pipe"] for r in runs)
@@ -442,7 +459,7 @@ def main():
         if "original flow (seed_flow.py)" in results:
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print_runs_table(a, "One node", runs, rate, "redis-benchmark -P 64")
+        print_runs_table(a, "One node", runs, benchmark, "redis-benchmark -P 64")
         print(f"  the S3 server (s3s-fs) serves the object in {s3_serves * 1e3:.0f} ms (HEAD + GET, median of 3);"
               " the runner reads all of it to type the columns as pandas does before the first row goes out")
         if cluster_runs:

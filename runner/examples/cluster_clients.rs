@@ -79,12 +79,14 @@ fn main() -> anyhow::Result<()> {
             let per_trip = PIPELINE * ours.nodes().await;
             futures::stream::iter(pairs.chunks(per_trip))
                 .map(|chunk| {
-                    let mut pipe = redis::Pipeline::with_capacity(chunk.len());
-                    for (key, value) in chunk {
-                        pipe.set(key, value).ignore();
-                    }
                     let mut connection = ours.clone();
-                    async move { connection.send(&pipe).await }
+                    async move {
+                        let mut trip = connection.round_trip(chunk.len()).await;
+                        for (key, value) in chunk {
+                            trip.add(redis::Cmd::set(key, value));
+                        }
+                        connection.send(&mut trip).await
+                    }
                 })
                 .buffer_unordered(IN_FLIGHT)
                 .try_collect::<()>()

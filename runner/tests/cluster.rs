@@ -217,6 +217,44 @@ fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
     assert!(cluster.contents() == reference, "the rerun did not complete the contents");
 }
 
+/// A node that stops answering for less than `retry_seconds` loses nothing: its round trips
+/// wait and are sent again, while what the other nodes acknowledged is not; once the cluster
+/// marks the node as failed (`cluster-node-timeout`, 5 s here) the other nodes answer
+/// `CLUSTERDOWN`, and those commands are kept and sent again too.
+#[test]
+fn a_node_away_within_retry_seconds_loses_nothing() {
+    let Some(cluster) = RedisCluster::start() else { return };
+    let Some(single) = RedisServer::start() else { return };
+    let dir = temp();
+    let s3 = bucket(dir.path(), 100_000);
+    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let reference = single.contents();
+
+    let spec = dir.path().join("long-retries.toml");
+    let text = std::fs::read_to_string(iris_spec())
+        .unwrap()
+        .replace("value = \"label\" }", "value = \"label\", retry_seconds = 60 }")
+        .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
+    std::fs::write(&spec, text).unwrap();
+    let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_keys(&cluster, 2_000);
+    cluster.pause(2, true);
+    let mut probe = redis::Client::open(format!("redis://127.0.0.1:{}/0", cluster.ports[0])).unwrap();
+    let started = Instant::now();
+    while !redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut probe).unwrap().contains("cluster_state:fail") {
+        assert!(started.elapsed() < Duration::from_secs(20), "the cluster never marked the node as failed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.pause(2, false);
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("CLUSTERDOWN") || err.contains("ClusterDown"), "no write met a cluster that was down: {err}");
+    cluster.wait_ok();
+    assert!(cluster.contents() == reference, "the cluster lost rows while a node was away");
+}
+
 /// The runner's slot of a key is the cluster's (`CLUSTER KEYSLOT`), hash tags included.
 #[test]
 fn keys_hash_to_the_slots_the_cluster_uses() {

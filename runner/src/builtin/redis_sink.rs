@@ -34,11 +34,12 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use redis::Cmd;
 use serde::Deserialize;
 
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
-use crate::redis_client::{Connection, connect, give_up, redacted, target, with_retries};
+use crate::redis_client::{Connection, RoundTrip, connect, give_up, redacted, target, with_retries};
 use crate::step::{RowError, Sink};
 
 /// The `config` table of a `redis` sink.
@@ -145,52 +146,52 @@ impl RedisSink {
         })
     }
 
-    /// One round trip's commands for `rows` of the batch: a single `MSET` for plain values
-    /// without expiry (one command instead of a thousand: far less work for Redis, same result),
-    /// else one `SET ... EX` or `HSET` (+ `EXPIRE`) per row.
-    fn pipeline(
+    /// One round trip's commands for `rows` of the batch, added to `trip`: to one server
+    /// without expiry, a single `MSET` for plain values (one command instead of a thousand: far
+    /// less work for Redis, same result); else (and in a cluster, which refuses a command whose
+    /// keys are in different slots) one `SET`, `SET ... EX` or `HSET` (+ `EXPIRE`) per row.
+    fn round_trip(
         &self,
+        mut trip: RoundTrip,
         keys: &Values,
         values: &[(&str, &Column)],
         rows: std::ops::Range<usize>,
         floats: &mut PythonFloats,
-    ) -> anyhow::Result<redis::Pipeline> {
-        let mut pipe = redis::Pipeline::with_capacity(rows.len());
+    ) -> anyhow::Result<RoundTrip> {
         let mut text = String::new();
         let key = |row: usize| keys.text(row).unwrap_or_default();
-        // (A cluster refuses a multi-key command across slots: there, one SET per row.)
-        if let (Some(value), None, false) = (&self.config.value, self.config.ttl_seconds, self.connection.is_cluster())
-        {
+        let null = |row: usize, name: &str| {
+            let message = format!("row {row} of the batch: `{name}` is null; nothing to SET at key {}", key(row));
+            anyhow::Error::from(RowError { row, message })
+        };
+        if let (Some(value), None, RoundTrip::Node(pipe)) = (&self.config.value, self.config.ttl_seconds, &mut trip) {
             let column = values[0].1;
             let mset = pipe.cmd("MSET");
             for row in rows {
                 if column.is_null(row) {
-                    let message =
-                        format!("row {row} of the batch: `{value}` is null; nothing to SET at key {}", key(row));
-                    return Err(RowError { row, message }.into());
+                    return Err(null(row, value));
                 }
                 text.clear();
                 column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                 mset.arg(key(row)).arg(&text);
             }
             mset.ignore();
-            return Ok(pipe);
+            return Ok(trip);
         }
         for row in rows {
             let key = key(row);
             if let Some(value) = &self.config.value {
                 let column = values[0].1;
                 if column.is_null(row) {
-                    let message = format!("row {row} of the batch: `{value}` is null; nothing to SET at key {key}");
-                    return Err(RowError { row, message }.into());
+                    return Err(null(row, value));
                 }
                 text.clear();
                 column.values.write_text(row, TextStyle::Plain, floats, &mut text);
-                match self.config.ttl_seconds {
-                    Some(ttl) => pipe.set_ex(key, &text, ttl).ignore(),
+                trip.add(match self.config.ttl_seconds {
+                    Some(ttl) => Cmd::set_ex(key, &text, ttl),
                     // Sized at once: a command per row is the cluster's hot path.
-                    None => pipe.add_command(set_command(key, &text)).ignore(),
-                };
+                    None => set_command(key, &text),
+                });
             } else {
                 let mut pairs = Vec::with_capacity(values.len());
                 for (field, column) in values {
@@ -201,20 +202,20 @@ impl RedisSink {
                     }
                 }
                 if !pairs.is_empty() {
-                    pipe.hset_multiple(key, &pairs).ignore();
+                    trip.add(Cmd::hset_multiple(key, &pairs));
                 }
                 if let Some(ttl) = self.config.ttl_seconds {
-                    pipe.expire(key, ttl as i64).ignore();
+                    trip.add(Cmd::expire(key, ttl as i64));
                 }
             }
         }
-        Ok(pipe)
+        Ok(trip)
     }
 }
 
 /// `SET key value`, its buffers allocated once.
-fn set_command(key: &str, value: &str) -> redis::Cmd {
-    let mut cmd = redis::Cmd::with_capacity(3, 3 + key.len() + value.len());
+fn set_command(key: &str, value: &str) -> Cmd {
+    let mut cmd = Cmd::with_capacity(3, 3 + key.len() + value.len());
     cmd.arg("SET").arg(key).arg(value);
     cmd
 }
@@ -247,15 +248,14 @@ impl Sink for RedisSink {
         let mut floats = PythonFloats::default();
         // A cluster's round trip goes to every node at once: `pipeline` commands for each.
         let per_trip = self.config.pipeline * self.connection.nodes().await;
-        let pipelines = (0..batch.rows())
-            .step_by(per_trip)
-            .map(|start| {
-                let rows = start..(start + per_trip).min(batch.rows());
-                Ok((rows.len(), self.pipeline(keys, &values, rows, &mut floats)?))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut trips = Vec::new();
+        for start in (0..batch.rows()).step_by(per_trip) {
+            let rows = start..(start + per_trip).min(batch.rows());
+            let trip = self.connection.round_trip(rows.len()).await;
+            trips.push((rows.len(), self.round_trip(trip, keys, &values, rows, &mut floats)?));
+        }
         let deadline = Duration::from_secs(self.config.retry_seconds);
-        for (rows, pipe) in pipelines {
+        for (rows, trip) in trips {
             // Keep at most `in_flight` round trips outstanding; a failure fails this write.
             while self.sending.len() >= self.config.in_flight {
                 self.next_acknowledged().await?;
@@ -264,10 +264,11 @@ impl Sink for RedisSink {
             let acknowledged = self.acknowledged.clone();
             self.sent += rows as u64;
             self.sending.push(tokio::spawn(async move {
-                let pipe = &pipe;
+                // What is left to send, for the next attempt after a failure.
+                let trip = &tokio::sync::Mutex::new(trip);
                 with_retries(deadline, &what, || {
                     let mut connection = connection.clone();
-                    async move { connection.send(pipe).await }
+                    async move { connection.send(&mut *trip.lock().await).await }
                 })
                 .await
                 .map_err(|e| give_up(&what, &e, deadline))?;

@@ -1,8 +1,9 @@
 //! A Redis Cluster as the runner writes to it: every key hashed to its slot (CRC16 of the key,
-//! or of its `{hash tag}`, modulo 16384), the commands of a round trip grouped by the node that
-//! owns their slots, and each node sent its group as one pipeline, all nodes at once. A `MOVED`
-//! reply (the slot has a new owner) refreshes the slot map and sends exactly those commands
-//! again; an `ASK` reply (the slot is moving) sends them to the node named, after `ASKING`.
+//! or of its `{hash tag}`, modulo 16384), the commands of a round trip grouped, as they are
+//! added, by the node that owns their slots (a [`Trip`]), and each node sent its group as one
+//! pipeline, all nodes at once. A `MOVED` reply (the slot has a new owner) refreshes the slot
+//! map and sends exactly those commands again; an `ASK` reply (the slot is moving) sends them to
+//! the node named, after `ASKING`.
 //!
 //! Why not redis-rs's cluster client: its pipelines refuse keys of different slots, and one
 //! command at a time over it loses the pipelining that makes the sink fast; and in this
@@ -10,7 +11,7 @@
 //! command timed out until the run gave up). Routing by hand is a slot table and one pipeline
 //! per node.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, ServerErrorKind, Value};
@@ -37,7 +38,9 @@ pub struct Cluster {
     /// `redis://[user:password@]` (or `rediss://`): what goes before a node's `host:port`.
     prefix: String,
     seeds: Vec<String>,
-    map: RwLock<SlotMap>,
+    /// Replaced whole when the cluster says something new: a round trip keeps the map it was
+    /// grouped by, and notices when it is no longer the current one.
+    map: RwLock<Arc<SlotMap>>,
 }
 
 #[derive(Default)]
@@ -47,6 +50,13 @@ struct SlotMap {
     nodes: Vec<Node>,
 }
 
+impl SlotMap {
+    /// The node that owns the slot of `cmd`'s key; `None` when no node does (a stale map).
+    fn owner(&self, cmd: &Cmd) -> Option<usize> {
+        self.owners.get(slot(key_of(cmd)) as usize).copied().filter(|&owner| owner != usize::MAX)
+    }
+}
+
 #[derive(Clone)]
 struct Node {
     /// `host:port`.
@@ -54,10 +64,98 @@ struct Node {
     connection: ConnectionManager,
 }
 
-/// A command and the slot of its key.
-struct Routed<'a> {
-    slot: u16,
-    cmd: &'a Cmd,
+/// A round trip's single-key commands, grouped by the node that owns each one's key as they
+/// are added (so no command is copied to be grouped), and what is left of them to send: a
+/// failed [`Cluster::send`] keeps the commands no node acknowledged, and sending the trip again
+/// sends only those.
+pub struct Trip {
+    /// The slot map the commands are grouped by.
+    map: Arc<SlotMap>,
+    /// The commands for each node of `map`, by its index.
+    groups: Vec<Pipeline>,
+    /// Commands to route again: their slot had no owner, or its owner answered `MOVED`.
+    strays: Vec<Cmd>,
+    /// Commands an `ASK` sent to the node at `host:port`, where they go after `ASKING`.
+    asked: Vec<(String, Cmd)>,
+}
+
+impl Trip {
+    fn new(map: Arc<SlotMap>, commands: usize) -> Trip {
+        let per_node = commands / map.nodes.len().max(1) + 1;
+        let groups = (0..map.nodes.len()).map(|_| node_pipeline(per_node)).collect();
+        Trip { map, groups, strays: Vec::new(), asked: Vec::new() }
+    }
+
+    /// Adds a single-key command, to the group of the node that owns its key.
+    pub fn add(&mut self, cmd: Cmd) {
+        match self.map.owner(&cmd) {
+            Some(owner) => {
+                self.groups[owner].add_command(cmd);
+            }
+            None => self.strays.push(cmd),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.groups.iter().all(Pipeline::is_empty) && self.strays.is_empty() && self.asked.is_empty()
+    }
+
+    /// Groups the commands by `map` instead: the strays, and every command if the map is new.
+    fn regroup(&mut self, map: Arc<SlotMap>) {
+        let mut commands = std::mem::take(&mut self.strays);
+        if !Arc::ptr_eq(&map, &self.map) {
+            // Only after the cluster changed: the commands are copied out of their pipelines.
+            for group in self.groups.drain(..) {
+                commands.extend(group.cmd_iter().cloned());
+            }
+            let per_node = commands.len() / map.nodes.len().max(1) + 1;
+            self.groups = (0..map.nodes.len()).map(|_| node_pipeline(per_node)).collect();
+            self.map = map;
+        }
+        commands.into_iter().for_each(|cmd| self.add(cmd));
+    }
+
+    /// Takes in the replies of the node at `address` to `pipe`: the commands that failed go
+    /// back into the trip (true if any was `MOVED`), the first error that is not a redirection
+    /// into `failure`.
+    fn settle(
+        &mut self,
+        address: &str,
+        pipe: &Pipeline,
+        replies: Vec<Value>,
+        failure: &mut Option<RedisError>,
+    ) -> bool {
+        let mut moved = false;
+        let cmds = pipe.cmd_iter().filter(|cmd| !is_asking(cmd));
+        for (cmd, reply) in cmds.zip(replies) {
+            let Value::ServerError(e) = reply else { continue };
+            let e = RedisError::from(e);
+            match (e.kind(), e.redirect_node()) {
+                (ErrorKind::Server(ServerErrorKind::Moved), _) => {
+                    moved = true;
+                    self.strays.push(cmd.clone());
+                }
+                (ErrorKind::Server(ServerErrorKind::Ask), Some((to, _))) => {
+                    self.asked.push((to.to_string(), cmd.clone()));
+                }
+                // Kept for the next attempt: a transient error (`TRYAGAIN`, `CLUSTERDOWN`,
+                // `LOADING`) is retried; any other fails the run.
+                _ => {
+                    failure.get_or_insert(at_node(address, e));
+                    self.strays.push(cmd.clone());
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// A pipeline for one node: every command's reply comes back, errors included, so redirections
+/// can be told apart from failures.
+fn node_pipeline(capacity: usize) -> Pipeline {
+    let mut pipe = Pipeline::with_capacity(capacity);
+    pipe.ignore_errors();
+    pipe
 }
 
 impl Cluster {
@@ -136,7 +234,7 @@ impl Cluster {
             let connection = self.node(&address).await.map_err(|e| at_node(&address, e))?;
             nodes.push(Node { address, connection });
         }
-        *self.map.write().await = SlotMap { owners, nodes };
+        *self.map.write().await = Arc::new(SlotMap { owners, nodes });
         Ok(())
     }
 
@@ -145,63 +243,84 @@ impl Cluster {
         self.map.read().await.nodes.len().max(1)
     }
 
-    /// Sends `pipe`'s single-key commands, each to the node that owns its key's slot: one
-    /// pipeline per node, all at once, following redirections. Fails on the first error that is
-    /// not a redirection, naming the node.
-    pub async fn send(&self, pipe: &Pipeline) -> RedisResult<()> {
-        let mut pending: Vec<Routed> = pipe.cmd_iter().map(|cmd| Routed { slot: slot(key_of(cmd)), cmd }).collect();
-        let mut asked: Vec<(String, Routed)> = Vec::new();
+    /// An empty round trip of about `commands` commands, grouped by the current slot map.
+    pub async fn trip(&self, commands: usize) -> Trip {
+        Trip::new(self.map.read().await.clone(), commands)
+    }
+
+    /// Sends what is left of `trip`, each node its group as one pipeline, all at once, and
+    /// follows redirections: `MOVED` refreshes the slot map and sends those commands again to
+    /// their new owner, `ASK` sends them to the node named after `ASKING`. What a node
+    /// acknowledged leaves the trip, so after an error (naming the node) sending it again
+    /// resends only the rest. Fails on the first error that is not a redirection.
+    pub async fn send(&self, trip: &mut Trip) -> RedisResult<()> {
         for _ in 0..=MAX_REDIRECTIONS {
-            if pending.is_empty() && asked.is_empty() {
+            let current = self.map.read().await.clone();
+            if !trip.strays.is_empty() || !Arc::ptr_eq(&current, &trip.map) {
+                // A slot nobody owns means the map is stale: ask the cluster again first.
+                if trip.strays.iter().any(|cmd| current.owner(cmd).is_none()) {
+                    self.refresh().await?;
+                    trip.regroup(self.map.read().await.clone());
+                } else {
+                    trip.regroup(current);
+                }
+            }
+            if trip.is_done() {
                 return Ok(());
             }
-            // Group by owner; a slot nobody owns (the map is stale) asks for a refresh first.
-            let groups = {
-                let map = self.map.read().await;
-                if pending.iter().any(|r| map.owners.get(r.slot as usize).is_none_or(|&o| o == usize::MAX)) {
-                    drop(map);
-                    self.refresh().await?;
-                    continue;
+            let map = trip.map.clone();
+            let groups = std::mem::take(&mut trip.groups);
+            let sends = groups.into_iter().enumerate().map(|(owner, pipe)| {
+                let node = &map.nodes[owner];
+                async move {
+                    let replies = match pipe.is_empty() {
+                        true => Ok(Vec::new()),
+                        false => send_pipeline(node.connection.clone(), &pipe).await,
+                    };
+                    (node.address.clone(), pipe, replies.map_err(|e| at_node(&node.address, e)))
                 }
-                let mut groups: BTreeMap<usize, Vec<Routed>> = BTreeMap::new();
-                for routed in pending.drain(..) {
-                    groups.entry(map.owners[routed.slot as usize]).or_default().push(routed);
-                }
-                groups.into_iter().map(|(owner, cmds)| (map.nodes[owner].clone(), cmds)).collect::<Vec<_>>()
-            };
-            let asking: Vec<(String, Routed)> = std::mem::take(&mut asked);
-            let sends = groups.into_iter().map(|(node, cmds)| async move {
-                let replies =
-                    send_pipeline(node.connection.clone(), &cmds, false).await.map_err(|e| at_node(&node.address, e));
-                (node.address, cmds, replies)
             });
-            let asks = asking.into_iter().map(|(address, routed)| async move {
-                let cmds = vec![routed];
+            let mut asked: Vec<(String, Pipeline)> = Vec::new();
+            for (address, cmd) in std::mem::take(&mut trip.asked) {
+                let at = asked.iter().position(|(a, _)| *a == address).unwrap_or_else(|| {
+                    asked.push((address, node_pipeline(1)));
+                    asked.len() - 1
+                });
+                asked[at].1.cmd("ASKING").ignore().add_command(cmd);
+            }
+            let asks = asked.into_iter().map(|(address, pipe)| async move {
                 let replies = match self.node(&address).await {
-                    Ok(connection) => send_pipeline(connection, &cmds, true).await,
+                    Ok(connection) => send_pipeline(connection, &pipe).await,
                     Err(e) => Err(e),
                 }
                 .map_err(|e| at_node(&address, e));
-                (address, cmds, replies)
+                (address, pipe, replies)
             });
             let (sent, asked_back) = tokio::join!(futures::future::join_all(sends), futures::future::join_all(asks));
-            let mut moved = false;
-            for (address, cmds, replies) in sent.into_iter().chain(asked_back) {
-                let replies = replies?;
-                for (routed, reply) in cmds.into_iter().zip(replies) {
-                    let Err(e) = reply else { continue };
-                    match e.kind() {
-                        ErrorKind::Server(ServerErrorKind::Moved) => {
-                            moved = true;
-                            pending.push(routed);
-                        }
-                        ErrorKind::Server(ServerErrorKind::Ask) => match e.redirect_node() {
-                            Some((to, _)) => asked.push((to.to_string(), routed)),
-                            None => return Err(at_node(&address, e)),
-                        },
-                        _ => return Err(at_node(&address, e)),
+            trip.groups = (0..map.nodes.len()).map(|_| node_pipeline(0)).collect();
+            let (mut moved, mut failure) = (false, None);
+            for (owner, (address, pipe, replies)) in sent.into_iter().enumerate() {
+                match replies {
+                    Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
+                    // Nothing of it was acknowledged: it stays for the next attempt.
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        trip.groups[owner] = pipe;
                     }
                 }
+            }
+            for (address, pipe, replies) in asked_back {
+                match replies {
+                    Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        let cmds = pipe.cmd_iter().filter(|cmd| !is_asking(cmd)).cloned();
+                        trip.asked.extend(cmds.map(|cmd| (address.clone(), cmd)));
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
             if moved {
                 self.refresh().await?;
@@ -217,16 +336,12 @@ impl Cluster {
     /// Runs one single-key command on the node that owns its key, following redirections (`ASK`
     /// to the importing node of a slot being moved): what `runner lookup` and dead letters need.
     pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let key_slot = slot(key_of(cmd));
         for _ in 0..=MAX_REDIRECTIONS {
             let (address, connection) = {
-                let map = self.map.read().await;
-                match map.owners.get(key_slot as usize) {
-                    Some(&owner) if owner != usize::MAX => {
-                        (map.nodes[owner].address.clone(), map.nodes[owner].connection.clone())
-                    }
-                    _ => {
-                        drop(map);
+                let map = self.map.read().await.clone();
+                match map.owner(cmd) {
+                    Some(owner) => (map.nodes[owner].address.clone(), map.nodes[owner].connection.clone()),
+                    None => {
                         self.refresh().await?;
                         continue;
                     }
@@ -264,29 +379,14 @@ fn node_address(host: &str, port: i64, answering: &str) -> Option<String> {
     }
 }
 
-/// One pipeline of commands to one node; `asking` puts `ASKING` before each. One reply per
-/// command: its own error, if it failed.
-async fn send_pipeline(
-    mut connection: ConnectionManager,
-    cmds: &[Routed<'_>],
-    asking: bool,
-) -> RedisResult<Vec<RedisResult<()>>> {
-    let mut pipe = redis::Pipeline::with_capacity(cmds.len() * if asking { 2 } else { 1 });
-    pipe.ignore_errors();
-    for routed in cmds {
-        if asking {
-            pipe.cmd("ASKING").ignore();
-        }
-        pipe.add_command(routed.cmd.clone());
-    }
-    let replies: Vec<Value> = pipe.query_async(&mut connection).await?;
-    Ok(replies
-        .into_iter()
-        .map(|reply| match reply {
-            Value::ServerError(e) => Err(RedisError::from(e)),
-            _ => Ok(()),
-        })
-        .collect())
+/// Sends one node its pipeline: a reply per command that is not ignored, errors included.
+async fn send_pipeline(mut connection: ConnectionManager, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    pipe.query_async(&mut connection).await
+}
+
+/// Whether `cmd` is the `ASKING` put before a command sent where an `ASK` said.
+fn is_asking(cmd: &Cmd) -> bool {
+    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(b"ASKING")))
 }
 
 /// The key of a single-key command: its first argument after the name.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
 
-pub use cluster::{Cluster, slot};
+pub use cluster::{Cluster, Trip, slot};
 
 /// A connection to one server or to a cluster; cheap to clone (clones share it).
 #[derive(Clone)]
@@ -37,12 +37,42 @@ impl Connection {
         }
     }
 
-    /// Sends a round trip of commands: to one server as one pipeline; to a cluster, each
-    /// command to the node that owns its key, one pipeline per node (single-key commands only).
-    pub async fn send(&mut self, pipe: &Pipeline) -> Result<(), RedisError> {
+    /// An empty round trip of about `commands` commands.
+    pub async fn round_trip(&self, commands: usize) -> RoundTrip {
         match self {
-            Connection::Node(connection) => pipe.query_async::<()>(connection).await,
-            Connection::Cluster(cluster) => cluster.send(pipe).await,
+            Connection::Node(_) => RoundTrip::Node(Pipeline::with_capacity(commands)),
+            Connection::Cluster(cluster) => RoundTrip::Cluster(cluster.trip(commands).await),
+        }
+    }
+
+    /// Sends what is left of a round trip: to one server as one pipeline; to a cluster, each
+    /// node the commands for its slots as one pipeline, all at once. After an error, sending
+    /// the trip again resends what was not acknowledged (for one server: all of it).
+    pub async fn send(&mut self, trip: &mut RoundTrip) -> Result<(), RedisError> {
+        match (self, trip) {
+            (Connection::Node(connection), RoundTrip::Node(pipe)) => pipe.query_async::<()>(connection).await,
+            (Connection::Cluster(cluster), RoundTrip::Cluster(trip)) => cluster.send(trip).await,
+            _ => Err(RedisError::from((ErrorKind::Client, "a round trip sent over another kind of connection"))),
+        }
+    }
+}
+
+/// A round trip's commands, as [`Connection::round_trip`] made it.
+pub enum RoundTrip {
+    /// One server: one pipeline, every command's reply ignored (an error fails it).
+    Node(Pipeline),
+    /// A cluster: a pipeline per node, for single-key commands.
+    Cluster(Trip),
+}
+
+impl RoundTrip {
+    /// Adds a command with a single key (so a cluster can route it).
+    pub fn add(&mut self, cmd: Cmd) {
+        match self {
+            RoundTrip::Node(pipe) => {
+                pipe.add_command(cmd).ignore();
+            }
+            RoundTrip::Cluster(trip) => trip.add(cmd),
         }
     }
 }

@@ -428,6 +428,14 @@ impl RedisCluster {
         }
     }
 
+    /// Stops a node (SIGSTOP) or lets it go on (SIGCONT): a node that stops answering for a
+    /// while, its data kept.
+    pub fn pause(&self, node: usize, paused: bool) {
+        let pid = self.children[node].as_ref().expect("the node runs").id().to_string();
+        let status = Command::new("kill").args([if paused { "-STOP" } else { "-CONT" }, &pid]).status().unwrap();
+        assert!(status.success(), "kill -STOP/-CONT {pid}");
+    }
+
     /// Starts a node (again): it rejoins the cluster from its nodes.conf, with no data.
     pub fn restart(&mut self, node: usize) {
         self.kill(node);
