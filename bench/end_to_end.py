@@ -5,16 +5,17 @@ On the same generated rows and the same bucket, every measured write into emptie
   1. makes N Iris-like rows (bench/make_rows.py) and puts them, with the model, in bucket `batch`
      on a local S3-protocol server (s3s-fs);
   2. --runs times, taking turns: `runner run pipelines/iris.toml` (release build; S3 -> predictor
-     -> row keys -> Redis), the same spec with the column types declared (no typing pass), and a
+     -> row keys -> Redis), the same spec with the column types declared (no typing pass), a
      Redis mass insertion (`redis-cli --pipe`) of exactly the SETs the runner made, read back and
-     replayed in the order the runner sends them (from a run with a CSV sink). A thread polls
-     DBSIZE to split each run into start-up (to the first write), writing, and the tail; CPU
-     seconds of the runner and of redis-server are counted;
+     replayed in the order the runner sends them (from a run with a CSV sink), and
+     `redis-benchmark -P 64 -t set`. A thread polls DBSIZE to split each run into start-up (to
+     the first write), writing, and the tail; CPU seconds of the runner and of redis-server are
+     counted;
   3. with --cluster, the same into a three-node Redis Cluster (the mass insertion sends each
-     node its own keys), then `redis-benchmark --cluster -P 64 -t set`, and SETs sent by
-     redis-rs's cluster client against the sink's routing (runner/examples/cluster_clients.rs);
-  4. the runner without the score step, the original flow (seed_flow.py) and
-     `redis-benchmark -P 64 -t set`, each into an emptied server;
+     node its own keys; `redis-benchmark --cluster`), then SETs sent by redis-rs's cluster
+     client against the sink's routing (runner/examples/cluster_clients.rs);
+  4. the runner without the score step and the original flow (seed_flow.py), each into an
+     emptied server;
   5. unless --skip-scoring: scores the rows with the predictor in WASM and natively (calls
      alone), and with onnxruntime, and times `runner run pipelines/iris-local.toml` (150 rows)
      with an empty and a warm cache;
@@ -22,7 +23,7 @@ then prints the tables: rows/s and peak RSS of each, the runner against the mass
 by run (with the phases), and the ratios.
 
 Usage (from the repository root):
-  python3 bench/end_to_end.py [--rows 1000000] [--runs 3] [--cluster] [--skip-scoring]
+  python3 bench/end_to_end.py [--rows 1000000] [--runs 3] [--cluster] [--pin] [--skip-scoring]
                               [--seed-flow ../shared/reference/seed_flow.py] [--skip-seed-flow]
                               [--score-rows 1000000]
 
@@ -108,9 +109,15 @@ def redis_cli(port: int, *args: str) -> str:
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True).stdout
 
 
+# With --pin: the CPU every redis-server runs on (the last), the rest of the machine running
+# everything else (this script sets its own affinity, which its children inherit).
+REDIS_CPU = None
+
+
 def start_redis(port: int, *extra: str) -> subprocess.Popen:
+    pinned = ["taskset", "-c", str(REDIS_CPU)] if REDIS_CPU is not None else []
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
+        [*pinned, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, "redis-server")
     return server
@@ -228,9 +235,11 @@ def written_order(env, iris_spec: str, work: str) -> list:
 
 
 def measured_runs(a, env, ports, url, work, label, order, declared=None):
-    """Runs the runner and the mass insertion of the same SETs (in `order`) in turns, each into
-    emptied servers, `--runs` times (and the runner on `declared`, a spec with the column types
-    given, if any); returns the per-run figures and the last run's step report."""
+    """Runs the runner, the mass insertion of the same SETs (in `order`) and redis-benchmark in
+    turns, each into emptied servers, `--runs` times (and the runner on `declared`, a spec with
+    the column types given, if any): taking turns, each ratio compares writes made within seconds
+    of each other, whatever the machine's speed does meanwhile. Returns the per-run figures and
+    the last run's step report."""
     runs, files, keys, report = [], None, None, None
     for i in range(a.runs):
         declared_seconds = None
@@ -269,14 +278,15 @@ def measured_runs(a, env, ports, url, work, label, order, declared=None):
         pipe_redis_cpu = sum(process_cpu(pid) for pid in pids) - sum(before)
         flush(ports)
         scan_seconds = mass_insertion(scan_files)
+        benchmark = redis_benchmark(a, ports, cluster=len(ports) > 1)
         first = watch.first or 0.0
         last = watch.last or seconds
         runs.append(dict(seconds=seconds, rss=rss, runner_cpu=cpu_of(err), redis_cpu=redis_cpu, first=first,
                          writing=last - first, tail=max(0.0, seconds - last), pipe=pipe_seconds, pipe_redis_cpu=pipe_redis_cpu,
-                         scan=scan_seconds, keys=keys, declared=declared_seconds))
-        r = runs[-1]
+                         scan=scan_seconds, keys=keys, declared=declared_seconds, benchmark=benchmark))
         print(f"  {label} run {i + 1}: runner {a.rows / seconds:,.0f} rows/s, mass insertion {keys / pipe_seconds:,.0f}"
-              f" SETs/s, ratio {(a.rows / seconds) / (keys / pipe_seconds):.2f}", flush=True)
+              f" SETs/s, ratio {(a.rows / seconds) / (keys / pipe_seconds):.2f}; redis-benchmark"
+              f" {benchmark['rate']:,.0f} SETs/s, ratio {(a.rows / seconds) / benchmark['rate']:.2f}", flush=True)
     return runs, report
 
 
@@ -322,7 +332,18 @@ def redis_benchmark(a, ports: list, cluster: bool) -> dict:
     return dict(rate=float(re.findall(r"SET: ([\d.]+) requests per second", done.stdout)[-1]), cpu=cpu, keys=keys)
 
 
-def print_runs_table(a, label, runs, benchmark, benchmark_name):
+def cpu_floor(runner_cpu: float, redis_cpu: float) -> float:
+    """The shortest a run could take on this machine with every core busy (see CPU_FLOOR)."""
+    if REDIS_CPU is not None:
+        return max(runner_cpu / REDIS_CPU, redis_cpu)
+    return (runner_cpu + redis_cpu) / os.cpu_count()
+
+
+CPU_FLOOR = ("(CPU runner + CPU redis) / cores, CPU redis being the less of the runner's writes' and the mass"
+             " insertion's (with --pin: the longer of CPU redis on its core and CPU runner on the others)")
+
+
+def print_runs_table(a, label, runs, benchmark_name):
     keys = runs[0]["keys"]
     print(f"\n{label}: the runner against Redis mass insertion (redis-cli --pipe) of the same {keys:,} SETs"
           f" in the runner's order, each into emptied servers ({a.rows - keys:,} rows share a key with another)")
@@ -342,18 +363,19 @@ def print_runs_table(a, label, runs, benchmark, benchmark_name):
           + ", ".join(f"{r['scan'] / r['pipe']:.2f}" for r in runs))
     ratios = [(a.rows / r["seconds"]) / (keys / r["pipe"]) for r in runs]
     runner = statistics.median(a.rows / r["seconds"] for r in runs)
-    rate = benchmark["rate"]
-    print(f"  ratio runner / mass insertion: {min(ratios):.2f}-{max(ratios):.2f};"
-          f" runner / {benchmark_name} ({rate:,.0f} SET/s, emptied servers): {runner / rate:.2f}")
-    print(f"  {benchmark_name}: {a.rows:,} SETs of short random keys, {benchmark['keys']:,} of them new keys,"
-          f" {benchmark['cpu']:.2f} CPU-s of redis-server, against {runs[0]['keys']:,} new keys and"
-          f" {statistics.median(r['pipe_redis_cpu'] for r in runs):.2f} CPU-s for the mass insertion of the runner's SETs")
-    # Both cores busy the whole run is the best the machine can do: the runner's CPU plus what
-    # Redis spends on the same writes (as the mass insertion costs it), shared by the cores.
-    floors = [(r["runner_cpu"] + r["pipe_redis_cpu"]) / os.cpu_count() for r in runs]
-    print(f"  CPU floor on {os.cpu_count()} cores, (CPU runner + CPU redis --pipe) / cores:"
-          f" {min(floors):.2f}-{max(floors):.2f} s, so at most {a.rows / max(floors):,.0f}-{a.rows / min(floors):,.0f}"
-          f" rows/s, {a.rows / max(floors) / rate:.2f}-{a.rows / min(floors) / rate:.2f} of {benchmark_name}")
+    print(f"  ratio runner / mass insertion: {min(ratios):.2f}-{max(ratios):.2f}")
+    print(f"\n  {benchmark_name} in the same turns ({a.rows:,} SETs of short random keys, each run into emptied servers)")
+    print(f"  {'run':<4} {'SETs/s':>10} {'new keys':>10} {'CPU redis':>10} {'runner / it':>12} {'CPU floor':>10} {'at most':>8}")
+    for i, r in enumerate(runs):
+        b = r["benchmark"]
+        # Every core busy for the whole run is the best the machine can do: the runner's CPU
+        # plus the least Redis was seen to spend on the same writes.
+        floor = cpu_floor(r["runner_cpu"], min(r["redis_cpu"], r["pipe_redis_cpu"]))
+        print(f"  {i + 1:<4} {b['rate']:>10,.0f} {b['keys']:>10,} {b['cpu']:>8.2f} s {a.rows / r['seconds'] / b['rate']:>12.2f}"
+              f" {floor:>8.2f} s {a.rows / floor / b['rate']:>8.2f}")
+    print(f"  (against {keys:,} new keys and {statistics.median(r['pipe_redis_cpu'] for r in runs):.2f} CPU-s of"
+          f" redis-server for the mass insertion of the runner's SETs; CPU floor: {CPU_FLOOR}, the shortest the run"
+          f" could take with every core busy; at most: the runner's rate at that floor / {benchmark_name})")
     print("  (CPU redis: redis-server's CPU seconds for the runner's writes, --pipe: for the mass insertion's)")
     print("  (to 1st write: start-up, S3 read and scoring before the first key lands; writing: first key to last;"
           " after: the last key to exit)")
@@ -368,7 +390,16 @@ def main():
     p.add_argument("--skip-seed-flow", action="store_true", help="do not run the original flow")
     p.add_argument("--skip-scoring", action="store_true", help="do not measure scoring alone and start-up")
     p.add_argument("--score-rows", type=int, default=1_000_000, help="rows for the scoring-alone measurements")
+    p.add_argument("--pin", action="store_true",
+                   help="redis-server (every node) on the last core, everything else (runner, redis-cli, redis-benchmark,"
+                        " the S3 server) on the others, as when Redis has a machine of its own")
     a = p.parse_args()
+    if a.pin:
+        global REDIS_CPU
+        if os.cpu_count() < 2:
+            sys.exit("--pin needs at least 2 cores")
+        REDIS_CPU = os.cpu_count() - 1
+        os.sched_setaffinity(0, set(range(REDIS_CPU)))
 
     build()
     s3s = s3s_fs()
@@ -417,7 +448,6 @@ def main():
             ports = start_cluster(work, servers)
             cluster_url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
             cluster_runs, _ = measured_runs(a, env, ports, cluster_url, work, "cluster", order)
-            cluster_benchmark = redis_benchmark(a, ports, cluster=True)
             # How the sink's routing compares with redis-rs's own cluster client (see the example).
             subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "runner", "--example", "cluster_clients"],
                            cwd=ROOT, check=True)
@@ -442,15 +472,16 @@ def main():
                                            "--redis", f"{redis_url}/0"], seed_env)
             results["original flow (seed_flow.py)"] = (a.rows / seconds, rss, seconds)
 
-        benchmark = redis_benchmark(a, [redis_port], cluster=False)
-        rate = benchmark["rate"]
+        rate = statistics.median(r["benchmark"]["rate"] for r in runs)
         results["redis-benchmark -P 64 -t set"] = (rate, None, a.rows / rate)
         keys = runs[0]["keys"]
         pipe_rate = statistics.median(keys / r["pipe"] for r in runs)
         results["redis-cli --pipe, the same SETs"] = (pipe_rate, None, keys / pipe_rate)
 
         runner_rate = results["runner"][0]
-        print(f"\nEnd to end, {a.rows} rows (S3 -> score -> key -> Redis), {os.cpu_count()} cores; medians of {a.runs} runs")
+        pinning = f"; redis-server on core {REDIS_CPU}, the rest on the others" if a.pin else ""
+        print(f"\nEnd to end, {a.rows} rows (S3 -> score -> key -> Redis), {os.cpu_count()} cores{pinning};"
+              f" medians of {a.runs} runs")
         print(f"{'what':<34} {'rows/s':>10} {'seconds':>9} {'peak RSS':>10}")
         for name, (rate_, rss, seconds) in results.items():
             shown = f"{rss:.0f} MB" if rss is not None else "-"
@@ -459,11 +490,11 @@ def main():
         if "original flow (seed_flow.py)" in results:
             print(f"  runner / original flow:      {runner_rate / results['original flow (seed_flow.py)'][0]:.1f}x")
         print(f"  runner / redis-benchmark:    {runner_rate / rate:.2f}")
-        print_runs_table(a, "One node", runs, benchmark, "redis-benchmark -P 64")
+        print_runs_table(a, "One node", runs, "redis-benchmark -P 64")
         print(f"  the S3 server (s3s-fs) serves the object in {s3_serves * 1e3:.0f} ms (HEAD + GET, median of 3);"
               " the runner reads all of it to type the columns as pandas does before the first row goes out")
         if cluster_runs:
-            print_runs_table(a, "Three-node cluster", cluster_runs, cluster_benchmark, "redis-benchmark --cluster -P 64")
+            print_runs_table(a, "Three-node cluster", cluster_runs, "redis-benchmark --cluster -P 64")
             one, three = statistics.median(a.rows / r["seconds"] for r in runs), statistics.median(a.rows / r["seconds"] for r in cluster_runs)
             print(f"  runner into the cluster / into one node: {three / one:.2f}")
             print("\nThe same kind of SETs into the cluster by client (runner/examples/cluster_clients.rs)")

@@ -28,9 +28,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from end_to_end import free_port, wait_port  # noqa: E402
+from end_to_end import free_port, put_object, wait_port  # noqa: E402
 
-ACCESS, SECRET = "bench-access", "bench-secret-key"
+from end_to_end import ACCESS, SECRET  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,15 +55,16 @@ def main():
     servers = []
     try:
         root = os.path.join(work, "s3")
-        os.makedirs(os.path.join(root, "batch", "data"))
-        os.makedirs(os.path.join(root, "batch", "artifact"))
-        data = os.path.join(root, "batch", "data", "rows.csv")
+        os.makedirs(os.path.join(root, "batch"))
+        data = os.path.join(work, "rows.csv")
         with open(data, "w") as out:
             subprocess.run([sys.executable, "bench/make_rows.py", "models/iris/iris.csv", str(a.rows), "--seed", "0"], cwd=ROOT, stdout=out, check=True)
-        shutil.copy(os.path.join(ROOT, "models", "iris", "model.json"), os.path.join(root, "batch", "artifact", "model.json"))
         s3 = subprocess.Popen([os.path.join(ROOT, "target", "debug", "examples", "s3_server"), root, ACCESS, SECRET], stdout=subprocess.PIPE, text=True)
         servers.append(s3)
         endpoint = s3.stdout.readline().strip().removeprefix("listening on ")
+        # Uploaded, so the server keeps each object's ETag as MinIO does (see end_to_end.py).
+        put_object(endpoint, "data/rows.csv", data)
+        put_object(endpoint, "artifact/model.json", os.path.join(ROOT, "models", "iris", "model.json"))
         redis_port = free_port()
         redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -115,6 +115,19 @@ impl Trip {
         commands.into_iter().for_each(|cmd| self.add(cmd));
     }
 
+    /// The commands an `ASK` redirected, as one pipeline per node, `ASKING` before each.
+    fn take_asked(&mut self) -> Vec<(String, Pipeline)> {
+        let mut asked: Vec<(String, Pipeline)> = Vec::new();
+        for (address, cmd) in std::mem::take(&mut self.asked) {
+            let at = asked.iter().position(|(a, _)| *a == address).unwrap_or_else(|| {
+                asked.push((address, node_pipeline(1)));
+                asked.len() - 1
+            });
+            asked[at].1.cmd("ASKING").ignore().add_command(cmd);
+        }
+        asked
+    }
+
     /// Takes in the replies of the node at `address` to `pipe`: the commands that failed go
     /// back into the trip (true if any was `MOVED`), the first error that is not a redirection
     /// into `failure`.
@@ -280,15 +293,7 @@ impl Cluster {
                     (node.address.clone(), pipe, replies.map_err(|e| at_node(&node.address, e)))
                 }
             });
-            let mut asked: Vec<(String, Pipeline)> = Vec::new();
-            for (address, cmd) in std::mem::take(&mut trip.asked) {
-                let at = asked.iter().position(|(a, _)| *a == address).unwrap_or_else(|| {
-                    asked.push((address, node_pipeline(1)));
-                    asked.len() - 1
-                });
-                asked[at].1.cmd("ASKING").ignore().add_command(cmd);
-            }
-            let asks = asked.into_iter().map(|(address, pipe)| async move {
+            let asks = trip.take_asked().into_iter().map(|(address, pipe)| async move {
                 let replies = match self.node(&address).await {
                     Ok(connection) => send_pipeline(connection, &pipe).await,
                     Err(e) => Err(e),
@@ -302,7 +307,7 @@ impl Cluster {
             for (owner, (address, pipe, replies)) in sent.into_iter().enumerate() {
                 match replies {
                     Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
-                    // Nothing of it was acknowledged: it stays for the next attempt.
+                    // None of it was acknowledged: it stays for the next attempt.
                     Err(e) => {
                         failure.get_or_insert(e);
                         trip.groups[owner] = pipe;
