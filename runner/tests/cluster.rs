@@ -85,12 +85,7 @@ fn the_iris_pipeline_writes_the_same_into_a_cluster() {
 #[test]
 fn keys_of_slots_being_moved_are_asked_for_on_the_importing_node() {
     let Some(cluster) = RedisCluster::start() else { return };
-    let Some(single) = RedisServer::start() else { return };
-    let dir = temp();
-    let s3 = bucket(dir.path(), 0);
-    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let reference = single.contents();
+    let Some((_dir, s3, reference)) = reference_run(0) else { return };
 
     let ids = cluster.node_ids();
     let setslot = |node: usize, slot: u16, how: &str, id: &str| {
@@ -151,12 +146,7 @@ fn a_password_protected_cluster_takes_the_password_from_the_url() {
 #[test]
 fn slots_moved_during_a_run_lose_nothing() {
     let Some(cluster) = RedisCluster::start() else { return };
-    let Some(single) = RedisServer::start() else { return };
-    let dir = temp();
-    let s3 = bucket(dir.path(), 200_000);
-    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let reference = single.contents();
+    let Some((_dir, s3, reference)) = reference_run(200_000) else { return };
     assert_eq!(reference.len(), 200_000);
 
     let mut child = job(&s3, &cluster.url(), &iris_spec()).stderr(Stdio::piped()).spawn().unwrap();
@@ -178,24 +168,38 @@ fn slots_moved_during_a_run_lose_nothing() {
     assert!(contents == reference, "the cluster's contents differ from one server's");
 }
 
+/// Every key of a server or cluster and its value, sorted.
+type Contents = Vec<(String, String)>;
+
+/// A bucket of `rows` Iris-like rows, and what the flagship pipeline writes of them into one
+/// server: the contents a cluster must end up with. `None` (skipped) without redis-server.
+fn reference_run(rows: usize) -> Option<(tempfile::TempDir, S3Server, Contents)> {
+    let single = RedisServer::start()?;
+    let dir = temp();
+    let s3 = bucket(dir.path(), rows);
+    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    Some((dir, s3, single.contents()))
+}
+
+/// The flagship spec, written into `dir`, with the Redis sink retrying for `seconds`.
+fn retrying_spec(dir: &Path, seconds: u64) -> PathBuf {
+    let spec = dir.join(format!("retrying-{seconds}.toml"));
+    let text = std::fs::read_to_string(iris_spec())
+        .unwrap()
+        .replace("value = \"label\" }", &format!("value = \"label\", retry_seconds = {seconds} }}"))
+        .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
+    std::fs::write(&spec, text).unwrap();
+    spec
+}
+
 /// A node killed mid-run: the run fails once `retry_seconds` have passed, saying it could not
 /// write; with the node back, a rerun completes the contents (the writes are idempotent).
 #[test]
 fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
     let Some(mut cluster) = RedisCluster::start() else { return };
-    let Some(single) = RedisServer::start() else { return };
-    let dir = temp();
-    let s3 = bucket(dir.path(), 100_000);
-    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let reference = single.contents();
-
-    let spec = dir.path().join("short-retries.toml");
-    let text = std::fs::read_to_string(iris_spec())
-        .unwrap()
-        .replace("value = \"label\" }", "value = \"label\", retry_seconds = 3 }")
-        .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
-    std::fs::write(&spec, text).unwrap();
+    let Some((dir, s3, reference)) = reference_run(100_000) else { return };
+    let spec = retrying_spec(dir.path(), 3);
     let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_keys(&cluster, 2_000);
     cluster.kill(2);
@@ -224,19 +228,8 @@ fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
 #[test]
 fn a_node_away_within_retry_seconds_loses_nothing() {
     let Some(cluster) = RedisCluster::start() else { return };
-    let Some(single) = RedisServer::start() else { return };
-    let dir = temp();
-    let s3 = bucket(dir.path(), 100_000);
-    let output = job(&s3, &single.url(), &iris_spec()).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let reference = single.contents();
-
-    let spec = dir.path().join("long-retries.toml");
-    let text = std::fs::read_to_string(iris_spec())
-        .unwrap()
-        .replace("value = \"label\" }", "value = \"label\", retry_seconds = 60 }")
-        .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
-    std::fs::write(&spec, text).unwrap();
+    let Some((dir, s3, reference)) = reference_run(100_000) else { return };
+    let spec = retrying_spec(dir.path(), 60);
     let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_keys(&cluster, 2_000);
     cluster.pause(2, true);
