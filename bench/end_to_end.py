@@ -335,7 +335,8 @@ def redis_benchmark(a, ports: list, cluster: bool) -> dict:
 def cpu_floor(runner_cpu: float, redis_cpu: float) -> float:
     """The shortest a run could take on this machine with every core busy (see CPU_FLOOR)."""
     if REDIS_CPU is not None:
-        return max(runner_cpu / REDIS_CPU, redis_cpu)
+        other_cores = REDIS_CPU  # the cores before the last
+        return max(runner_cpu / other_cores, redis_cpu)
     return (runner_cpu + redis_cpu) / os.cpu_count()
 
 

@@ -13,8 +13,8 @@ the whole input to type them.
 Usage (from the repository root; builds the release runner):
   python3 bench/shards.py [--rows 4000000] [--runner target/release/runner]
 
-Needs: redis-server; the release runner and the plugins (built by this script); the s3_server
-example (built by this script). On 2 cores, shards compete with redis-server for the same
+Needs: redis-server; Python with boto3 (the object is uploaded); the release runner and the
+plugins (built by this script); the s3_server example (built by this script). On 2 cores, shards compete with redis-server for the same
 cores: the scaling shown is this machine's, not the design's.
 """
 import argparse
@@ -28,9 +28,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from end_to_end import free_port, put_object, wait_port  # noqa: E402
+from end_to_end import ACCESS, SECRET, free_port, put_object, wait_port  # noqa: E402
 
-from end_to_end import ACCESS, SECRET  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -150,7 +150,7 @@ impl RedisSink {
     /// without expiry, a single `MSET` for plain values (one command instead of a thousand: far
     /// less work for Redis, same result); else (and in a cluster, which refuses a command whose
     /// keys are in different slots) one `SET`, `SET ... EX` or `HSET` (+ `EXPIRE`) per row.
-    fn round_trip(
+    fn add_rows(
         &self,
         mut trip: RoundTrip,
         keys: &Values,
@@ -252,7 +252,7 @@ impl Sink for RedisSink {
         for start in (0..batch.rows()).step_by(per_trip) {
             let rows = start..(start + per_trip).min(batch.rows());
             let trip = self.connection.round_trip(rows.len()).await;
-            trips.push((rows.len(), self.round_trip(trip, keys, &values, rows, &mut floats)?));
+            trips.push((rows.len(), self.add_rows(trip, keys, &values, rows, &mut floats)?));
         }
         let deadline = Duration::from_secs(self.config.retry_seconds);
         for (rows, trip) in trips {

@@ -77,13 +77,16 @@ pub struct Trip {
     strays: Vec<Cmd>,
     /// Commands an `ASK` sent to the node at `host:port`, where they go after `ASKING`.
     asked: Vec<(String, Cmd)>,
+    /// The last attempt failed: the next one asks the cluster for its slot map first, so a
+    /// replica promoted in place of a dead node gets its commands.
+    failed: bool,
 }
 
 impl Trip {
     fn new(map: Arc<SlotMap>, commands: usize) -> Trip {
         let per_node = commands / map.nodes.len().max(1) + 1;
         let groups = (0..map.nodes.len()).map(|_| node_pipeline(per_node)).collect();
-        Trip { map, groups, strays: Vec::new(), asked: Vec::new() }
+        Trip { map, groups, strays: Vec::new(), asked: Vec::new(), failed: false }
     }
 
     /// Adds a single-key command, to the group of the node that owns its key.
@@ -154,7 +157,7 @@ impl Trip {
                 // Kept for the next attempt: a transient error (`TRYAGAIN`, `CLUSTERDOWN`,
                 // `LOADING`) is retried; any other fails the run.
                 _ => {
-                    failure.get_or_insert(at_node(address, e));
+                    keep_worst(failure, at_node(address, e));
                     self.strays.push(cmd.clone());
                 }
             }
@@ -256,7 +259,8 @@ impl Cluster {
         self.map.read().await.nodes.len().max(1)
     }
 
-    /// An empty round trip of about `commands` commands, grouped by the current slot map.
+    /// An empty round trip, with room for about `commands` commands, grouped by the current
+    /// slot map.
     pub async fn trip(&self, commands: usize) -> Trip {
         Trip::new(self.map.read().await.clone(), commands)
     }
@@ -265,8 +269,13 @@ impl Cluster {
     /// follows redirections: `MOVED` refreshes the slot map and sends those commands again to
     /// their new owner, `ASK` sends them to the node named after `ASKING`. What a node
     /// acknowledged leaves the trip, so after an error (naming the node) sending it again
-    /// resends only the rest. Fails on the first error that is not a redirection.
+    /// resends only the rest, after asking the cluster for its slot map. Once every node's
+    /// replies are in, fails with the worst error that is not a redirection.
     pub async fn send(&self, trip: &mut Trip) -> RedisResult<()> {
+        if std::mem::take(&mut trip.failed) {
+            // At worst the old map stays: sending to a node that is down fails again.
+            let _ = self.refresh().await;
+        }
         for _ in 0..=MAX_REDIRECTIONS {
             let current = self.map.read().await.clone();
             if !trip.strays.is_empty() || !Arc::ptr_eq(&current, &trip.map) {
@@ -309,7 +318,7 @@ impl Cluster {
                     Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
                     // None of it was acknowledged: it stays for the next attempt.
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        keep_worst(&mut failure, e);
                         trip.groups[owner] = pipe;
                     }
                 }
@@ -318,21 +327,24 @@ impl Cluster {
                 match replies {
                     Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        keep_worst(&mut failure, e);
                         let cmds = pipe.cmd_iter().filter(|cmd| !is_asking(cmd)).cloned();
                         trip.asked.extend(cmds.map(|cmd| (address.clone(), cmd)));
                     }
                 }
             }
             if let Some(e) = failure {
+                trip.failed = true;
                 return Err(e);
             }
             if moved {
                 self.refresh().await?;
             }
         }
+        // Retried like a node that is down: the cluster may still be agreeing on its slots.
+        trip.failed = true;
         Err(RedisError::from((
-            ErrorKind::Client,
+            ErrorKind::ClusterConnectionNotFound,
             "too many redirections",
             format!("still redirected after {MAX_REDIRECTIONS}"),
         )))
@@ -402,8 +414,16 @@ fn key_of(cmd: &Cmd) -> &[u8] {
     }
 }
 
+/// Keeps in `failure` the error that should end the attempt: the first one, unless a later one
+/// is not transient where it was (a refused command outranks a node that is down for now).
+fn keep_worst(failure: &mut Option<RedisError>, e: RedisError) {
+    if failure.as_ref().is_none_or(|kept| super::transient(kept) && !super::transient(&e)) {
+        *failure = Some(e);
+    }
+}
+
 /// An error that names the node it came from; as transient as the error it wraps (a transient
-/// one keeps being retried, and makes the next attempt start from the seeds again).
+/// one keeps being retried, the next attempt asking the cluster for its slot map first).
 fn at_node(address: &str, e: RedisError) -> RedisError {
     if e.detail().is_some_and(|d| d.starts_with("node ")) {
         return e;
@@ -419,7 +439,47 @@ async fn connect_node(prefix: &str, address: &str) -> RedisResult<ConnectionMana
 
 #[cfg(test)]
 mod tests {
-    use super::{node_address, slot};
+    use super::*;
+
+    /// A node's replies to its pipeline: what it wrote leaves the trip, what it refused stays
+    /// (to be sent again), what it redirected goes where it said.
+    #[test]
+    fn replies_leave_in_the_trip_what_was_not_written() {
+        let reply = |text: &str| redis::parse_redis_value(text.as_bytes()).unwrap();
+        let keys = |cmds: &[Cmd]| cmds.iter().map(|cmd| key_of(cmd).to_vec()).collect::<Vec<_>>();
+        let mut trip = Trip::new(Arc::default(), 4);
+        let mut pipe = node_pipeline(4);
+        for key in ["a", "b", "c", "d"] {
+            pipe.add_command(Cmd::set(key, "v"));
+        }
+        let replies = vec![
+            reply("+OK\r\n"),
+            reply("-MOVED 3999 10.0.0.2:7001\r\n"),
+            reply("-ASK 3999 10.0.0.3:7002\r\n"),
+            reply("-CLUSTERDOWN The cluster is down\r\n"),
+        ];
+        let mut failure = None;
+        assert!(trip.settle("10.0.0.1:7000", &pipe, replies, &mut failure), "a MOVED reply");
+        assert_eq!(keys(&trip.strays), [b"b".to_vec(), b"d".to_vec()]);
+        let failure = failure.expect("CLUSTERDOWN fails the attempt");
+        assert!(super::super::transient(&failure), "and is retried: {failure}");
+        assert!(super::super::describe(&failure).starts_with("node 10.0.0.1:7000: "), "{failure}");
+
+        // The ASK-ed command goes to the node named, after an ASKING that has no reply of its own.
+        let mut asked = trip.take_asked();
+        assert_eq!(asked.len(), 1);
+        let (address, pipe) = asked.remove(0);
+        assert_eq!(address, "10.0.0.3:7002");
+        assert_eq!(pipe.cmd_iter().map(is_asking).collect::<Vec<_>>(), [true, false]);
+        let mut failure = None;
+        assert!(!trip.settle(&address, &pipe, vec![reply("-WRONGTYPE Operation against a key\r\n")], &mut failure));
+        assert_eq!(keys(&trip.strays), [b"b".to_vec(), b"d".to_vec(), b"c".to_vec()]);
+
+        // A refused command outranks a node that is down for now: the run ends with its error.
+        let mut worst = Some(at_node("10.0.0.1:7000", RedisError::from(std::io::Error::other("refused"))));
+        keep_worst(&mut worst, failure.expect("WRONGTYPE fails the attempt"));
+        assert!(worst.is_some_and(|e| !super::super::transient(&e) && e.to_string().contains("WRONGTYPE")));
+    }
 
     #[test]
     fn node_addresses_follow_cluster_slots_conventions() {

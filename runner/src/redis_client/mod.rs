@@ -25,10 +25,6 @@ pub enum Connection {
 }
 
 impl Connection {
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Connection::Cluster(_))
-    }
-
     /// How many servers a round trip is spread over: one, or the cluster's nodes that own slots.
     pub async fn nodes(&self) -> usize {
         match self {
@@ -37,7 +33,7 @@ impl Connection {
         }
     }
 
-    /// An empty round trip of about `commands` commands.
+    /// An empty round trip, with room for about `commands` commands.
     pub async fn round_trip(&self, commands: usize) -> RoundTrip {
         match self {
             Connection::Node(_) => RoundTrip::Node(Pipeline::with_capacity(commands)),
