@@ -248,6 +248,30 @@ fn a_node_away_within_retry_seconds_loses_nothing() {
     assert!(cluster.contents() == reference, "the cluster lost rows while a node was away");
 }
 
+/// A master killed mid-run, with a replica to take over: the run follows the failover (after a
+/// failure it asks the cluster for its slot map again) and completes. A rerun then leaves
+/// exactly one server's contents: replication is asynchronous, so the dead master's last
+/// acknowledged writes may not have reached its replica, which no client can know.
+#[test]
+fn a_run_follows_a_failover_to_the_promoted_replica() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas() else { return };
+    let Some((dir, s3, reference)) = reference_run(100_000) else { return };
+    let spec = retrying_spec(dir.path(), 30);
+    let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_keys(&cluster, 2_000);
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "three masters");
+    cluster.kill(masters[1]);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the run did not follow the failover: {}", stderr(&output));
+    assert_eq!(cluster.masters().len(), 3, "a replica took the dead master's place");
+
+    cluster.wait_ok();
+    let output = job(&s3, &cluster.url(), &spec).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(cluster.contents() == reference, "the rerun did not complete the contents");
+}
+
 /// The runner's slot of a key is the cluster's (`CLUSTER KEYSLOT`), hash tags included.
 #[test]
 fn keys_hash_to_the_slots_the_cluster_uses() {

@@ -330,8 +330,9 @@ impl Drop for S3Server {
     }
 }
 
-/// A Redis Cluster of three `redis-server --cluster-enabled yes` nodes on free loopback ports
-/// (each with its bus port, +10000), joined by `redis-cli --cluster create`, no replicas.
+/// A Redis Cluster of three masters, `redis-server --cluster-enabled yes` on free loopback ports
+/// (each with its bus port, +10000), joined by `redis-cli --cluster create`; no replicas, or one
+/// per master.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     children: Vec<Option<Child>>,
@@ -343,20 +344,25 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts a cluster, or returns `None` (test skipped) when redis-server is not installed.
     pub fn start() -> Option<RedisCluster> {
-        Self::start_with(None)
+        Self::start_with(None, 0)
     }
 
     /// A cluster whose nodes ask for `password`.
     pub fn start_with_password(password: &str) -> Option<RedisCluster> {
-        Self::start_with(Some(password.to_string()))
+        Self::start_with(Some(password.to_string()), 0)
     }
 
-    fn start_with(password: Option<String>) -> Option<RedisCluster> {
+    /// Three masters, each with a replica (six nodes), to fail over to.
+    pub fn start_with_replicas() -> Option<RedisCluster> {
+        Self::start_with(None, 1)
+    }
+
+    fn start_with(password: Option<String>, replicas: usize) -> Option<RedisCluster> {
         if !available("redis-server") || !available("redis-cli") {
             return None;
         }
         let mut ports = Vec::new();
-        while ports.len() < 3 {
+        while ports.len() < 3 * (1 + replicas) {
             // A node also listens on port + 10000 (the cluster bus): both must be free.
             let port = free_port();
             if port < 55_000 && !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
@@ -364,8 +370,9 @@ impl RedisCluster {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let mut cluster = RedisCluster { ports, children: vec![None, None, None], dir, password };
-        for node in 0..3 {
+        let children = ports.iter().map(|_| None).collect();
+        let mut cluster = RedisCluster { ports, children, dir, password };
+        for node in 0..cluster.ports.len() {
             cluster.restart(node);
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -373,13 +380,21 @@ impl RedisCluster {
             .cli(cluster.ports[0])
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("run redis-cli --cluster create");
         assert!(status.success(), "redis-cli --cluster create failed");
         cluster.wait_ok();
+        if replicas > 0 {
+            // A replica that never finished its first sync is refused a failover.
+            cluster.wait_for(|mut node| {
+                let info =
+                    String::from_utf8_lossy(&node.args(["info", "replication"]).output().unwrap().stdout).into_owned();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+        }
         Some(cluster)
     }
 
@@ -393,18 +408,19 @@ impl RedisCluster {
         command
     }
 
-    /// Waits until every node says `cluster_state:ok`.
+    /// Waits until every running node says `cluster_state:ok`.
     pub fn wait_ok(&self) {
+        self.wait_for(|mut node| {
+            let output = node.args(["cluster", "info"]).output();
+            output.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        });
+    }
+
+    /// Waits (30 s at most) until `ready` holds for every running node, given `redis-cli` for it.
+    fn wait_for(&self, ready: impl Fn(Command) -> bool) {
         let started = Instant::now();
-        loop {
-            let ok = self.ports.iter().all(|&port| {
-                let output = self.cli(port).args(["cluster", "info"]).output();
-                output.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-            });
-            if ok {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "the cluster did not become ok");
+        while !self.running().all(|port| ready(self.cli(port))) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the cluster did not become ready");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -447,6 +463,7 @@ impl RedisCluster {
             .current_dir(&dir)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"])
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(["--save", "", "--appendonly", "no"]);
         if let Some(password) = &self.password {
             command.args(["--requirepass", password, "--masterauth", password]);
@@ -456,10 +473,26 @@ impl RedisCluster {
         wait_for_port(port, "redis-server (cluster node)");
     }
 
-    /// Every key of every node and its string value, sorted.
+    /// The ports of the nodes running (not killed).
+    fn running(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().zip(&self.children).filter(|(_, child)| child.is_some()).map(|(&port, _)| port)
+    }
+
+    /// The running nodes that are masters (a replica holds copies of its master's keys).
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.ports.len())
+            .filter(|&node| self.children[node].is_some())
+            .filter(|&node| {
+                let output = self.cli(self.ports[node]).arg("role").output().unwrap();
+                String::from_utf8_lossy(&output.stdout).starts_with("master")
+            })
+            .collect()
+    }
+
+    /// Every key of every running master and its string value, sorted.
     pub fn contents(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
-        for port in &self.ports {
+        for port in self.masters().into_iter().map(|node| self.ports[node]) {
             let url = format!("redis://{}127.0.0.1:{port}/0", self.auth());
             let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
             let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
