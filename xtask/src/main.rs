@@ -67,10 +67,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root: the parent of this crate's directory.
-/// The workspace root. Taken from the environment `cargo run` sets, not from the path compiled
-/// in: checkouts that share a target directory (`.ci/run`'s cache) run each other's `xtask`
-/// binary when its sources are the same.
+/// The workspace root: the parent of this crate's directory, taken from the environment `cargo
+/// run` sets, not from the path compiled in: checkouts that share a target directory (`.ci/run`'s
+/// cache) run each other's `xtask` binary when its sources are the same.
 fn root() -> PathBuf {
     let manifest =
         std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use object_store::ObjectStoreExt;
 
 use crate::object_url::{ObjectUrl, local_path};
-use crate::redis_client::{Connection, connect, redacted};
+use crate::redis_client::{Connection, connect, is_redis_url, redacted};
 use crate::spec::{DeadLetterConfig, S3Options};
 use crate::step::{DeadLetter, Rejected, Shard};
 
@@ -40,8 +40,7 @@ impl DeadLetterTarget {
             let to = ObjectUrl::parse(&config.url, base_dir, s3)?;
             return Ok(Arc::new(DeadLetterTarget::Object { to, lines: Mutex::default() }));
         }
-        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-        if matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster")) {
+        if is_redis_url(&config.url) {
             let Some(list) = config.list.clone() else {
                 bail!("a Redis dead letter needs `list`, the list to push onto")
             };

@@ -113,6 +113,12 @@ pub enum Target {
     Cluster { prefix: String, seeds: Vec<String> },
 }
 
+/// Whether `url` names a Redis server or cluster (by its scheme; [`target`] checks the rest).
+pub fn is_redis_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster"))
+}
+
 /// Reads a Redis URL (see the module's doc); the error never shows the password.
 pub fn target(url: &str) -> Result<Target, String> {
     let cluster = url.strip_prefix("redis+cluster://").map(|rest| ("redis", rest));
