@@ -215,10 +215,15 @@ fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
     assert!(line.contains(&node) && line.contains("rows sent were not acknowledged"), "{line}");
 
     cluster.restart(2);
+    rerun_completes(&cluster, &s3, &spec, &reference);
+}
+
+/// Once the cluster is ok again, a rerun of `spec` leaves exactly `reference` in it.
+fn rerun_completes(cluster: &RedisCluster, s3: &S3Server, spec: &Path, reference: &Contents) {
     cluster.wait_ok();
-    let output = job(&s3, &cluster.url(), &spec).output().unwrap();
+    let output = job(s3, &cluster.url(), spec).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(cluster.contents() == reference, "the rerun did not complete the contents");
+    assert!(cluster.contents() == *reference, "the rerun did not complete the contents");
 }
 
 /// A node that stops answering for less than `retry_seconds` loses nothing: its round trips
@@ -265,11 +270,7 @@ fn a_run_follows_a_failover_to_the_promoted_replica() {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "the run did not follow the failover: {}", stderr(&output));
     assert_eq!(cluster.masters().len(), 3, "a replica took the dead master's place");
-
-    cluster.wait_ok();
-    let output = job(&s3, &cluster.url(), &spec).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert!(cluster.contents() == reference, "the rerun did not complete the contents");
+    rerun_completes(&cluster, &s3, &spec, &reference);
 }
 
 /// The runner's slot of a key is the cluster's (`CLUSTER KEYSLOT`), hash tags included.
