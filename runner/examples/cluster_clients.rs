@@ -82,8 +82,8 @@ fn main() -> anyhow::Result<()> {
                     let mut connection = ours.clone();
                     async move {
                         let mut trip = connection.round_trip(chunk.len()).await;
-                        for (key, value) in chunk {
-                            trip.add(redis::Cmd::set(key, value));
+                        for (row, (key, value)) in chunk.iter().enumerate() {
+                            trip.add(redis::Cmd::set(key, value), row as u32..row as u32 + 1);
                         }
                         connection.send(&mut trip).await
                     }

@@ -207,9 +207,12 @@ pub enum BatchError {
 }
 
 impl Batch {
-    /// Checks the invariants and builds the batch.
+    /// Checks the invariants and builds the batch, in time linear in its size (a batch from a
+    /// plugin may have any number of columns).
     pub fn new(columns: Vec<Column>) -> Result<Batch, BatchError> {
         let rows = columns.first().map_or(0, |c| c.values.len());
+        // Names are compared pairwise while that is cheaper than hashing them.
+        let mut names = (columns.len() > 16).then(|| std::collections::HashSet::with_capacity(columns.len()));
         for (i, column) in columns.iter().enumerate() {
             let len = column.values.len();
             if len != rows {
@@ -225,7 +228,11 @@ impl Batch {
             {
                 return Err(BatchError::NullMaskLength { column: column.name.clone(), len, mask_len: mask.len() });
             }
-            if columns[..i].iter().any(|c| c.name == column.name) {
+            let duplicate = match &mut names {
+                Some(names) => !names.insert(column.name.as_str()),
+                None => columns[..i].iter().any(|c| c.name == column.name),
+            };
+            if duplicate {
                 return Err(BatchError::DuplicateName(column.name.clone()));
             }
             if let Values::Dictionary(d) = &column.values

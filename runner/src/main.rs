@@ -204,6 +204,30 @@ impl CommonArgs {
     }
 }
 
+/// `print!` for what a command prints: a reader that closed the pipe (`runner plan | head -1`)
+/// ends the process quietly, with status 0, as Unix tools do; any other failure to write is an
+/// error (status 1). Never a panic.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing standard output: {e}");
+        std::process::exit(i32::from(EXIT_RUN_FAILED));
+    }
+}
+
 fn invalid(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(EXIT_INVALID)
@@ -299,11 +323,11 @@ fn validate(args: CommonArgs) -> ExitCode {
         let invalid = e.downcast_ref::<SpecError>().is_some();
         return ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_RUN_FAILED });
     }
-    println!("{}: ok", args.spec.display());
+    outln!("{}: ok", args.spec.display());
     for step in &plan.steps {
-        println!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
+        outln!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
         if let PlannedImplementation::Plugin { plugin, sandbox, .. } = &step.implementation {
-            println!(
+            outln!(
                 "  {:<10} {:<16} {}, {} KiB; {}",
                 "",
                 "",
@@ -314,7 +338,7 @@ fn validate(args: CommonArgs) -> ExitCode {
         }
     }
     if let Some(checks) = plan.plugin_checks() {
-        println!("  plugins compiled with {}", checks.describe());
+        outln!("  plugins compiled with {}", checks.describe());
     }
     ExitCode::SUCCESS
 }
@@ -337,7 +361,7 @@ fn plan(args: PlanArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUN_FAILED);
         }
     };
-    print!("{shards}");
+    out!("{shards}");
     ExitCode::SUCCESS
 }
 
@@ -357,11 +381,11 @@ fn lookup(args: LookupArgs) -> ExitCode {
         }
     };
     if args.show_key {
-        println!("key: {}", found.key);
+        outln!("key: {}", found.key);
     }
     match found.stored {
-        Some(Stored::Value(value)) => println!("{value}"),
-        Some(Stored::Hash(fields)) => fields.iter().for_each(|(field, value)| println!("{field}: {value}")),
+        Some(Stored::Value(value)) => outln!("{value}"),
+        Some(Stored::Hash(fields)) => fields.iter().for_each(|(field, value)| outln!("{field}: {value}")),
         None => {
             eprintln!(
                 "error: nothing is stored under key {} (the row {} was not written by this pipeline)",
@@ -382,8 +406,8 @@ fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> ExitCode {
     };
     match runner::scaffold::new_plugin(dir, name, role) {
         Ok(created) => {
-            println!("created {} ({} plugin, world `{}`)", created.display(), role, role.world());
-            println!(
+            outln!("created {} ({} plugin, world `{}`)", created.display(), role, role.world());
+            outln!(
                 "  cd {} && cargo build --release --target wasm32-wasip2 && runner run pipeline.toml",
                 created.display()
             );
@@ -400,27 +424,23 @@ fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
         Ok(inspection) => inspection,
         Err(e) => return invalid(format!("{e:#}")),
     };
-    println!("{}: {} KiB", wasm.display(), inspection.size / 1024);
+    outln!("{}: {} KiB", wasm.display(), inspection.size / 1024);
     let usable = match &inspection.contract {
         Ok(contract) => {
-            println!("  world:    {} (exports {})", contract.role.world(), contract.export_name());
-            println!(
-                "  contract: {PACKAGE}@{}; this runner speaks {}: compatible",
-                contract.version,
-                spoken_versions()
-            );
+            outln!("  world:    {} (exports {})", contract.role.world(), contract.export_name());
+            outln!("  contract: {PACKAGE}@{}; this runner speaks {}: compatible", contract.version, spoken_versions());
             true
         }
         Err(reason) => {
-            println!("  contract: not usable: {reason}");
+            outln!("  contract: not usable: {reason}");
             false
         }
     };
     if let Err(reason) = &inspection.links {
-        println!("  imports:  not all provided: {reason}");
+        outln!("  imports:  not all provided: {reason}");
     }
-    println!("  imports:  {}", inspection.imports.join(", "));
-    println!("  exports:  {}", inspection.exports.join(", "));
+    outln!("  imports:  {}", inspection.imports.join(", "));
+    outln!("  exports:  {}", inspection.exports.join(", "));
     if usable && inspection.links.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
 }
 
@@ -464,8 +484,11 @@ async fn watch(stop: Arc<Stop>) {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     };
-    stop.request(first);
-    eprintln!("{first}: stopping after the batches in flight (send it again to abandon them)");
+    if stop.request(first) {
+        eprintln!("{first}: stopping after the batches in flight, committing nothing (send it again to abandon them)");
+    } else {
+        eprintln!("{first}: the run is committing its output and finishes first (send it again to abandon it)");
+    }
     let code = tokio::select! {
         _ = tokio::signal::ctrl_c() => 130,
         _ = term.recv() => 143,

@@ -21,7 +21,7 @@
 //! so it is fetched once. See [`Seen`] for the rules. A missing value is any of pandas's NA
 //! texts (an empty field, `NA`, `NaN`, `null`, ...), read as a null in every column type.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -496,18 +496,18 @@ fn header<R: Read>(
         return Ok(Vec::new());
     }
     let mut names: Vec<String> = Vec::with_capacity(header.len());
+    // Hashed, so that a header of a hundred thousand columns is read in linear time.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(header.len());
     for field in &header {
-        let column = std::str::from_utf8(field)
-            .with_context(|| format!("{name}:1: the header is not valid UTF-8"))?
-            .trim()
-            .to_string();
-        if names.contains(&column) {
+        let column = std::str::from_utf8(field).with_context(|| format!("{name}:1: the header is not valid UTF-8"))?;
+        let column = column.trim();
+        if !seen.insert(column) {
             bail!("{name}:1: duplicate column `{column}` in the header");
         }
-        names.push(column);
+        names.push(column.to_string());
     }
     for declared in config.columns.keys() {
-        if !names.contains(declared) {
+        if !seen.contains(declared.as_str()) {
             bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
         }
     }
@@ -521,7 +521,7 @@ fn header<R: Read>(
 
 /// One object being read, and how its bad rows are handled.
 struct Rows<'a, R> {
-    csv: csv::Reader<R>,
+    csv: csv::Reader<QuoteTracker<R>>,
     name: &'a str,
     names: Vec<String>,
     policy: &'a Policy,
@@ -571,6 +571,8 @@ impl<R: Read> Rows<'_, R> {
     }
 
     fn bad_row(&self, at: String, record: &csv::ByteRecord, reason: String) -> anyhow::Result<()> {
+        // A row that swallowed the rest of the object is not a bad row but a broken object.
+        self.check_quotes(record.position())?;
         if !self.policy.tolerant() {
             bail!("{at}: {reason}");
         }
@@ -583,6 +585,20 @@ impl<R: Read> Rows<'_, R> {
         let rejected = Rejected { step: self.step.to_string(), reason, row, at: Some(at) };
         // This runs on a blocking thread of the runtime: it may wait for the dead letter.
         tokio::runtime::Handle::current().block_on(self.policy.reject(vec![rejected]))
+    }
+
+    /// Fails when the object ended inside a quoted field: the csv crate reads an unclosed quote
+    /// as a field running to the end, where pandas fails ("EOF inside string"); so does the
+    /// runner, whatever the policy, naming the line where the field begins.
+    fn check_quotes(&self, last: Option<&csv::Position>) -> anyhow::Result<()> {
+        if self.csv.get_ref().ended_in_quotes() {
+            bail!(
+                "{}: a quoted field starting in this row is never closed (its quote runs to the end of the object, \
+                 as pandas says: EOF inside string)",
+                self.location(last)
+            );
+        }
+        Ok(())
     }
 
     /// Appends a record to the batch being built, or applies the policy to it.
@@ -605,6 +621,7 @@ fn read_csv(
     tx: &mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<Option<Columns>> {
     let (config, batch_rows) = (&source.config, source.batch_rows);
+    let bytes = QuoteTracker::new(bytes, config.delimiter as u8);
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(bytes);
     let names = header(&mut csv, name, config, Some(schema.0.as_slice()).filter(|names| !names.is_empty()))?;
     if names.is_empty() {
@@ -615,6 +632,7 @@ fn read_csv(
         Rows { csv, name, names: names.clone(), policy: &source.policy, step: &source.step, bounds: &bounds };
     let mut builder = BatchBuilder::new(&names, &schema.1, batch_rows);
     let mut record = csv::ByteRecord::new();
+    let mut last = None;
     loop {
         if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
             return Ok(None);
@@ -622,12 +640,106 @@ fn read_csv(
         if !rows.next(&mut record)? {
             break;
         }
+        last = record.position().cloned();
         rows.push(&mut builder, &record)?;
     }
+    // With no row after it, an unclosed quote is the header's, on line 1.
+    let mut header_at = csv::Position::new();
+    header_at.set_line(1);
+    rows.check_quotes(Some(last.as_ref().unwrap_or(&header_at)))?;
     if builder.rows > 0 && tx.blocking_send(Ok(builder.finish()?)).is_err() {
         return Ok(None);
     }
     Ok(Some(schema))
+}
+
+/// Follows the quoting of the bytes the CSV parser reads (the csv crate's rules: a quote opens a
+/// quoted field only at a field's start, `""` inside one is a quote), to tell whether the object
+/// ended inside a quoted field. A chunk with no quote in it, outside a quoted field, costs one
+/// `memchr`: only its last byte matters.
+struct QuoteTracker<R> {
+    inner: R,
+    delimiter: u8,
+    state: Quoting,
+    /// The reader returned its end.
+    ended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    /// At the start of a field.
+    FieldStart,
+    /// In a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field: the field's end, or the first of `""`.
+    QuoteInQuoted,
+}
+
+impl<R> QuoteTracker<R> {
+    fn new(inner: R, delimiter: u8) -> QuoteTracker<R> {
+        QuoteTracker { inner, delimiter, state: Quoting::FieldStart, ended: false }
+    }
+
+    /// Whether everything was read and it ended inside a quoted field.
+    fn ended_in_quotes(&self) -> bool {
+        self.ended && self.state == Quoting::Quoted
+    }
+
+    fn ends_field(&self, byte: u8) -> bool {
+        byte == self.delimiter || byte == b'\n' || byte == b'\r'
+    }
+
+    fn follow(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if matches!(self.state, Quoting::FieldStart | Quoting::Unquoted) && memchr::memchr(b'"', bytes).is_none() {
+            let last = bytes[bytes.len() - 1];
+            self.state = if self.ends_field(last) { Quoting::FieldStart } else { Quoting::Unquoted };
+            return;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.state {
+                Quoting::Quoted => match memchr::memchr(b'"', &bytes[at..]) {
+                    Some(quote) => {
+                        at += quote + 1;
+                        self.state = Quoting::QuoteInQuoted;
+                    }
+                    None => return,
+                },
+                Quoting::Unquoted => match memchr::memchr3(self.delimiter, b'\n', b'\r', &bytes[at..]) {
+                    Some(end) => {
+                        at += end + 1;
+                        self.state = Quoting::FieldStart;
+                    }
+                    None => return,
+                },
+                Quoting::FieldStart | Quoting::QuoteInQuoted => {
+                    let byte = bytes[at];
+                    at += 1;
+                    self.state = match (self.state, byte) {
+                        (_, b'"') => Quoting::Quoted,
+                        (_, byte) if self.ends_field(byte) => Quoting::FieldStart,
+                        _ => Quoting::Unquoted,
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        self.follow(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Where a split's rows are in the stream its parser reads (the object's header line, then the
@@ -738,7 +850,9 @@ struct BatchBuilder<'a> {
 
 impl<'a> BatchBuilder<'a> {
     fn new(names: &'a [String], readings: &'a [Reading], capacity: usize) -> Self {
-        let capacity = capacity.min(65_536);
+        // Room for a batch of rows, but for about a million values at most in all: a file of
+        // many columns grows its columns as rows come instead of reserving rows × columns.
+        let capacity = capacity.min(65_536).min((1 << 20) / readings.len().max(1)).max(1);
         let columns = readings
             .iter()
             .map(|r| (Values::with_capacity(r.column_type(), capacity), Vec::with_capacity(capacity), false))
@@ -839,6 +953,36 @@ mod tests {
         for field in fields {
             let (fast, slow) = both_ways(field);
             assert_eq!(fast, slow, "{field:?}");
+        }
+    }
+
+    /// Whether the tracker says `text`, fed in chunks of `chunk` bytes, ends inside quotes.
+    fn ends_in_quotes(text: &str, chunk: usize) -> bool {
+        let mut tracker = QuoteTracker::new(text.as_bytes(), b',');
+        let mut buf = vec![0; chunk];
+        while tracker.read(&mut buf).unwrap() > 0 {}
+        tracker.ended_in_quotes()
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_told_from_legal_quoting() {
+        let cases = [
+            ("a,b\n1,2\n", false),
+            ("a,b\n\"1\",2\n", false),
+            ("a,b\n\"x\ny\",2\n", false),           // a quoted newline, closed
+            ("a,b\n\"say \"\"hi\"\"\",2\n", false), // doubled quotes inside
+            ("a,b\n5 ft 3\",2\n", false),           // a quote inside an unquoted field is text
+            ("a,b\n\"\"\n", false),                 // an empty quoted field
+            ("a,b\r\n\"1\",2", false),              // CRLF, no final newline
+            ("a,b\n\"1,2\n3,4\n", true),            // never closed
+            ("a,b\n1,\"2\n", true),
+            ("\"a,b\n1,2\n", true),   // in the header
+            ("a,b\n\"x\"\"\n", true), // the last quote is escaped, not closing
+        ];
+        for (text, unclosed) in cases {
+            for chunk in [1, 2, 3, 7, 64] {
+                assert_eq!(ends_in_quotes(text, chunk), unclosed, "{text:?} in chunks of {chunk}");
+            }
         }
     }
 

@@ -27,6 +27,15 @@ pub enum DeadLetterTarget {
 }
 
 impl DeadLetterTarget {
+    /// What can be checked before the run: a file or an object of this shard's own (a Redis
+    /// list is shared by the shards, each pushing its rows).
+    pub fn check(config: &DeadLetterConfig, shard: Shard) -> Result<(), String> {
+        if is_redis_url(&config.url) {
+            return Ok(());
+        }
+        shard.check_output(&config.url).map_err(|e| format!("dead letter: {e}"))
+    }
+
     /// Opens (creates, connects to) the dead letter `config` names; a path is relative to
     /// `base_dir`, `{shard}` in the URL is the shard's index.
     pub async fn open(

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::batch::Batch;
-use crate::step::Sink;
+use crate::step::{Acks, Sink};
 
 /// The `config` table of a `discard` sink: empty.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,11 +21,12 @@ pub struct DiscardSink;
 
 #[async_trait]
 impl Sink for DiscardSink {
-    async fn write(&mut self, _batch: Batch) -> anyhow::Result<()> {
-        Ok(())
+    /// Every row is done with as soon as it arrives.
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Acks> {
+        Ok(Acks::rows(batch.rows() as u64))
     }
 
-    async fn finish(&mut self) -> anyhow::Result<()> {
-        Ok(())
+    async fn commit(&mut self) -> anyhow::Result<Acks> {
+        Ok(Acks::default())
     }
 }

@@ -8,17 +8,22 @@
 //! # config = { url = "s3://out/scores/part-{shard}.csv" }   # one part per shard
 //! ```
 //!
-//! Output appears only when the run succeeds: a local file is written under a temporary name
-//! next to its destination and renamed into place by `finish`; an S3 object is a multipart
-//! upload that `finish` completes (parts of 8 MiB as they fill, a few in flight), and that a
-//! failed run aborts. So a failed run never leaves a truncated file where a complete one is
-//! expected. `{shard}` in the URL is the shard's index (`0` in a run of one shard).
-//! Floats are written as Python writes them (`5.0`, `1e-05`), so they read back as floats; a
-//! null is an empty CSV field or a JSON `null`; NaN and infinities are `null` in JSON.
+//! Output appears only when the run succeeds (see `Sink`'s phases): a local file is written
+//! under a temporary name next to its destination (`.NAME.PID.RANDOM.partial`, created
+//! exclusively, so a link planted there is never followed) and renamed into place by `commit`;
+//! an aborted run, or a rename that fails, removes it, and a temporary a killed run left behind
+//! is removed by the next run that writes the same file. An S3 object is a multipart upload
+//! (parts of 8 MiB as they fill, a few in flight) that `commit` completes and `abort` aborts.
+//! So a failed or stopped run never leaves a truncated file where a complete one is expected.
+//! `{shard}` in the URL is the shard's index (`0` in a run of one shard); a sharded run needs
+//! it, or every shard would write the same file. Standard output is a stream: what was printed
+//! stays printed. Floats are written as Python writes them (`5.0`, `1e-05`), so they read back
+//! as floats; a null is an empty CSV field or a JSON `null`; NaN and infinities are `null` in
+//! JSON.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -28,7 +33,7 @@ use serde::Deserialize;
 use crate::batch::{Batch, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::object_url::{ObjectUrl, local_path};
-use crate::step::{Sink, StepContext};
+use crate::step::{Acks, Shard, Sink, StepContext};
 use object_store::{ObjectStoreExt, WriteMultipart};
 
 /// The `config` table of a `csv` or `jsonl` sink.
@@ -38,6 +43,25 @@ pub struct FileSinkConfig {
     /// `url = "out/scored.csv"`: a path relative to the spec file, `file:///...`,
     /// `s3://bucket/key`, or `-` for standard output; `{shard}` is the shard's index.
     pub url: String,
+}
+
+impl FileSinkConfig {
+    /// What can be checked before the run: a URL the sink can write, and one file per shard in
+    /// a sharded run.
+    pub fn check(&self, shard: Shard) -> Result<(), String> {
+        if self.url == "-" {
+            return Ok(());
+        }
+        match self.url.split_once("://") {
+            None | Some(("file" | "s3", _)) => {}
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`url`: `{scheme}://` is not a place a file sink writes (a path, file:// or s3://)"
+                ));
+            }
+        }
+        shard.check_output(&self.url)
+    }
 }
 
 /// The text format of a file sink.
@@ -50,8 +74,8 @@ pub enum Format {
 pub struct FileSink {
     format: Format,
     out: Box<dyn Write + Send>,
-    /// `(temporary, final)` paths of a file destination; `None` for standard output.
-    rename: Option<(PathBuf, PathBuf)>,
+    /// A local destination: its temporary file, renamed into place by `commit`.
+    local: Option<LocalFile>,
     /// An object store destination: its upload (rows go through `out`, a buffer, into it).
     upload: Option<Upload>,
     /// The column names of the first batch; later batches must match.
@@ -59,6 +83,16 @@ pub struct FileSink {
     line: String,
     /// The texts of recent floats.
     floats: PythonFloats,
+    /// Rows written so far: acknowledged when the output is committed.
+    rows: u64,
+}
+
+/// A local file being written: the temporary file (removed when dropped) and its destination.
+struct LocalFile {
+    temporary: tempfile::TempPath,
+    /// The temporary file, to make it durable before the rename.
+    file: File,
+    path: std::path::PathBuf,
 }
 
 /// A multipart upload to an object store, and the rows formatted but not yet handed to it.
@@ -91,7 +125,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 impl FileSink {
     pub async fn open(config: FileSinkConfig, format: Format, context: &StepContext) -> anyhow::Result<FileSink> {
         if config.url == "-" {
-            return Ok(FileSink::new(format, Box::new(std::io::stdout()), None));
+            return Ok(FileSink::new(format, Box::new(std::io::stdout())));
         }
         let url = context.shard.expand(&config.url);
         if url.starts_with("s3://") {
@@ -99,32 +133,45 @@ impl FileSink {
             let upload =
                 to.store.put_multipart(&to.path).await.map_err(|e| anyhow::anyhow!("{to}: {}", to.describe(&e)))?;
             let buffer = SharedBuffer::default();
-            let mut sink = FileSink::new(format, Box::new(buffer.clone()), None);
+            let mut sink = FileSink::new(format, Box::new(buffer.clone()));
             let writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             sink.upload = Some(Upload { writer: Some(writer), buffer, shown: to.to_string() });
             return Ok(sink);
         }
-        let base_dir = context.base_dir.as_path();
-        let config = FileSinkConfig { url };
-        let path = local_path(&config.url, base_dir).context("a file sink writes a local file or an S3 object")?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
-        }
-        let file_name = path.file_name().with_context(|| format!("`{}` is not a file path", config.url))?;
-        let temporary = path.with_file_name(format!(".{}.{}.partial", file_name.to_string_lossy(), std::process::id()));
-        let file = File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-        Ok(FileSink::new(format, Box::new(file), Some((temporary, path))))
+        let path = local_path(&url, &context.base_dir).context("a file sink writes a local file or an S3 object")?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+        let file_name = path.file_name().with_context(|| format!("`{url}` is not a file path"))?.to_string_lossy();
+        remove_stale_temporaries(dir, &file_name);
+        // Created exclusively under a name no one can guess, in the destination's directory (so
+        // the rename stays on one file system); with the permissions of a new file (umask).
+        let (prefix, pid) = (format!(".{file_name}."), std::process::id());
+        let temporary = tempfile::Builder::new()
+            .prefix(&format!("{prefix}{pid}."))
+            .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let (file, temporary) = temporary.into_parts();
+        let synced = file.try_clone().with_context(|| format!("cannot open {}", temporary.display()))?;
+        let mut sink = FileSink::new(format, Box::new(file));
+        sink.local = Some(LocalFile { temporary, file: synced, path });
+        Ok(sink)
     }
 
-    fn new(format: Format, out: Box<dyn Write + Send>, rename: Option<(PathBuf, PathBuf)>) -> FileSink {
+    fn new(format: Format, out: Box<dyn Write + Send>) -> FileSink {
         FileSink {
             format,
             out: Box::new(BufWriter::with_capacity(1 << 16, out)),
-            rename,
+            local: None,
             upload: None,
             header: None,
             line: String::new(),
             floats: PythonFloats::default(),
+            rows: 0,
         }
     }
 
@@ -132,7 +179,7 @@ impl FileSink {
         if let Some(upload) = &self.upload {
             return upload.shown.clone();
         }
-        self.rename.as_ref().map_or_else(|| "standard output".into(), |(_, path)| path.display().to_string())
+        self.local.as_ref().map_or_else(|| "standard output".into(), |local| local.path.display().to_string())
     }
 
     /// Hands what was formatted to the upload, if the destination is an object store, and
@@ -213,7 +260,7 @@ fn push_csv_field(line: &mut String, field: &str) {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Acks> {
         let names: Vec<String> = batch.columns().iter().map(|c| c.name.clone()).collect();
         match &self.header {
             None => {
@@ -236,7 +283,9 @@ impl Sink for FileSink {
             Some(_) => {}
         }
         self.write_rows(&batch).with_context(|| format!("writing {}", self.destination()))?;
-        self.upload_buffered().await
+        self.rows += batch.rows() as u64;
+        self.upload_buffered().await?;
+        Ok(Acks::default())
     }
 
     /// Files keep the rows in the source's order.
@@ -244,28 +293,51 @@ impl Sink for FileSink {
         true
     }
 
-    async fn finish(&mut self) -> anyhow::Result<()> {
+    /// Everything written goes to the file or the upload, but nothing is visible yet.
+    async fn flush(&mut self) -> anyhow::Result<Acks> {
         self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
         self.upload_buffered().await?;
+        Ok(Acks::default())
+    }
+
+    /// Renames the file into place (after making it durable), or completes the upload.
+    async fn commit(&mut self) -> anyhow::Result<Acks> {
+        self.flush().await?;
         if let Some(upload) = &mut self.upload
             && let Some(writer) = upload.writer.take()
         {
             writer.finish().await.map_err(|e| anyhow::anyhow!("finishing {}: {e}", upload.shown))?;
         }
-        if let Some((temporary, path)) = self.rename.take() {
-            std::fs::rename(&temporary, &path)
-                .with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))?;
+        if let Some(LocalFile { temporary, file, path }) = self.local.take() {
+            file.sync_all().with_context(|| format!("writing {}", temporary.display()))?;
+            // A rename that fails drops the temporary path, which removes the file.
+            temporary
+                .persist(&path)
+                .map_err(|e| anyhow::anyhow!("cannot move {} to {}: {}", e.path.display(), path.display(), e.error))?;
         }
-        Ok(())
+        Ok(Acks::rows(self.rows))
+    }
+
+    /// Removes the temporary file, or aborts the upload (its parts are never an object).
+    async fn abort(&mut self) -> Acks {
+        self.local = None;
+        if let Some(upload) = &mut self.upload
+            && let Some(writer) = upload.writer.take()
+            && let Err(e) = writer.abort().await
+        {
+            tracing::warn!(
+                "aborting the upload of {}: {e} (its parts are not an object; a bucket lifecycle rule for incomplete multipart uploads removes them)",
+                upload.shown
+            );
+        }
+        Acks::default()
     }
 }
 
 impl Drop for FileSink {
+    /// Neither committed nor aborted (a task that panicked): the temporary file goes with
+    /// `local`; an upload still open is aborted in the background.
     fn drop(&mut self) {
-        // Not finished: the run failed. Leave no partial file behind, and no upload open.
-        if let Some((temporary, _)) = &self.rename {
-            let _ = std::fs::remove_file(temporary);
-        }
         if let Some(writer) = self.upload.as_mut().and_then(|u| u.writer.take())
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -274,4 +346,35 @@ impl Drop for FileSink {
             });
         }
     }
+}
+
+/// Removes the temporary files an earlier run writing `file_name` left in `dir` when it was
+/// killed (`.NAME.PID.RANDOM.partial`, its process gone). One whose process still runs is left
+/// alone; a file of another name is never touched.
+fn remove_stale_temporaries(dir: &Path, file_name: &str) {
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|n| n.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split_once('.').and_then(|(pid, _)| pid.parse::<i32>().ok()).filter(|&pid| pid > 0) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 || !process_exists(pid) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed {}, left by a run that was killed", entry.path().display()),
+                Err(e) => tracing::warn!("cannot remove {}, left by a killed run: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+/// Whether a process with this id runs on this machine (signal 0 checks without sending).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: `kill` with signal 0 only checks that the process exists and may be signalled.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

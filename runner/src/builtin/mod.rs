@@ -23,7 +23,7 @@ pub mod row_key;
 
 use crate::object_url::ObjectUrl;
 use crate::spec::{Role, Spec, SpecError, StepSpec};
-use crate::step::{Sink, Source, StepContext, Transform};
+use crate::step::{Shard, Sink, Source, StepContext, Transform};
 use csv_source::{CsvSource, CsvSourceConfig, SourceContext};
 use discard_sink::{DiscardConfig, DiscardSink};
 use file_sink::{FileSink, FileSinkConfig, Format};
@@ -50,13 +50,19 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    /// Decodes the config of built-in step `kind` in the role `step.role`.
-    pub fn plan(spec: &Spec, step: &StepSpec, kind: &str) -> Result<Builtin, SpecError> {
+    /// Decodes and checks the config of built-in step `kind` in the role `step.role`, for a
+    /// run of `shard`.
+    pub fn plan(spec: &Spec, step: &StepSpec, kind: &str, shard: Shard) -> Result<Builtin, SpecError> {
+        let file_sink = |format| {
+            let config: FileSinkConfig = spec.decode_config(step)?;
+            config.check(shard).map_err(|e| spec.step_error(step, e))?;
+            Ok::<_, SpecError>(Builtin::FileSink(config, format))
+        };
         Ok(match (step.role, kind) {
             (Role::Source, "csv") => Builtin::CsvSource(spec.decode_config(step)?),
             (Role::Transform, "row-key") => Builtin::RowKey(spec.decode_config(step)?),
-            (Role::Sink, "csv") => Builtin::FileSink(spec.decode_config(step)?, Format::Csv),
-            (Role::Sink, "jsonl") => Builtin::FileSink(spec.decode_config(step)?, Format::JsonLines),
+            (Role::Sink, "csv") => file_sink(Format::Csv)?,
+            (Role::Sink, "jsonl") => file_sink(Format::JsonLines)?,
             (Role::Sink, "redis") => {
                 let config: RedisSinkConfig = spec.decode_config(step)?;
                 config.check().map_err(|e| spec.step_error(step, e))?;

@@ -8,7 +8,7 @@
 //! url = "${REDIS_URL:-redis://127.0.0.1:6379/0}"  # or redis+cluster://h1:7000,h2:7001; rediss for TLS
 //! key = "key"                  # the column holding each row's key (default "key")
 //! value = "label"              # SET key <value>; or: fields = ["label", "p_setosa"] for HSET
-//! ttl_seconds = 86400          # optional: keys expire
+//! ttl_seconds = 86400          # optional: keys expire (at least 1)
 //! pipeline = 100               # commands per round trip (default 100)
 //! in_flight = 64               # round trips outstanding at once (default 64)
 //! retry_seconds = 30           # keep retrying failed writes this long (default 30)
@@ -19,28 +19,36 @@
 //! until `retry_seconds` have passed. The connection is re-established in the background.
 //!
 //! Round trips overlap: while Redis works through the ones in flight, the sink builds the next,
-//! across batches; `finish` waits for the last acknowledgement. Plain values without expiry go
+//! across batches; `flush` waits for the last acknowledgement. Plain values without expiry go
 //! as one `MSET` per round trip rather than a `SET` per row: the same keys and values, for a
 //! fraction of Redis's work. Round trips are small and many by default: Redis spends less per
 //! key on 100-key `MSET`s than on 1000-key ones (docs/performance.md), and 64 in flight keep
-//! it busy. A write that still fails after its retries fails the run (the
-//! step's error policy applies to rows it refuses, such as a null key, not to a lost server).
+//! it busy.
+//!
+//! Every command's reply is read, so each row's fate is known: a row is written when Redis
+//! acknowledged its commands. The step's error policy applies to the rows themselves: a null
+//! key or value (refused before anything is sent), and a command Redis refuses for a reason
+//! of the row's (a key holding another type, `WRONGTYPE`): that row alone, with Redis's reason,
+//! while the rest of its round trip is written. A server that stays unreachable past
+//! `retry_seconds`, or that refuses everything (out of memory, a wrong password), fails the
+//! run whatever the policy, saying how many rows it did not acknowledge: they are neither
+//! written nor rejected, and a rerun writes them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use redis::Cmd;
 use serde::Deserialize;
 
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
-use crate::redis_client::{Connection, RoundTrip, connect, give_up, redacted, target, with_retries};
-use crate::step::{RowError, Sink};
+use crate::redis_client::{Connection, Refusal, RoundTrip, Rows, connect, give_up, redacted, target, with_retries};
+use crate::step::{Acks, RefusedRow, RowError, Sink, row_json};
 
 /// The `config` table of a `redis` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +65,8 @@ pub struct RedisSinkConfig {
     /// `fields = ["label", "p_setosa"]`: write `HSET key field value ...` from these columns.
     #[serde(default)]
     pub fields: Vec<String>,
-    /// `ttl_seconds = 86400`: expire each key after this long (default: keys do not expire).
+    /// `ttl_seconds = 86400`: expire each key after this long, at least 1 (default: keys do not
+    /// expire).
     pub ttl_seconds: Option<u64>,
     /// `pipeline = 100`: commands sent in one round trip.
     #[serde(default = "default_pipeline")]
@@ -92,13 +101,39 @@ pub struct RedisSink {
     connection: Connection,
     /// The URL without its password.
     shown: String,
-    /// Round trips sent and not yet acknowledged, across batches: while Redis works on them the
-    /// sink builds the next ones. At most `in_flight`; `finish` waits for all.
-    /// Each a task of its own, so it goes out at once rather than when the sink next waits.
-    sending: FuturesUnordered<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Round trips sent and not yet settled, across batches: while Redis works on them the sink
+    /// builds the next ones. At most `in_flight`; `flush` waits for all. Each a task of its own,
+    /// so it goes out at once rather than when the sink next waits.
+    sending: FuturesUnordered<tokio::task::JoinHandle<anyhow::Result<Settled>>>,
     /// Rows handed to Redis, and rows it acknowledged: what a failure reports as not written.
     sent: u64,
-    acknowledged: Arc<AtomicU64>,
+    acknowledged: u64,
+}
+
+/// A round trip Redis answered in full: its rows of `batch`, and those it refused.
+struct Settled {
+    batch: Arc<Batch>,
+    rows: Rows,
+    refused: Vec<Refusal>,
+}
+
+impl Settled {
+    /// The trip's rows as acknowledged and refused ones; a row refused by any of its commands
+    /// (an `HSET` or its `EXPIRE`) is refused, once, with the first reason.
+    fn acks(self) -> Acks {
+        let mut refused: BTreeMap<u32, String> = BTreeMap::new();
+        for refusal in self.refused {
+            for row in refusal.rows {
+                refused.entry(row).or_insert_with(|| refusal.reason.clone());
+            }
+        }
+        let rows = u64::from(self.rows.end - self.rows.start) - refused.len() as u64;
+        let refused = refused
+            .into_iter()
+            .map(|(row, reason)| RefusedRow { row: row_json(&self.batch, row as usize), reason })
+            .collect();
+        Acks { rows, refused }
+    }
 }
 
 impl RedisSinkConfig {
@@ -111,6 +146,11 @@ impl RedisSinkConfig {
         }
         if self.pipeline == 0 || self.in_flight == 0 {
             return Err("`pipeline` and `in_flight` must be at least 1".into());
+        }
+        if self.ttl_seconds == Some(0) {
+            return Err("`ttl_seconds` must be at least 1: Redis deletes a key whose expiry is 0 at once (leave it \
+                        out for keys that do not expire)"
+                .into());
         }
         target(&self.url)?;
         Ok(())
@@ -127,29 +167,51 @@ impl RedisSink {
             connection,
             sending: FuturesUnordered::new(),
             sent: 0,
-            acknowledged: Arc::default(),
+            acknowledged: 0,
         })
     }
 
-    /// Waits for the next round trip in flight; its failure fails the run, saying how many rows
-    /// Redis did not acknowledge.
-    async fn next_acknowledged(&mut self) -> anyhow::Result<()> {
-        let Some(sent) = self.sending.next().await else { return Ok(()) };
-        sent.context("a Redis write task failed")?.map_err(|e| {
-            let acknowledged = self.acknowledged.load(Ordering::Relaxed);
-            e.context(format!(
+    /// What a settled round trip (`Ok` of a joined task) leaves: its acknowledged rows counted,
+    /// its refused ones reported. A round trip that failed for good fails the run, saying how
+    /// many rows Redis did not acknowledge.
+    fn take(&mut self, joined: Result<anyhow::Result<Settled>, tokio::task::JoinError>) -> anyhow::Result<Acks> {
+        match joined.context("a Redis write task failed")? {
+            Ok(settled) => {
+                let acks = settled.acks();
+                self.acknowledged += acks.rows + acks.refused.len() as u64;
+                Ok(acks)
+            }
+            Err(e) => Err(e.context(format!(
                 "{} of the {} rows sent were not acknowledged, so may not be written (a rerun writes them: the \
                  writes are idempotent)",
-                self.sent - acknowledged,
+                self.sent - self.acknowledged,
                 self.sent
-            ))
-        })
+            ))),
+        }
     }
 
-    /// One round trip's commands for `rows` of the batch, added to `trip`: to one server
-    /// without expiry, a single `MSET` for plain values (one command instead of a thousand: far
-    /// less work for Redis, same result); else (and in a cluster, which refuses a command whose
-    /// keys are in different slots) one `SET`, `SET ... EX` or `HSET` (+ `EXPIRE`) per row.
+    /// Waits for the next round trip in flight to settle.
+    async fn next_settled(&mut self) -> anyhow::Result<Acks> {
+        match self.sending.next().await {
+            Some(joined) => self.take(joined),
+            None => Ok(Acks::default()),
+        }
+    }
+
+    /// The round trips that have settled already, without waiting.
+    fn settled_now(&mut self) -> anyhow::Result<Acks> {
+        let mut acks = Acks::default();
+        while let Some(Some(joined)) = self.sending.next().now_or_never() {
+            acks.add(self.take(joined)?);
+        }
+        Ok(acks)
+    }
+
+    /// One round trip's commands for `rows` of the batch, added to `trip`, each with the rows it
+    /// writes: to one server without expiry, a single `MSET` for plain values (one command
+    /// instead of a hundred: far less work for Redis, same result); else (and in a cluster,
+    /// which refuses a command whose keys are in different slots) one `SET`, `SET ... EX` or
+    /// `HSET` (+ `EXPIRE`) per row.
     fn add_rows(
         &self,
         mut trip: RoundTrip,
@@ -164,10 +226,12 @@ impl RedisSink {
             let message = format!("row {row} of the batch: `{name}` is null; nothing to SET at key {}", key(row));
             anyhow::Error::from(RowError { row, message })
         };
-        if let (Some(value), None, RoundTrip::Node(pipe)) = (&self.config.value, self.config.ttl_seconds, &mut trip) {
+        let tag = |row: usize| row as u32..row as u32 + 1;
+        if let (Some(value), None, RoundTrip::Node(_)) = (&self.config.value, self.config.ttl_seconds, &trip) {
             let column = values[0].1;
-            let mset = pipe.cmd("MSET");
-            for row in rows {
+            let mut mset = Cmd::with_capacity(1 + 2 * rows.len(), 64 * rows.len());
+            mset.arg("MSET");
+            for row in rows.clone() {
                 if column.is_null(row) {
                     return Err(null(row, value));
                 }
@@ -175,7 +239,7 @@ impl RedisSink {
                 column.values.write_text(row, TextStyle::Plain, floats, &mut text);
                 mset.arg(key(row)).arg(&text);
             }
-            mset.ignore();
+            trip.add(mset, rows.start as u32..rows.end as u32);
             return Ok(trip);
         }
         for row in rows {
@@ -187,11 +251,12 @@ impl RedisSink {
                 }
                 text.clear();
                 column.values.write_text(row, TextStyle::Plain, floats, &mut text);
-                trip.add(match self.config.ttl_seconds {
+                let cmd = match self.config.ttl_seconds {
                     Some(ttl) => Cmd::set_ex(key, &text, ttl),
                     // Sized at once: a command per row is the cluster's hot path.
                     None => set_command(key, &text),
-                });
+                };
+                trip.add(cmd, tag(row));
             } else {
                 let mut pairs = Vec::with_capacity(values.len());
                 for (field, column) in values {
@@ -202,10 +267,10 @@ impl RedisSink {
                     }
                 }
                 if !pairs.is_empty() {
-                    trip.add(Cmd::hset_multiple(key, &pairs));
+                    trip.add(Cmd::hset_multiple(key, &pairs), tag(row));
                 }
                 if let Some(ttl) = self.config.ttl_seconds {
-                    trip.add(Cmd::expire(key, ttl as i64));
+                    trip.add(Cmd::expire(key, ttl as i64), tag(row));
                 }
             }
         }
@@ -222,7 +287,10 @@ fn set_command(key: &str, value: &str) -> Cmd {
 
 #[async_trait]
 impl Sink for RedisSink {
-    async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
+    /// Builds the batch's round trips (a row refused here, a null key or value, leaves nothing
+    /// of the batch sent) and sends them, waiting while `in_flight` are outstanding; returns
+    /// what has settled meanwhile.
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Acks> {
         let column = |name: &str| {
             batch.column(name).with_context(|| {
                 let have: Vec<&str> = batch.columns().iter().map(|c| c.name.as_str()).collect();
@@ -252,17 +320,19 @@ impl Sink for RedisSink {
         for start in (0..batch.rows()).step_by(per_trip) {
             let rows = start..(start + per_trip).min(batch.rows());
             let trip = self.connection.round_trip(rows.len()).await;
-            trips.push((rows.len(), self.add_rows(trip, keys, &values, rows, &mut floats)?));
+            trips.push((rows.start as u32..rows.end as u32, self.add_rows(trip, keys, &values, rows, &mut floats)?));
         }
+        let batch = Arc::new(batch);
         let deadline = Duration::from_secs(self.config.retry_seconds);
+        let mut acks = Acks::default();
         for (rows, trip) in trips {
-            // Keep at most `in_flight` round trips outstanding; a failure fails this write.
+            // Keep at most `in_flight` round trips outstanding.
             while self.sending.len() >= self.config.in_flight {
-                self.next_acknowledged().await?;
+                acks.add(self.next_settled().await?);
             }
             let (connection, what) = (self.connection.clone(), format!("writing to {}", self.shown));
-            let acknowledged = self.acknowledged.clone();
-            self.sent += rows as u64;
+            let batch = batch.clone();
+            self.sent += u64::from(rows.end - rows.start);
             self.sending.push(tokio::spawn(async move {
                 // What is left to send, for the next attempt after a failure.
                 let trip = &tokio::sync::Mutex::new(trip);
@@ -272,24 +342,55 @@ impl Sink for RedisSink {
                 })
                 .await
                 .map_err(|e| give_up(&what, &e, deadline))?;
-                acknowledged.fetch_add(rows as u64, Ordering::Relaxed);
-                Ok(())
+                let refused = trip.lock().await.take_refused();
+                Ok(Settled { batch, rows, refused })
             }));
         }
-        Ok(())
+        acks.add(self.settled_now()?);
+        Ok(acks)
     }
 
-    /// Waits until Redis acknowledged every write: only then is the data durable.
-    async fn finish(&mut self) -> anyhow::Result<()> {
+    /// Waits until Redis answered every round trip.
+    async fn flush(&mut self) -> anyhow::Result<Acks> {
+        let mut acks = Acks::default();
         while !self.sending.is_empty() {
-            self.next_acknowledged().await?;
+            acks.add(self.next_settled().await?);
         }
-        Ok(())
+        Ok(acks)
+    }
+
+    /// Nothing left: every row was written when Redis acknowledged it.
+    async fn commit(&mut self) -> anyhow::Result<Acks> {
+        Ok(Acks::default())
+    }
+
+    /// Gives the round trips in flight a moment to settle (already sent, they usually have
+    /// their replies within milliseconds), then stops the rest: their rows are not counted as
+    /// written, though Redis may hold some of them.
+    async fn abort(&mut self) -> Acks {
+        let mut acks = Acks::default();
+        let grace = tokio::time::sleep(ABORT_GRACE);
+        tokio::pin!(grace);
+        while !self.sending.is_empty() {
+            tokio::select! {
+                Some(joined) = self.sending.next() => {
+                    if let Ok(settled) = self.take(joined) {
+                        acks.rows += settled.rows;
+                    }
+                }
+                _ = &mut grace => break,
+            }
+        }
+        self.sending.iter().for_each(|task| task.abort());
+        acks
     }
 }
 
+/// How long an aborted sink waits for the round trips it already sent.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for RedisSink {
-    /// A sink dropped before `finish` (a failed run) stops its writes in flight.
+    /// A sink dropped while round trips are in flight (a task that panicked) stops them.
     fn drop(&mut self) {
         self.sending.iter().for_each(|task| task.abort());
     }

@@ -29,6 +29,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
+use crate::builtin::dead_letter::DeadLetterTarget;
 use crate::builtin::{Builtin, csv_source};
 use crate::object_url::ObjectUrl;
 use crate::plugin::output::OutputBudget;
@@ -141,7 +142,9 @@ impl Plan {
                         spec.step_error(step, "`limits` and `grants` are for plugins: a built-in step is trusted code")
                     );
                 }
-                Implementation::Builtin(kind) => PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind)?),
+                Implementation::Builtin(kind) => {
+                    PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind, options.shard)?)
+                }
                 Implementation::Plugin(name) => {
                     let path = resolve_plugin(&spec, step, name, &options.plugin_dirs)?;
                     let runtime = match &runtime {
@@ -185,6 +188,9 @@ impl Plan {
                 (_, None, _) => 1,
             };
             let dead_letter = spec.dead_letter(step)?;
+            if let Some(config) = &dead_letter {
+                DeadLetterTarget::check(config, options.shard).map_err(|e| spec.step_error(step, e))?;
+            }
             steps.push(Arc::new(PlannedStep { spec: step.clone(), implementation, workers, dead_letter }));
         }
         let (spec, s3) = (Arc::new(spec), Arc::new(s3));
@@ -277,10 +283,12 @@ impl Plan {
             let opened = open_all(&context, &self.steps, &policies).await?;
             Ok::<_, anyhow::Error>((policies, opened))
         };
+        tracing::debug!("opening the steps");
         let (policies, (source, transforms, sink)) = tokio::select! {
             opened = opening => opened?,
             signal = stop.signalled() => return Err(Interrupted(signal).into()),
         };
+        tracing::debug!("the steps are open");
         let _display = progress::show(&progress, self.progress);
 
         let failed = Arc::new(AtomicBool::new(false));
@@ -296,29 +304,90 @@ impl Plan {
             rx = next;
         }
         let step = StepPolicy { name: last.spec.name.clone(), policy: policies[policies.len() - 1].clone() };
-        tasks.push(tokio::spawn(stages::sink(sink, step, rx, failed, progress)));
+        let sink_task = tokio::spawn(stages::sink(sink, step.clone(), rx, failed, progress.clone()));
 
         let mut first_error = None;
-        for ((task, stats), policy) in tasks.into_iter().zip(stats.iter_mut()).zip(&policies) {
+        for (task, stats) in tasks.into_iter().zip(stats.iter_mut()) {
             let (counts, result) = task.await.context("a pipeline stage panicked")?;
             stats.counts = counts;
-            stats.counts.rejected = policy.rejected();
             if let Err(e) = result {
                 first_error.get_or_insert(e.context(format!("step `{}`", stats.name)));
             }
         }
-        if let Some(signal) = stop.signal() {
-            first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
+        let ((mut counts, result), mut sink) = sink_task.await.context("a pipeline stage panicked")?;
+        if let Err(e) = result {
+            first_error.get_or_insert(e.context(format!("step `{}`", last.spec.name)));
         }
-        if first_error.is_none() {
-            for (policy, step) in policies.iter().zip(&self.steps) {
-                if let Err(e) = policy.finish().await {
-                    first_error.get_or_insert(e.context(format!("step `{}`", step.spec.name)));
-                }
+        let dead_letters: Vec<(&str, &Policy)> =
+            self.steps.iter().map(|planned| planned.spec.name.as_str()).zip(&policies).collect();
+        let ended = end_sink(&mut *sink, &step, &mut counts, &progress, &dead_letters, &stop, first_error).await;
+        let sink_stats = stats.last_mut().expect("a plan has a sink");
+        sink_stats.counts = counts;
+        for (stats, policy) in stats.iter_mut().zip(&policies) {
+            stats.counts.rejected = policy.rejected();
+        }
+        ended
+    }
+}
+
+/// Ends the sink once every other stage is done. The run succeeded so far and no signal came:
+/// the sink flushes (what it reports goes to its policy), the dead letters are made durable,
+/// and only then does the sink commit its output. Otherwise (a failure, or a signal before the
+/// commit began) the sink is aborted and nothing is published. Returns how the run ended.
+async fn end_sink(
+    sink: &mut dyn Sink,
+    step: &StepPolicy,
+    counts: &mut Counts,
+    progress: &Progress,
+    policies: &[(&str, &Policy)],
+    stop: &Stop,
+    mut first_error: Option<anyhow::Error>,
+) -> anyhow::Result<()> {
+    let in_step = |e: anyhow::Error, name: &str| e.context(format!("step `{name}`"));
+    if first_error.is_none() && stop.signal().is_none() {
+        tracing::debug!("waiting for the sink's acknowledgements");
+        let started = Instant::now();
+        // A signal while the sink waits for acknowledgements stops the run like any other.
+        let flushed = tokio::select! {
+            flushed = sink.flush() => Some(flushed),
+            _ = stop.signalled() => None,
+        };
+        counts.busy += started.elapsed();
+        if let Some(flushed) = flushed {
+            let settled = match flushed {
+                Ok(acks) => stages::settle(acks, step, counts, progress).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = settled {
+                first_error = Some(in_step(e, &step.name));
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
+    // The dead letters before the sink's commit: when one fails, the run fails with nothing
+    // published.
+    if first_error.is_none() && stop.signal().is_none() {
+        for (name, policy) in policies {
+            if let Err(e) = policy.finish().await {
+                first_error.get_or_insert(in_step(e, name));
+            }
+        }
+    }
+    if first_error.is_none() && stop.begin_commit() {
+        let started = Instant::now();
+        let committed = sink.commit().await;
+        counts.busy += started.elapsed();
+        return match committed {
+            Ok(acks) => stages::settle(acks, step, counts, progress).await.map_err(|e| in_step(e, &step.name)),
+            Err(e) => Err(in_step(e, &step.name)),
+        };
+    }
+    let acks = sink.abort().await;
+    counts.rows_out += acks.rows;
+    progress.rows_acknowledged(acks.rows);
+    if let Some(signal) = stop.signal() {
+        first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
+    }
+    Err(first_error.expect("a run that does not commit has failed or was stopped"))
 }
 
 /// Opens every step at once, each in its own task: the source's first request, the plugins'

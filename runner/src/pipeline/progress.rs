@@ -37,7 +37,7 @@ pub fn show(progress: &Arc<Progress>, wanted: bool) -> Option<Display> {
             } else {
                 ticker.set_style(rows_only.clone());
             }
-            ticker.set_message(format!("{rows} rows written, {rate:.0} rows/s"));
+            ticker.set_message(format!("{rows} rows to the sink, {rate:.0} rows/s"));
             ticker.tick();
         }
     });

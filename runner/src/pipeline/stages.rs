@@ -12,8 +12,10 @@
 //! A batch a transform returns from `finish` sorts after every other.
 //!
 //! The first stage to fail sets a shared flag before it hangs up: the stages after it then stop
-//! without calling `finish`, so a sink never commits the output of a failed run, and the
-//! stages before it see their channel close and stop.
+//! without calling `finish`, and the stages before it see their channel close and stop. The
+//! sink stage only writes: once every stage is done, the pipeline commits the sink when all of
+//! them succeeded and no signal came, and aborts it otherwise, so a failed or stopped run never
+//! publishes its output.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,8 +25,11 @@ use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::batch::{Batch, Schema, schema_change};
+use crate::format::cut;
 use crate::report::Counts;
-use crate::step::{Policy, Progress, Rejected, RowError, Sink, Source, Transform, reject_batch, row_json};
+use crate::step::{
+    Acks, BatchRefused, Policy, Progress, Rejected, RowError, Sink, Source, Transform, reject_batch, row_json,
+};
 
 /// Batches buffered between two stages, per worker of the stage that reads them.
 pub const CHANNEL_BATCHES: usize = 2;
@@ -58,31 +63,61 @@ fn outcome(counts: Counts, result: anyhow::Result<()>, failed: &AtomicBool) -> S
 
 /// Asks a run to stop: set by the first SIGINT or SIGTERM (the binary watches for signals and
 /// calls [`Stop::request`]). The source stops reading, the batches already read go through to
-/// the sink, the sink finishes (what it accepted is flushed), and the run reports what it did
-/// and fails with [`Interrupted`]. A run still opening its steps stops at once.
+/// the sink, the sink is aborted (nothing is committed: no file renamed into place, no upload
+/// completed), and the run reports what it did and fails with [`Interrupted`]. A run still
+/// opening its steps stops at once. Once the sink has begun to commit (every row is read and
+/// settled), a stop no longer interrupts it: the run finishes.
 #[derive(Debug, Default)]
 pub struct Stop {
-    signal: std::sync::OnceLock<&'static str>,
+    /// The first signal, and whether the sink has begun to commit: one lock, so that a signal
+    /// and the start of the commit are ordered (either the run stops, or it commits).
+    state: std::sync::Mutex<StopState>,
     /// Wakes [`Stop::signalled`] (a permit is kept if nobody waits yet).
     notify: tokio::sync::Notify,
 }
 
+#[derive(Debug, Default)]
+struct StopState {
+    signal: Option<&'static str>,
+    committing: bool,
+}
+
 /// The run was stopped by a signal.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted by {0}: stopped reading; the batches already read were finished and the sink flushed")]
+#[error(
+    "interrupted by {0}: stopped reading and committed nothing (rows a store such as Redis acknowledged stay \
+     there; file outputs and uploads were discarded)"
+)]
 pub struct Interrupted(pub &'static str);
 
 impl Stop {
-    /// Asks the run to stop, because of `signal` (`SIGINT`, `SIGTERM`); the first request counts.
-    pub fn request(&self, signal: &'static str) {
-        if self.signal.set(signal).is_ok() {
-            self.notify.notify_one();
-        }
+    fn state(&self) -> std::sync::MutexGuard<'_, StopState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The signal that stopped the run, if one did.
+    /// Asks the run to stop, because of `signal` (`SIGINT`, `SIGTERM`); the first request counts.
+    /// Returns `false` when the run is already committing its output, which it then finishes.
+    pub fn request(&self, signal: &'static str) -> bool {
+        let mut state = self.state();
+        if state.signal.is_none() {
+            state.signal = Some(signal);
+            self.notify.notify_one();
+        }
+        !state.committing
+    }
+
+    /// The sink begins to commit, unless a stop was asked for first (`false`): from now on a
+    /// request no longer stops the run.
+    pub fn begin_commit(&self) -> bool {
+        let mut state = self.state();
+        state.committing = state.signal.is_none();
+        state.committing
+    }
+
+    /// The signal that stopped the run, if one did (before the commit began).
     pub fn signal(&self) -> Option<&'static str> {
-        self.signal.get().copied()
+        let state = self.state();
+        state.signal.filter(|_| !state.committing)
     }
 
     /// Waits for the first request; returns its signal.
@@ -269,13 +304,17 @@ async fn reject_row(step: &StepPolicy, batch: Batch, refused: &RowError) -> anyh
     Ok(batch.without_row(refused.row))
 }
 
+/// The sink stage: writes every batch that arrives (in the source's order when the sink asks
+/// for it), then the batches transforms returned from `finish`. It does not end the sink:
+/// [`Plan::run`](super::Plan) commits or aborts it once every stage is done, so the decision
+/// is taken in one place, knowing how every stage ended.
 pub async fn sink(
     mut sink: Box<dyn Sink>,
     step: StepPolicy,
     mut rx: mpsc::Receiver<Sequenced>,
     failed: Arc<AtomicBool>,
     progress: Arc<Progress>,
-) -> StageOutcome {
+) -> (StageOutcome, Box<dyn Sink>) {
     let mut counts = Counts::default();
     let result = async {
         let ordered = sink.ordered();
@@ -283,6 +322,9 @@ pub async fn sink(
         let mut waiting: BTreeMap<u64, Batch> = BTreeMap::new();
         let mut next = 0;
         while let Some(Sequenced { seq, batch }) = rx.recv().await {
+            if failed.load(Ordering::SeqCst) {
+                return Ok(()); // another stage failed: the run commits nothing, write no more
+            }
             counts.batches += 1;
             counts.rows_in += batch.rows() as u64;
             if !ordered {
@@ -302,16 +344,15 @@ pub async fn sink(
         for (_, batch) in std::mem::take(&mut waiting) {
             write(&mut *sink, batch, &step, &mut counts, &progress).await?;
         }
-        let started = Instant::now();
-        let finished = sink.finish().await;
-        counts.busy += started.elapsed();
-        finished
+        Ok(())
     }
     .await;
-    outcome(counts, result, &failed)
+    (outcome(counts, result, &failed), sink)
 }
 
-/// Writes a batch under the sink's policy (as [`process`] does for transforms).
+/// Writes a batch under the sink's policy (as [`process`] does for transforms): a row the sink
+/// refuses at once is rejected and the rest sent again; a batch it refuses whole is rejected;
+/// any other failure fails the run, since the sink may have taken part of the batch.
 async fn write(
     sink: &mut dyn Sink,
     mut batch: Batch,
@@ -329,22 +370,45 @@ async fn write(
         let written = sink.write(attempt).await;
         counts.busy += started.elapsed();
         let e = match written {
-            Ok(()) => {
-                counts.rows_out += rows;
-                progress.rows_written(rows);
-                return Ok(());
+            Ok(acks) => {
+                progress.rows_taken(rows);
+                return settle(acks, step, counts, progress).await;
             }
             Err(e) if !step.policy.tolerant() => return Err(e),
             Err(e) => e,
         };
-        match e.downcast_ref::<RowError>() {
-            Some(refused) if refused.row < batch.rows() => {
-                batch = reject_row(step, batch, refused).await?;
-                if batch.is_empty() {
-                    return Ok(());
-                }
+        if let Some(refused) = e.downcast_ref::<RowError>()
+            && refused.row < batch.rows()
+        {
+            batch = reject_row(step, batch, refused).await?;
+            if batch.is_empty() {
+                return Ok(());
             }
-            _ => return step.policy.reject(reject_batch(&step.name, &batch, &format!("{e:#}"))).await,
+        } else if e.downcast_ref::<BatchRefused>().is_some() {
+            return step.policy.reject(reject_batch(&step.name, &batch, &format!("{e:#}"))).await;
+        } else {
+            return Err(e);
         }
     }
+}
+
+/// Takes in what a sink reported: acknowledged rows are written; refused rows go to the sink's
+/// policy, each with its own reason (with `fail`, the first of them fails the run).
+pub async fn settle(acks: Acks, step: &StepPolicy, counts: &mut Counts, progress: &Progress) -> anyhow::Result<()> {
+    counts.rows_out += acks.rows;
+    progress.rows_acknowledged(acks.rows);
+    let Some(first) = acks.refused.first() else { return Ok(()) };
+    if !step.policy.tolerant() {
+        let others = match acks.refused.len() {
+            1 => String::new(),
+            n => format!(" (and {} more rows refused)", n - 1),
+        };
+        anyhow::bail!("the store refused a row: {}{others}; the row: {}", first.reason, cut(&first.row.to_string()));
+    }
+    let rejected = acks
+        .refused
+        .into_iter()
+        .map(|refused| Rejected { step: step.name.clone(), reason: refused.reason, row: refused.row, at: None })
+        .collect();
+    step.policy.reject(rejected).await
 }

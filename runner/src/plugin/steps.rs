@@ -26,7 +26,7 @@ use super::output::{OutputBudget, cut, cut_owned};
 use super::{AssetBytes, EngineChecks, LoadedPlugin, PluginRuntime, State};
 use crate::batch::{Batch, BatchError};
 use crate::spec::{Limits, Sandbox};
-use crate::step::{RowError, Shard, Sink, Source, Transform};
+use crate::step::{Acks, BatchRefused, RowError, Shard, Sink, Source, Transform};
 
 /// Everything it takes to open an instance of a plugin step (again, after a trap).
 #[derive(Clone)]
@@ -206,10 +206,49 @@ impl<B> Instance<B> {
         }
     }
 
-    /// A batch the plugin returned, checked on the way in (`Batch::new`).
+    /// A batch the plugin returned, checked on the way in (`Batch::new`), and bounded by the
+    /// step's memory limit: a plugin cannot hold more than `memory_mb` of data, so the host
+    /// takes no more from it than that, however the batch encodes it ([`check_size`]).
     fn check(&self, batch: Result<Batch, BatchError>) -> anyhow::Result<Batch> {
-        batch.map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))
+        let batch = batch.map_err(|e| anyhow::anyhow!("plugin `{}` returned a malformed batch: {e}", self.plugin))?;
+        check_size(&batch, &self.limits).map_err(|e| anyhow::anyhow!("plugin `{}` returned {e}", self.plugin))?;
+        Ok(batch)
     }
+}
+
+/// Bytes of memory a plugin's limit allows per column it returns: at the default 1024 MiB, a
+/// million columns.
+const BYTES_PER_COLUMN: u64 = 1024;
+
+/// Whether a batch fits the step's memory limit once spelled out: dictionary-encoded text (one
+/// value referenced by every row: a 16 MiB text times 150 rows is 2.4 GiB in the steps after it),
+/// and the number of columns (each costs the host whatever its size).
+fn check_size(batch: &Batch, limits: &Limits) -> Result<(), String> {
+    let budget = limits.memory_mb.saturating_mul(1 << 20);
+    let columns = batch.columns().len() as u64;
+    if columns > budget / BYTES_PER_COLUMN {
+        return Err(format!(
+            "a batch of {columns} columns, more than its memory limit of {} MiB allows (a column per KiB: \
+             limits.memory_mb)",
+            limits.memory_mb
+        ));
+    }
+    let mut spelled_out = 0u64;
+    for column in batch.columns() {
+        if let crate::batch::Values::Dictionary(dictionary) = &column.values {
+            for &key in &dictionary.keys {
+                spelled_out += dictionary.values[key as usize].len() as u64;
+                if spelled_out > budget {
+                    return Err(format!(
+                        "a batch whose dictionary-encoded text, spelled out (column `{}`), is more than its memory \
+                         limit of {} MiB (limits.memory_mb): the host does not expand it",
+                        column.name, limits.memory_mb
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PluginStep {
@@ -391,20 +430,27 @@ impl Source for PluginSource {
     }
 }
 
-pub struct PluginSink(Instance<SinkBindings>);
+pub struct PluginSink {
+    instance: Instance<SinkBindings>,
+    /// Rows the plugin's `write` took: durable once its `finish` returns ok.
+    taken: u64,
+}
 
 impl PluginSink {
     pub async fn open(step: &PluginStep) -> anyhow::Result<PluginSink> {
-        Ok(PluginSink(step.sink().await?))
+        Ok(PluginSink { instance: step.sink().await?, taken: 0 })
     }
 }
 
 #[async_trait]
 impl Sink for PluginSink {
-    async fn write(&mut self, batch: Batch) -> anyhow::Result<()> {
-        let i = &mut self.0;
+    /// A failed `write` took nothing of the batch (the contract): an error naming a row
+    /// refuses that row, any other refuses the batch. A trap fails the run.
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Acks> {
+        let i = &mut self.instance;
         i.arm()?;
         let deadline = i.limits.deadline();
+        let rows = batch.rows() as u64;
         let result = either!(&i.bindings, b => within(deadline, b
             .etl_plugin_sink()
             .writer()
@@ -412,14 +458,19 @@ impl Sink for PluginSink {
             .await
             .map(|r| r.map_err(CallError::from)));
         match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(i.failed(e)),
+            Ok(Ok(())) => {
+                self.taken += rows;
+                Ok(Acks::default())
+            }
+            Ok(Err(e)) if e.row.is_some() => Err(i.failed(e)),
+            Ok(Err(e)) => Err(BatchRefused(format!("{:#}", i.failed(e))).into()),
             Err(e) => Err(i.trapped(e)),
         }
     }
 
-    async fn finish(&mut self) -> anyhow::Result<()> {
-        let i = &mut self.0;
+    /// The plugin's `finish`: what it took is durable once it returns ok.
+    async fn commit(&mut self) -> anyhow::Result<Acks> {
+        let i = &mut self.instance;
         i.arm()?;
         let deadline = i.limits.deadline();
         let result = either!(&i.bindings, b => within(deadline, b
@@ -429,7 +480,7 @@ impl Sink for PluginSink {
             .await
             .map(|r| r.map_err(CallError::from)));
         match result {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(Acks::rows(self.taken)),
             Ok(Err(e)) => Err(i.failed(e)),
             Err(e) => Err(i.trapped(e)),
         }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisResult, ServerErrorKind, Value};
+
+use super::{Refusal, Rows, describe, keep_worst, refuses_the_row, reply_per_command};
 use tokio::sync::RwLock;
 
 /// Slots in a Redis Cluster.
@@ -64,43 +66,74 @@ struct Node {
     connection: ConnectionManager,
 }
 
-/// A round trip's single-key commands, grouped by the node that owns each one's key as they
-/// are added (so no command is copied to be grouped), and what is left of them to send: a
-/// failed [`Cluster::send`] keeps the commands no node acknowledged, and sending the trip again
-/// sends only those.
+/// A round trip's single-key commands, each with the rows it writes, grouped by the node that
+/// owns each one's key as they are added (so no command is copied to be grouped), and what is
+/// left of them to send: a failed [`Cluster::send`] keeps the commands no node acknowledged,
+/// and sending the trip again sends only those.
 pub struct Trip {
     /// The slot map the commands are grouped by.
     map: Arc<SlotMap>,
     /// The commands for each node of `map`, by its index.
-    groups: Vec<Pipeline>,
+    groups: Vec<Group>,
     /// Commands to route again: their slot had no owner, or its owner answered `MOVED`.
-    strays: Vec<Cmd>,
+    strays: Vec<(Cmd, Rows)>,
     /// Commands an `ASK` sent to the node at `host:port`, where they go after `ASKING`.
-    asked: Vec<(String, Cmd)>,
+    asked: Vec<(String, Cmd, Rows)>,
+    /// Commands a node refused for good, for a reason that lies with their rows.
+    refused: Vec<Refusal>,
     /// The last attempt failed: the next one asks the cluster for its slot map first, so a
     /// replica promoted in place of a dead node gets its commands.
     failed: bool,
 }
 
+/// The commands for one node, as one pipeline, and the rows each writes.
+struct Group {
+    pipe: Pipeline,
+    rows: Vec<Rows>,
+}
+
+impl Group {
+    fn new(capacity: usize) -> Group {
+        Group { pipe: reply_per_command(capacity), rows: Vec::with_capacity(capacity) }
+    }
+
+    fn add(&mut self, cmd: Cmd, rows: Rows) {
+        self.pipe.add_command(cmd);
+        self.rows.push(rows);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pipe.is_empty()
+    }
+
+    /// The commands that are not the `ASKING` before an asked command, with their rows.
+    fn commands(&self) -> impl Iterator<Item = (&Cmd, &Rows)> {
+        self.pipe.cmd_iter().filter(|cmd| !is_asking(cmd)).zip(&self.rows)
+    }
+}
+
 impl Trip {
     fn new(map: Arc<SlotMap>, commands: usize) -> Trip {
         let per_node = commands / map.nodes.len().max(1) + 1;
-        let groups = (0..map.nodes.len()).map(|_| node_pipeline(per_node)).collect();
-        Trip { map, groups, strays: Vec::new(), asked: Vec::new(), failed: false }
+        let groups = (0..map.nodes.len()).map(|_| Group::new(per_node)).collect();
+        Trip { map, groups, strays: Vec::new(), asked: Vec::new(), refused: Vec::new(), failed: false }
     }
 
-    /// Adds a single-key command, to the group of the node that owns its key.
-    pub fn add(&mut self, cmd: Cmd) {
+    /// Adds a single-key command that writes `rows`, to the group of the node that owns its key.
+    pub fn add(&mut self, cmd: Cmd, rows: Rows) {
         match self.map.owner(&cmd) {
-            Some(owner) => {
-                self.groups[owner].add_command(cmd);
-            }
-            None => self.strays.push(cmd),
+            Some(owner) => self.groups[owner].add(cmd, rows),
+            None => self.strays.push((cmd, rows)),
         }
     }
 
+    /// The commands a node refused for good so far, taken out of the trip.
+    pub fn take_refused(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refused)
+    }
+
     fn is_done(&self) -> bool {
-        self.groups.iter().all(Pipeline::is_empty) && self.strays.is_empty() && self.asked.is_empty()
+        self.groups.iter().all(Group::is_empty) && self.strays.is_empty() && self.asked.is_empty()
     }
 
     /// Groups the commands by `map` instead: the strays, and every command if the map is new.
@@ -109,69 +142,60 @@ impl Trip {
         if !Arc::ptr_eq(&map, &self.map) {
             // Only after the cluster changed: the commands are copied out of their pipelines.
             for group in self.groups.drain(..) {
-                commands.extend(group.cmd_iter().cloned());
+                commands.extend(group.commands().map(|(cmd, rows)| (cmd.clone(), rows.clone())));
             }
             let per_node = commands.len() / map.nodes.len().max(1) + 1;
-            self.groups = (0..map.nodes.len()).map(|_| node_pipeline(per_node)).collect();
+            self.groups = (0..map.nodes.len()).map(|_| Group::new(per_node)).collect();
             self.map = map;
         }
-        commands.into_iter().for_each(|cmd| self.add(cmd));
+        commands.into_iter().for_each(|(cmd, rows)| self.add(cmd, rows));
     }
 
     /// The commands an `ASK` redirected, as one pipeline per node, `ASKING` before each.
-    fn take_asked(&mut self) -> Vec<(String, Pipeline)> {
-        let mut asked: Vec<(String, Pipeline)> = Vec::new();
-        for (address, cmd) in std::mem::take(&mut self.asked) {
+    fn take_asked(&mut self) -> Vec<(String, Group)> {
+        let mut asked: Vec<(String, Group)> = Vec::new();
+        for (address, cmd, rows) in std::mem::take(&mut self.asked) {
             let at = asked.iter().position(|(a, _)| *a == address).unwrap_or_else(|| {
-                asked.push((address, node_pipeline(1)));
+                asked.push((address, Group::new(2)));
                 asked.len() - 1
             });
-            asked[at].1.cmd("ASKING").ignore().add_command(cmd);
+            let group = &mut asked[at].1;
+            group.pipe.cmd("ASKING").ignore();
+            group.add(cmd, rows);
         }
         asked
     }
 
-    /// Takes in the replies of the node at `address` to `pipe`: the commands that failed go
-    /// back into the trip (true if any was `MOVED`), the first error that is not a redirection
-    /// into `failure`.
-    fn settle(
-        &mut self,
-        address: &str,
-        pipe: &Pipeline,
-        replies: Vec<Value>,
-        failure: &mut Option<RedisError>,
-    ) -> bool {
+    /// Takes in the replies of the node at `address` to `group`: what it acknowledged leaves the
+    /// trip, what it refused for a reason of the rows' goes to `refused`, what it redirected or
+    /// failed goes back into the trip (true if any was `MOVED`), the first failure that is not a
+    /// redirection into `failure`.
+    fn settle(&mut self, address: &str, group: &Group, replies: Vec<Value>, failure: &mut Option<RedisError>) -> bool {
         let mut moved = false;
-        let cmds = pipe.cmd_iter().filter(|cmd| !is_asking(cmd));
-        for (cmd, reply) in cmds.zip(replies) {
+        for ((cmd, rows), reply) in group.commands().zip(replies) {
             let Value::ServerError(e) = reply else { continue };
             let e = RedisError::from(e);
             match (e.kind(), e.redirect_node()) {
                 (ErrorKind::Server(ServerErrorKind::Moved), _) => {
                     moved = true;
-                    self.strays.push(cmd.clone());
+                    self.strays.push((cmd.clone(), rows.clone()));
                 }
                 (ErrorKind::Server(ServerErrorKind::Ask), Some((to, _))) => {
-                    self.asked.push((to.to_string(), cmd.clone()));
+                    self.asked.push((to.to_string(), cmd.clone(), rows.clone()));
+                }
+                _ if refuses_the_row(&e) => {
+                    self.refused.push(Refusal { rows: rows.clone(), reason: describe(&at_node(address, e)) });
                 }
                 // Kept for the next attempt: a transient error (`TRYAGAIN`, `CLUSTERDOWN`,
                 // `LOADING`) is retried; any other fails the run.
                 _ => {
                     keep_worst(failure, at_node(address, e));
-                    self.strays.push(cmd.clone());
+                    self.strays.push((cmd.clone(), rows.clone()));
                 }
             }
         }
         moved
     }
-}
-
-/// A pipeline for one node: every command's reply comes back, errors included, so redirections
-/// can be told apart from failures.
-fn node_pipeline(capacity: usize) -> Pipeline {
-    let mut pipe = Pipeline::with_capacity(capacity);
-    pipe.ignore_errors();
-    pipe
 }
 
 impl Cluster {
@@ -280,7 +304,7 @@ impl Cluster {
             let current = self.map.read().await.clone();
             if !trip.strays.is_empty() || !Arc::ptr_eq(&current, &trip.map) {
                 // A slot nobody owns means the map is stale: ask the cluster again first.
-                if trip.strays.iter().any(|cmd| current.owner(cmd).is_none()) {
+                if trip.strays.iter().any(|(cmd, _)| current.owner(cmd).is_none()) {
                     self.refresh().await?;
                     trip.regroup(self.map.read().await.clone());
                 } else {
@@ -292,44 +316,44 @@ impl Cluster {
             }
             let map = trip.map.clone();
             let groups = std::mem::take(&mut trip.groups);
-            let sends = groups.into_iter().enumerate().map(|(owner, pipe)| {
+            let sends = groups.into_iter().enumerate().map(|(owner, group)| {
                 let node = &map.nodes[owner];
                 async move {
-                    let replies = match pipe.is_empty() {
+                    let replies = match group.is_empty() {
                         true => Ok(Vec::new()),
-                        false => send_pipeline(node.connection.clone(), &pipe).await,
+                        false => send_pipeline(node.connection.clone(), &group.pipe).await,
                     };
-                    (node.address.clone(), pipe, replies.map_err(|e| at_node(&node.address, e)))
+                    (node.address.clone(), group, replies.map_err(|e| at_node(&node.address, e)))
                 }
             });
-            let asks = trip.take_asked().into_iter().map(|(address, pipe)| async move {
+            let asks = trip.take_asked().into_iter().map(|(address, group)| async move {
                 let replies = match self.node(&address).await {
-                    Ok(connection) => send_pipeline(connection, &pipe).await,
+                    Ok(connection) => send_pipeline(connection, &group.pipe).await,
                     Err(e) => Err(e),
                 }
                 .map_err(|e| at_node(&address, e));
-                (address, pipe, replies)
+                (address, group, replies)
             });
             let (sent, asked_back) = tokio::join!(futures::future::join_all(sends), futures::future::join_all(asks));
-            trip.groups = (0..map.nodes.len()).map(|_| node_pipeline(0)).collect();
+            trip.groups = (0..map.nodes.len()).map(|_| Group::new(0)).collect();
             let (mut moved, mut failure) = (false, None);
-            for (owner, (address, pipe, replies)) in sent.into_iter().enumerate() {
+            for (owner, (address, group, replies)) in sent.into_iter().enumerate() {
                 match replies {
-                    Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
+                    Ok(replies) => moved |= trip.settle(&address, &group, replies, &mut failure),
                     // None of it was acknowledged: it stays for the next attempt.
                     Err(e) => {
                         keep_worst(&mut failure, e);
-                        trip.groups[owner] = pipe;
+                        trip.groups[owner] = group;
                     }
                 }
             }
-            for (address, pipe, replies) in asked_back {
+            for (address, group, replies) in asked_back {
                 match replies {
-                    Ok(replies) => moved |= trip.settle(&address, &pipe, replies, &mut failure),
+                    Ok(replies) => moved |= trip.settle(&address, &group, replies, &mut failure),
                     Err(e) => {
                         keep_worst(&mut failure, e);
-                        let cmds = pipe.cmd_iter().filter(|cmd| !is_asking(cmd)).cloned();
-                        trip.asked.extend(cmds.map(|cmd| (address.clone(), cmd)));
+                        let commands = group.commands().map(|(cmd, rows)| (address.clone(), cmd.clone(), rows.clone()));
+                        trip.asked.extend(commands);
                     }
                 }
             }
@@ -414,14 +438,6 @@ fn key_of(cmd: &Cmd) -> &[u8] {
     }
 }
 
-/// Keeps in `failure` the error that should end the attempt: the first one, unless a later one
-/// is not transient where it was (a refused command outranks a node that is down for now).
-fn keep_worst(failure: &mut Option<RedisError>, e: RedisError) {
-    if failure.as_ref().is_none_or(|kept| super::transient(kept) && !super::transient(&e)) {
-        *failure = Some(e);
-    }
-}
-
 /// An error that names the node it came from; as transient as the error it wraps (a transient
 /// one keeps being retried, the next attempt asking the cluster for its slot map first).
 fn at_node(address: &str, e: RedisError) -> RedisError {
@@ -441,16 +457,17 @@ async fn connect_node(prefix: &str, address: &str) -> RedisResult<ConnectionMana
 mod tests {
     use super::*;
 
-    /// A node's replies to its pipeline: what it wrote leaves the trip, what it refused stays
-    /// (to be sent again), what it redirected goes where it said.
+    /// A node's replies to its pipeline: what it wrote leaves the trip, what it failed stays
+    /// (to be sent again), what it redirected goes where it said, and what it refused for a
+    /// reason of the row's is handed back with the rows it writes.
     #[test]
     fn replies_leave_in_the_trip_what_was_not_written() {
         let reply = |text: &str| redis::parse_redis_value(text.as_bytes()).unwrap();
-        let keys = |cmds: &[Cmd]| cmds.iter().map(|cmd| key_of(cmd).to_vec()).collect::<Vec<_>>();
+        let keys = |cmds: &[(Cmd, Rows)]| cmds.iter().map(|(cmd, _)| key_of(cmd).to_vec()).collect::<Vec<_>>();
         let mut trip = Trip::new(Arc::default(), 4);
-        let mut pipe = node_pipeline(4);
-        for key in ["a", "b", "c", "d"] {
-            pipe.add_command(Cmd::set(key, "v"));
+        let mut group = Group::new(4);
+        for (row, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            group.add(Cmd::set(key, "v"), row as u32..row as u32 + 1);
         }
         let replies = vec![
             reply("+OK\r\n"),
@@ -459,26 +476,37 @@ mod tests {
             reply("-CLUSTERDOWN The cluster is down\r\n"),
         ];
         let mut failure = None;
-        assert!(trip.settle("10.0.0.1:7000", &pipe, replies, &mut failure), "a MOVED reply");
+        assert!(trip.settle("10.0.0.1:7000", &group, replies, &mut failure), "a MOVED reply");
         assert_eq!(keys(&trip.strays), [b"b".to_vec(), b"d".to_vec()]);
+        assert_eq!(trip.strays.iter().map(|(_, rows)| rows.clone()).collect::<Vec<_>>(), [1..2, 3..4]);
         let failure = failure.expect("CLUSTERDOWN fails the attempt");
         assert!(super::super::transient(&failure), "and is retried: {failure}");
-        assert!(super::super::describe(&failure).starts_with("node 10.0.0.1:7000: "), "{failure}");
+        assert!(describe(&failure).starts_with("node 10.0.0.1:7000: "), "{failure}");
 
         // The ASK-ed command goes to the node named, after an ASKING that has no reply of its own.
         let mut asked = trip.take_asked();
         assert_eq!(asked.len(), 1);
-        let (address, pipe) = asked.remove(0);
+        let (address, group) = asked.remove(0);
         assert_eq!(address, "10.0.0.3:7002");
-        assert_eq!(pipe.cmd_iter().map(is_asking).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(group.pipe.cmd_iter().map(is_asking).collect::<Vec<_>>(), [true, false]);
+        // That node refuses it: a key of another type is the row's fault, not the node's.
         let mut failure = None;
-        assert!(!trip.settle(&address, &pipe, vec![reply("-WRONGTYPE Operation against a key\r\n")], &mut failure));
-        assert_eq!(keys(&trip.strays), [b"b".to_vec(), b"d".to_vec(), b"c".to_vec()]);
+        assert!(!trip.settle(&address, &group, vec![reply("-WRONGTYPE Operation against a key\r\n")], &mut failure));
+        assert!(failure.is_none(), "a refused row does not fail the attempt");
+        let refused = trip.take_refused();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].rows, 2..3);
+        assert!(refused[0].reason.starts_with("node 10.0.0.3:7002: ") && refused[0].reason.contains("WRONGTYPE"));
+        assert_eq!(keys(&trip.strays), [b"b".to_vec(), b"d".to_vec()], "nor is it sent again");
 
-        // A refused command outranks a node that is down for now: the run ends with its error.
+        // A node out of memory fails the attempt, and outranks a node that is down for now.
+        let mut group = Group::new(1);
+        group.add(Cmd::set("e", "v"), 4..5);
+        let mut failure = None;
+        trip.settle("10.0.0.1:7000", &group, vec![reply("-OOM command not allowed\r\n")], &mut failure);
         let mut worst = Some(at_node("10.0.0.1:7000", RedisError::from(std::io::Error::other("refused"))));
-        keep_worst(&mut worst, failure.expect("WRONGTYPE fails the attempt"));
-        assert!(worst.is_some_and(|e| !super::super::transient(&e) && e.to_string().contains("WRONGTYPE")));
+        keep_worst(&mut worst, failure.expect("OOM fails the attempt"));
+        assert!(worst.is_some_and(|e| !super::super::transient(&e) && e.to_string().contains("OOM")));
     }
 
     #[test]

@@ -36,40 +36,125 @@ impl Connection {
     /// An empty round trip, with room for about `commands` commands.
     pub async fn round_trip(&self, commands: usize) -> RoundTrip {
         match self {
-            Connection::Node(_) => RoundTrip::Node(Pipeline::with_capacity(commands)),
+            Connection::Node(_) => RoundTrip::Node(NodeTrip::new(commands)),
             Connection::Cluster(cluster) => RoundTrip::Cluster(cluster.trip(commands).await),
         }
     }
 
     /// Sends what is left of a round trip: to one server as one pipeline; to a cluster, each
-    /// node the commands for its slots as one pipeline, all at once. After an error, sending
-    /// the trip again resends what was not acknowledged (for one server: all of it).
+    /// node the commands for its slots as one pipeline, all at once. What the store
+    /// acknowledged leaves the trip, and so does what it refused for good
+    /// ([`RoundTrip::take_refused`]); after an error, sending the trip again resends the rest
+    /// (after a dropped connection, for one server: all of it).
     pub async fn send(&mut self, trip: &mut RoundTrip) -> Result<(), RedisError> {
         match (self, trip) {
-            (Connection::Node(connection), RoundTrip::Node(pipe)) => pipe.query_async::<()>(connection).await,
+            (Connection::Node(connection), RoundTrip::Node(trip)) => trip.send(connection).await,
             (Connection::Cluster(cluster), RoundTrip::Cluster(trip)) => cluster.send(trip).await,
             _ => Err(RedisError::from((ErrorKind::Client, "a round trip sent over another kind of connection"))),
         }
     }
 }
 
+/// The rows of a batch a command writes: one row, or for an `MSET` a run of them.
+pub type Rows = std::ops::Range<u32>;
+
+/// A command the store refused for good, for a reason that lies with its rows (a key holding
+/// another type: `WRONGTYPE`), and those rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rows: Rows,
+    pub reason: String,
+}
+
 /// A round trip's commands, as [`Connection::round_trip`] made it.
 pub enum RoundTrip {
-    /// One server: one pipeline, every command's reply ignored (an error fails it).
-    Node(Pipeline),
+    /// One server: one pipeline.
+    Node(NodeTrip),
     /// A cluster: a pipeline per node, for single-key commands.
     Cluster(Trip),
 }
 
 impl RoundTrip {
-    /// Adds a command with a single key (so a cluster can route it).
-    pub fn add(&mut self, cmd: Cmd) {
+    /// Adds a command with a single key (so a cluster can route it) that writes `rows`.
+    pub fn add(&mut self, cmd: Cmd, rows: Rows) {
         match self {
-            RoundTrip::Node(pipe) => {
-                pipe.add_command(cmd).ignore();
+            RoundTrip::Node(trip) => {
+                trip.pipe.add_command(cmd);
+                trip.rows.push(rows);
             }
-            RoundTrip::Cluster(trip) => trip.add(cmd),
+            RoundTrip::Cluster(trip) => trip.add(cmd, rows),
         }
+    }
+
+    /// The commands the store refused for good so far, taken out of the trip.
+    pub fn take_refused(&mut self) -> Vec<Refusal> {
+        match self {
+            RoundTrip::Node(trip) => std::mem::take(&mut trip.refused),
+            RoundTrip::Cluster(trip) => trip.take_refused(),
+        }
+    }
+}
+
+/// The commands of a round trip to one server, each with the rows it writes, and those the
+/// server refused for good.
+pub struct NodeTrip {
+    /// Every reply comes back, errors included, so each command's fate is known.
+    pipe: Pipeline,
+    rows: Vec<Rows>,
+    refused: Vec<Refusal>,
+}
+
+impl NodeTrip {
+    fn new(commands: usize) -> NodeTrip {
+        NodeTrip { pipe: reply_per_command(commands), rows: Vec::with_capacity(commands), refused: Vec::new() }
+    }
+
+    async fn send(&mut self, connection: &mut ConnectionManager) -> Result<(), RedisError> {
+        if self.pipe.is_empty() {
+            return Ok(());
+        }
+        // No replies (a dropped connection, a timeout): all of it is sent again.
+        let replies: Vec<Value> = self.pipe.query_async(connection).await?;
+        let (mut left, mut left_rows, mut failure) = (reply_per_command(0), Vec::new(), None);
+        for ((cmd, rows), reply) in self.pipe.cmd_iter().zip(std::mem::take(&mut self.rows)).zip(replies) {
+            let Value::ServerError(e) = reply else { continue };
+            let e = RedisError::from(e);
+            if refuses_the_row(&e) {
+                self.refused.push(Refusal { rows, reason: describe(&e) });
+            } else {
+                // Sent again: a transient error is retried, any other fails the run.
+                keep_worst(&mut failure, e);
+                left.add_command(cmd.clone());
+                left_rows.push(rows);
+            }
+        }
+        (self.pipe, self.rows) = (left, left_rows);
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// A pipeline whose every command's reply comes back, errors included (none is ignored), so
+/// redirections, refusals and failures can be told apart command by command.
+fn reply_per_command(capacity: usize) -> Pipeline {
+    let mut pipe = Pipeline::with_capacity(capacity);
+    pipe.ignore_errors();
+    pipe
+}
+
+/// Whether a server refused a command for a reason that lies with its rows, not with the
+/// server: a key holding another type (`WRONGTYPE`), a value or argument it will not take
+/// (`ERR ...`), an ACL that denies the key (`NOPERM`). Those rows go to the sink's error policy;
+/// anything else (out of memory, not authenticated, read only, loading) is the server's state,
+/// retried while it is transient, else failing the run.
+pub fn refuses_the_row(e: &RedisError) -> bool {
+    matches!(e.code(), Some("WRONGTYPE" | "ERR" | "NOPERM"))
+}
+
+/// Keeps in `failure` the error that should end the attempt: the first one, unless a later one
+/// is not transient where it was (a refused command outranks a node that is down for now).
+fn keep_worst(failure: &mut Option<RedisError>, e: RedisError) {
+    if failure.as_ref().is_none_or(|kept| transient(kept) && !transient(&e)) {
+        *failure = Some(e);
     }
 }
 
@@ -119,45 +204,52 @@ pub fn is_redis_url(url: &str) -> bool {
     matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster"))
 }
 
-/// Reads a Redis URL (see the module's doc); the error never shows the password.
+/// Reads a Redis URL (see the module's doc); the error never shows the password. A password
+/// holding `/`, `@`, `:`, `?`, `#` or `%` must be percent-encoded, as in any URL.
 pub fn target(url: &str) -> Result<Target, String> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        format!(
+            "invalid Redis URL {}: {e} (characters such as `/ @ : ? # %` in a user name or password must be \
+             percent-encoded: `/` is `%2F`)",
+            redacted(url)
+        )
+    };
     let cluster = url.strip_prefix("redis+cluster://").map(|rest| ("redis", rest));
     let cluster = cluster.or_else(|| url.strip_prefix("rediss+cluster://").map(|rest| ("rediss", rest)));
     let Some((scheme, rest)) = cluster else {
-        redis::Client::open(url).map_err(|e| format!("invalid Redis URL {}: {e}", redacted(url)))?;
+        redis::Client::open(url).map_err(|e| invalid(&e))?;
         return Ok(Target::Node(url.to_string()));
     };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // The user information ends at the last `@`: whatever it holds, it never reaches a host.
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (format!("{userinfo}@"), after),
+        None => (String::new(), rest),
+    };
+    let (hosts, path) = after.split_once('/').unwrap_or((after, ""));
     if !path.is_empty() && path != "0" {
         return Err(format!("{}: a Redis Cluster has database 0 only", redacted(url)));
     }
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), authority),
-    };
     let seeds: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect();
     if seeds.is_empty() {
         return Err(format!("{}: no seed nodes (expected host:port,host:port)", redacted(url)));
     }
     let prefix = format!("{scheme}://{userinfo}");
     for seed in &seeds {
-        redis::Client::open(format!("{prefix}{seed}"))
-            .map_err(|e| format!("invalid Redis URL {}: {e}", redacted(url)))?;
+        redis::Client::open(format!("{prefix}{seed}")).map_err(|e| invalid(&e))?;
     }
     Ok(Target::Cluster { prefix, seeds })
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages, whatever it holds: the user information runs
+/// from `://` to the last `@` (a password may hold `/`, `@`, `?` or `#`), and all of it after the
+/// user name is masked; without `://`, nothing of it is shown.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "(unparseable URL)".into() };
-    let (authority, path) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{path}"),
-            None => format!("{scheme}://{userinfo}@{hosts}{path}"),
+    let Some((scheme, rest)) = url.split_once("://") else { return "(a URL that cannot be read)".into() };
+    match rest.rsplit_once('@') {
+        Some((userinfo, after)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{after}"),
+            // No `:`: a user name alone, or a password written without one; masked either way.
+            None => format!("{scheme}://***@{after}"),
         },
         None => url.to_string(),
     }
@@ -285,5 +377,33 @@ mod tests {
         assert_eq!(redacted("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redacted("redis://h:6379/0"), "redis://h:6379/0");
         assert!(!target("redis+cluster://u:secret@a:x,b").unwrap_err().contains("secret"));
+    }
+
+    /// Whatever a password holds, no message shows it: not `redacted`, not an invalid URL's
+    /// error, for one server or a cluster.
+    #[test]
+    fn passwords_never_show_whatever_they_hold() {
+        for password in ["p/ss", "p@ss", "p:ss", "p?ss", "p#ss", "p%ss", "a/b@c:d?e#f%g", "/@", "@/"] {
+            for url in [
+                format!("redis://:{password}@127.0.0.1:6379/0"),
+                format!("redis://user:{password}@127.0.0.1:6379"),
+                format!("rediss://user:{password}@h:6379/0?protocol=resp3"),
+                format!("redis+cluster://user:{password}@a:7000,b:7001"),
+                format!("rediss+cluster://:{password}@a:7000/0"),
+                format!("redis:/:{password}@h:1"),
+                format!("redis://{password}@h:1"),
+            ] {
+                let shown = redacted(&url);
+                assert!(!shown.contains(password), "{url} shown as {shown}");
+                let checked = match target(&url) {
+                    Ok(_) => String::new(),
+                    Err(e) => e,
+                };
+                assert!(!checked.contains(password), "{url}: {checked}");
+            }
+        }
+        assert_eq!(redacted("redis://:a/b@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redacted("redis://u:a@b@h:6379"), "redis://u:***@h:6379");
+        assert_eq!(redacted("redis://secret@h:6379"), "redis://***@h:6379");
     }
 }

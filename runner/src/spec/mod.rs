@@ -238,7 +238,12 @@ impl Spec {
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
         let doc = Document { path, text };
         let root = doc.parse()?;
-        let raw = RawSpec::deserialize(ValueDeserializer::from(root.clone())).map_err(|e| doc.toml_error(e, &root))?;
+        // Every string of the spec may use `${...}`: the tables decoded later (`config`, `[s3]`,
+        // ...) are expanded when they are, from the text; what is read here is expanded here.
+        let mut expanded = root.clone();
+        let mut interpolated = Vec::new();
+        doc.interpolate(&root, &mut expanded, &mut interpolated)?;
+        let raw: RawSpec = doc.deserialize(&root, expanded, &interpolated)?;
 
         let mut names: Vec<String> = Vec::new();
         let mut step = |raw: Spanned<RawStep>, role: Role, table: TablePath| -> Result<StepSpec, SpecError> {
@@ -398,17 +403,7 @@ impl Spec {
         let doc = Document { path: &self.path, text: &self.text };
         let root = doc.parse()?;
         let (config, interpolated) = doc.table(&root, step, key)?;
-        T::deserialize(ValueDeserializer::from(config)).map_err(|e| {
-            let at = e.span().map_or(0, |s| s.start);
-            let mut error = doc.toml_error(e, &root);
-            // serde quotes offending values in its messages: never echo one that came from the
-            // environment, it may be a secret.
-            if interpolated.iter().any(|span| span.start == at) {
-                error.message =
-                    format!("`{}`: invalid value (taken from an environment variable, not shown)", key_path(&root, at));
-            }
-            error
-        })
+        doc.deserialize(&root, config, &interpolated)
     }
 
     /// A step's `config` table as JSON text, after `${...}` interpolation: what plugins receive.
@@ -503,6 +498,26 @@ impl<'a> Document<'a> {
             message = format!("`{path}`: {message}");
         }
         self.error_at(span, message)
+    }
+
+    /// Deserializes `value` (part of `root`, `${...}` expanded at the spans `interpolated`),
+    /// with errors located in the file. serde quotes offending values in its messages: one that
+    /// came from the environment is never echoed, it may be a secret.
+    fn deserialize<T: DeserializeOwned>(
+        &self,
+        root: &Spanned<DeValue<'a>>,
+        value: Spanned<DeValue<'a>>,
+        interpolated: &[Range<usize>],
+    ) -> Result<T, SpecError> {
+        T::deserialize(ValueDeserializer::from(value)).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            let mut error = self.toml_error(e, root);
+            if interpolated.iter().any(|span| span.start == at) {
+                error.message =
+                    format!("`{}`: invalid value (taken from an environment variable, not shown)", key_path(root, at));
+            }
+            error
+        })
     }
 
     /// A step's (or the document's) table `key` with `${...}` interpolated, and the spans of interpolated strings.

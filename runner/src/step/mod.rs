@@ -81,14 +81,74 @@ pub trait Transform: Send {
     }
 }
 
-/// Consumes batches.
+/// What a sink reports of the rows it was given, as its store settles them: the rows the store
+/// acknowledged (durable: Redis replied, a file was committed, a plugin's `finish` returned ok)
+/// and the rows it refused, each with its own reason. Reported by [`Sink::write`] (for this batch
+/// or earlier ones still in flight), [`Sink::flush`] and [`Sink::commit`]; the pipeline counts
+/// the acknowledged rows as written and hands the refused ones to the sink's error policy.
+#[derive(Debug, Default)]
+pub struct Acks {
+    /// Rows acknowledged since the last report.
+    pub rows: u64,
+    /// Rows refused since the last report.
+    pub refused: Vec<RefusedRow>,
+}
+
+/// A row a sink's store refused, and why (`WRONGTYPE ...` for a key holding a list, say).
+#[derive(Debug)]
+pub struct RefusedRow {
+    pub row: serde_json::Value,
+    pub reason: String,
+}
+
+impl Acks {
+    /// `rows` acknowledged, none refused.
+    pub fn rows(rows: u64) -> Acks {
+        Acks { rows, refused: Vec::new() }
+    }
+
+    /// Adds a later report.
+    pub fn add(&mut self, other: Acks) {
+        self.rows += other.rows;
+        self.refused.extend(other.refused);
+    }
+}
+
+/// A sink refused a whole batch and kept none of it (a sink plugin's `write` failed): the
+/// step's error policy rejects the batch. Any other error from a sink fails the run, whatever
+/// its policy: the sink may have written part of the batch, so rejecting it would misreport.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchRefused(pub String);
+
+/// Consumes batches, in three phases: `write` every batch; then, when every step succeeded,
+/// `flush` (wait for what is in flight) and `commit` (make the output visible); or, when the
+/// run failed or was stopped, `abort` instead (publish nothing).
 #[async_trait]
 pub trait Sink: Send {
-    /// Writes one batch.
-    async fn write(&mut self, batch: Batch) -> anyhow::Result<()>;
+    /// Takes one batch: written, or queued to be. Returns what has settled since the last
+    /// call. A [`RowError`] refuses that row and means nothing of the batch was taken (the
+    /// pipeline may send it again without the row); a [`BatchRefused`] refuses the whole batch,
+    /// none of it taken; any other error fails the run.
+    async fn write(&mut self, batch: Batch) -> anyhow::Result<Acks>;
 
-    /// Called once after the last batch: flush and close. Data is durable only after this.
-    async fn finish(&mut self) -> anyhow::Result<()>;
+    /// After the last batch of a run that succeeded so far: waits until everything taken has
+    /// settled (acknowledged or refused). Nothing is visible yet that `commit` would publish.
+    async fn flush(&mut self) -> anyhow::Result<Acks> {
+        Ok(Acks::default())
+    }
+
+    /// Every step succeeded (the dead letters too): makes the output durable and visible
+    /// (renames the file into place, completes the upload). Rows durable only now are
+    /// acknowledged here.
+    async fn commit(&mut self) -> anyhow::Result<Acks>;
+
+    /// The run failed or was stopped: commit nothing (remove the temporary file, abort the
+    /// upload), let what is already sent settle briefly, and report it. What a store already
+    /// holds stays (Redis keys are idempotent: a rerun rewrites them).
+    async fn abort(&mut self) -> Acks {
+        Acks::default()
+    }
 
     /// Whether batches must arrive in the source's order. Transforms with several workers
     /// finish batches out of order; the pipeline puts them back in order for such a sink.

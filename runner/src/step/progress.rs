@@ -1,5 +1,5 @@
-//! How far a run has got, as the steps report it: rows the sink accepted, bytes the source read
-//! out of how many. The pipeline draws the progress line from these counters.
+//! How far a run has got, as the steps report it: rows the sink took and rows its store
+//! acknowledged, bytes the source read out of how many. The pipeline draws the progress line from these counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,21 +11,32 @@ use super::SplitInfo;
 #[derive(Debug, Default)]
 pub struct Progress {
     rows: AtomicU64,
+    acknowledged: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
-    /// When the sink accepted its first rows.
+    /// When the sink took its first rows.
     first_rows: std::sync::OnceLock<Instant>,
     /// The parts of the input the source reads (a CSV source says; for the report).
     splits: std::sync::Mutex<Vec<SplitInfo>>,
 }
 
 impl Progress {
-    /// Rows the sink accepted.
-    pub fn rows_written(&self, rows: u64) {
+    /// Rows the sink took (written, or queued to be).
+    pub fn rows_taken(&self, rows: u64) {
         if rows > 0 {
             self.first_rows.get_or_init(Instant::now);
         }
         self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows the sink's store acknowledged (durable).
+    pub fn rows_acknowledged(&self, rows: u64) {
+        self.acknowledged.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows acknowledged so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 
     /// The source reads these parts of the input.
@@ -38,7 +49,7 @@ impl Progress {
         self.splits.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// When the sink accepted its first rows, if it has.
+    /// When the sink took its first rows, if it has.
     pub fn first_rows(&self) -> Option<Instant> {
         self.first_rows.get().copied()
     }
@@ -53,7 +64,7 @@ impl Progress {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Rows accepted so far.
+    /// Rows the sink took so far.
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }

@@ -50,6 +50,20 @@ impl Shard {
         url.replace("{shard}", &self.index.to_string())
     }
 
+    /// Whether an output at `url` (a file, an object) is this shard's own: in a sharded run its
+    /// URL must hold `{shard}`, or every shard would write the same file and the last to finish
+    /// would replace the others' rows.
+    pub fn check_output(&self, url: &str) -> Result<(), String> {
+        if self.count > 1 && !url.contains("{shard}") {
+            return Err(format!(
+                "`{url}` would be written by each of the {} shards (--shard {self}), each replacing the others' \
+                 rows: put `{{shard}}` in it (`part-{{shard}}.csv`), so each shard writes its own",
+                self.count
+            ));
+        }
+        Ok(())
+    }
+
     /// The splits this shard reads, given every split's size in bytes, in plan order: a
     /// contiguous run, the `index`-th of `count` runs of about equal bytes (a split goes to the
     /// shard its first byte falls in, counting all splits' bytes end to end). Contiguous rather

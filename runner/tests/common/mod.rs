@@ -75,3 +75,83 @@ pub fn python_float(x: f64) -> String {
     runner::format::write_python_float(&mut text, x);
     text
 }
+
+/// Sends `signal` (`libc::SIGTERM`, ...) to the process `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: `kill` has no memory effects; the pid is a child this test started.
+    let sent = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+}
+
+/// A child's standard error, read line by line on a thread of its own as the child writes it:
+/// a test waits for a line (an event of the run) instead of sleeping, then takes all of it.
+pub struct Lines {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lines {
+    /// Reads the child's piped standard error.
+    pub fn of(child: &mut std::process::Child) -> Lines {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("the child's stderr is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { lines, seen: Vec::new(), reader: Some(reader) }
+    }
+
+    /// Waits (at most `within`) for a line that contains `text`; panics with what came so far.
+    pub fn wait_for(&mut self, text: &str, within: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with `{text}` within {within:?}; so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Everything the child wrote, once it has closed its standard error (exited).
+    pub fn rest(mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n") + "\n"
+    }
+}
+
+/// Waits (at most `within`) until `ready` holds, checking every 10 ms; panics with `what`.
+pub fn wait_until(what: &str, within: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The files in `dir` whose names contain `part` (a sink's temporaries: `.partial`).
+pub fn files_named(dir: &Path, part: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|name| name.contains(part));
+    names.sort();
+    names
+}

@@ -158,6 +158,18 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGSTOP) or lets it go on (SIGCONT): a server that stops answering,
+    /// its data kept.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        super::signal(pid, if paused { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+
+    /// Keys in the server's database 0.
+    pub fn dbsize(&self) -> usize {
+        redis::cmd("DBSIZE").query(&mut self.connection()).unwrap()
+    }
+
     /// Starts the server (again) on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -447,9 +459,8 @@ impl RedisCluster {
     /// Stops a node (SIGSTOP) or lets it go on (SIGCONT): a node that stops answering for a
     /// while, its data kept.
     pub fn pause(&self, node: usize, paused: bool) {
-        let pid = self.children[node].as_ref().expect("the node runs").id().to_string();
-        let status = Command::new("kill").args([if paused { "-STOP" } else { "-CONT" }, &pid]).status().unwrap();
-        assert!(status.success(), "kill -STOP/-CONT {pid}");
+        let pid = self.children[node].as_ref().expect("the node runs").id();
+        super::signal(pid, if paused { libc::SIGSTOP } else { libc::SIGCONT });
     }
 
     /// Starts a node (again): it rejoins the cluster from its nodes.conf, with no data.
