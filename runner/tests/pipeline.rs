@@ -257,3 +257,97 @@ fn the_run_time_counts_the_loading_of_plugins() {
     let output = run(&["run", "pipelines/petals.toml"]);
     assert!(stderr(&output).contains(" s (first row written at "), "{}", stderr(&output));
 }
+
+/// A quoted field that is never closed would swallow the rest of the file as one value: the run
+/// fails as pandas does ("EOF inside string"), naming the file and the line where the field
+/// begins, whatever the error policy (it is the file that is broken, not a row).
+#[test]
+fn an_unclosed_quote_fails_the_run_naming_its_line() {
+    let dir = temp();
+    let mut text = String::from("a,b,c\n");
+    for i in 0..50_000 {
+        text.push_str(&if i == 2 { "1,\"oops,3\n".to_string() } else { format!("{i},{},{}\n", i * 2, i * 3) });
+    }
+    let data = dir.path().join("quoted.csv");
+    std::fs::write(&data, text).unwrap();
+    for policy in ["", "on_error = \"skip\"\n"] {
+        let spec = dir.path().join("spec.toml");
+        std::fs::write(
+            &spec,
+            format!("[source]\nkind = \"csv\"\n{policy}config = {{ url = \"quoted.csv\" }}\n\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"out.csv\" }}\n"),
+        )
+        .unwrap();
+        let output = run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{policy}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!(
+                "error: step `source`: {}:4: a quoted field starting in this row is never closed",
+                data.display()
+            )),
+            "{policy}: {err}"
+        );
+        assert!(!dir.path().join("out.csv").exists());
+    }
+}
+
+/// A header of 150,000 columns (and a row of as many values) is read in linear time and memory:
+/// well within a minute and 1 GiB, where checking names pairwise and reserving a batch per
+/// column took minutes and gigabytes.
+#[test]
+fn a_very_wide_csv_is_read_in_linear_time_and_memory() {
+    let dir = temp();
+    let columns = 150_000;
+    let header: Vec<String> = (0..columns).map(|i| format!("c{i}")).collect();
+    let row: Vec<String> = (0..columns).map(|i| (i % 10).to_string()).collect();
+    std::fs::write(dir.path().join("wide.csv"), format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(&spec, "[source]\nkind = \"csv\"\nconfig = { url = \"wide.csv\" }\n\n[sink]\nkind = \"jsonl\"\nconfig = { url = \"out.jsonl\" }\n").unwrap();
+    let started = std::time::Instant::now();
+    let child =
+        common::runner().args(["run", spec.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (output, peak) = common::wait_measured(child);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+    assert!(peak < 1 << 30, "peak RSS {peak} bytes");
+    let out: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap()).unwrap();
+    assert_eq!(out.as_object().unwrap().len(), columns);
+    assert_eq!(out["c149999"], 9);
+}
+
+/// A plugin may not hand the host more than its memory limit holds, whatever the encoding: one
+/// 16 MiB text that 150 rows refer to (2.4 GiB spelled out), or 200,000 columns, from a plugin
+/// limited to 64 MiB, fails the run at once, naming the plugin and the limit, with the host's
+/// memory and time small.
+#[test]
+fn a_batch_beyond_the_plugins_limits_is_refused() {
+    plugins();
+    let dir = temp();
+    for (attack, says) in [
+        (
+            "amplify",
+            "returned a batch whose dictionary-encoded text, spelled out (column `amplified`), is more than its memory limit of 64 MiB",
+        ),
+        ("wide", "returned a batch of 200000 columns, more than its memory limit of 64 MiB allows"),
+    ] {
+        let step = format!(
+            "[[transform]]\nname = \"greedy\"\nplugin = \"bad-batch\"\nworkers = 1\nconfig = {{ break = \"{attack}\" }}\n\
+             limits = {{ memory_mb = 64, call_seconds = 2 }}\n\n\
+             [[transform]]\nplugin = \"hostile\"\nworkers = 1\nconfig = {{ attack = \"none\" }}"
+        );
+        let path = spec(dir.path(), &step, "[sink]\nkind = \"jsonl\"\nconfig = { url = \"out.jsonl\" }");
+        let started = std::time::Instant::now();
+        let child = common::runner()
+            .args(["run", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (output, peak) = common::wait_measured(child);
+        assert_eq!(output.status.code(), Some(1), "{attack}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(err.contains(&format!("error: step `greedy`: plugin `bad_batch.wasm` {says}")), "{attack}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{attack}: took {:?}", started.elapsed());
+        assert!(peak < 1 << 30, "{attack}: peak RSS {peak} bytes");
+    }
+}

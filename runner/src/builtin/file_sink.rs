@@ -354,6 +354,7 @@ impl Drop for FileSink {
 fn remove_stale_temporaries(dir: &Path, file_name: &str) {
     let prefix = format!(".{file_name}.");
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|n| n.strip_suffix(".partial"))
@@ -365,10 +366,19 @@ fn remove_stale_temporaries(dir: &Path, file_name: &str) {
         };
         if pid == std::process::id() as i32 || !process_exists(pid) {
             match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::info!("removed {}, left by a run that was killed", entry.path().display()),
+                Ok(()) => removed.push(entry.path()),
                 Err(e) => tracing::warn!("cannot remove {}, left by a killed run: {e}", entry.path().display()),
             }
         }
+    }
+    match removed.as_slice() {
+        [] => {}
+        [one] => tracing::info!("removed {}, left by a run that was killed", one.display()),
+        [first, ..] => tracing::info!(
+            "removed {} temporary files left by runs that were killed ({} and others)",
+            removed.len(),
+            first.display()
+        ),
     }
 }
 

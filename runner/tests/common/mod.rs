@@ -44,9 +44,15 @@ pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
 }
 
+/// The `runner` binary under test: this build's, or `$RUNNER_UNDER_TEST` (to run the suite
+/// against another build, such as the one before a fix, and see which tests catch the defect).
+pub fn runner_binary() -> PathBuf {
+    std::env::var_os("RUNNER_UNDER_TEST").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_runner")), PathBuf::from)
+}
+
 /// `runner` with the shared cache, and no inherited logging settings.
 pub fn runner() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
+    let mut command = Command::new(runner_binary());
     command.env("RUNNER_CACHE_DIR", cache_dir()).env_remove("RUST_LOG").current_dir(root());
     command
 }
@@ -154,4 +160,29 @@ pub fn files_named(dir: &Path, part: &str) -> Vec<String> {
     names.retain(|name| name.contains(part));
     names.sort();
     names
+}
+
+/// Waits for `child` and returns its output and its peak resident size in bytes (`wait4`'s
+/// `ru_maxrss`, this child's alone).
+pub fn wait_measured(mut child: std::process::Child) -> (Output, u64) {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for this child's pid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    use std::os::unix::process::ExitStatusExt;
+    let output = Output { status: std::process::ExitStatus::from_raw(status), stdout, stderr };
+    (output, usage.ru_maxrss as u64 * 1024)
 }

@@ -1,0 +1,156 @@
+//! The file sinks leave a complete file or none: shards cannot overwrite each other's output, a
+//! rename that fails leaves no temporary behind, the temporaries of killed runs are cleaned up,
+//! and a link planted where a temporary might go is never followed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{files_named, plugin_dir, plugins, root, run, runner, signal, stderr, temp, wait_until};
+
+/// `dir/spec.toml`: `rows.csv` (ids 0..rows) to `sink` (its table's body), with `extra` lines in
+/// the source table.
+fn spec(dir: &Path, rows: usize, sink: &str, extra: &str) -> std::path::PathBuf {
+    let body: String = (0..rows).map(|i| format!("{i},v{i}\n")).collect();
+    std::fs::write(dir.join("rows.csv"), format!("id,value\n{body}")).unwrap();
+    let path = dir.join("spec.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nkind = \"csv\"\n{extra}\nconfig = {{ url = \"rows.csv\", split_bytes = 64 }}\n\n[sink]\n{sink}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// In a sharded run, a file sink or a file dead letter whose URL has no `{shard}` would be
+/// written by every shard, the last replacing the others' rows: refused before anything runs,
+/// exit 2, naming the URL. With `{shard}`, each shard writes its own part, and the parts
+/// together hold every row once.
+#[test]
+fn a_sharded_run_refuses_an_output_every_shard_would_write() {
+    let dir = temp();
+    let spec = spec(dir.path(), 100, "kind = \"csv\"\nconfig = { url = \"out/result.csv\" }", "");
+    for args in [vec!["--shard", "1/2"], vec!["--shards", "2"]] {
+        let output = runner().arg("run").args(&args).arg(&spec).env("JOB_COMPLETION_INDEX", "0").output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(err.contains("step `sink`: `out/result.csv` would be written by each of the 2 shards"), "{err}");
+        assert!(err.contains("put `{shard}` in it"), "{err}");
+    }
+    assert!(!dir.path().join("out").exists(), "nothing ran");
+    // One run of one shard writes the file as it is.
+    let output = run(&["run", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // A dead letter file is an output too.
+    let dead = "on_error = \"dead-letter\"\ndead_letter = { url = \"rejected.jsonl\" }";
+    let spec_dead = self::spec(dir.path(), 100, "kind = \"discard\"", dead);
+    let output = runner().args(["run", "--shard", "0/3"]).arg(&spec_dead).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("dead letter: `rejected.jsonl` would be written by each of the 3 shards"));
+
+    // With `{shard}`: two parts, every row once.
+    let spec = self::spec(dir.path(), 100, "kind = \"csv\"\nconfig = { url = \"out/part-{shard}.csv\" }", "");
+    let mut ids = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let output = runner().args(["run", "--shard", shard]).arg(&spec).output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    for part in ["part-0.csv", "part-1.csv"] {
+        let text = std::fs::read_to_string(dir.path().join("out").join(part)).unwrap();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert!(!lines.is_empty(), "{part} has rows");
+        ids.extend(lines.iter().map(|l| l.split(',').next().unwrap().parse::<u32>().unwrap()));
+    }
+    ids.sort();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+}
+
+/// A rename into place that fails (the destination is a directory) fails the run, and the
+/// temporary file goes with it.
+#[test]
+fn a_failed_rename_leaves_no_temporary() {
+    let dir = temp();
+    std::fs::create_dir_all(dir.path().join("out/result.csv/occupied")).unwrap();
+    let spec = spec(dir.path(), 100, "kind = \"csv\"\nconfig = { url = \"out/result.csv\" }", "");
+    let output = run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("cannot move "), "{}", stderr(&output));
+    assert_eq!(files_named(&dir.path().join("out"), ".partial"), Vec::<String>::new());
+    assert!(dir.path().join("out/result.csv/occupied").is_dir(), "the directory is untouched");
+}
+
+/// A run killed (SIGKILL: nothing of it runs after) leaves its temporary file; the next run that
+/// writes the same file removes it, and leaves alone a temporary of a process that still runs
+/// and the temporaries of other files.
+#[test]
+fn temporaries_of_killed_runs_are_removed_by_the_next_run() {
+    plugins();
+    let dir = temp();
+    let out = dir.path().join("result.csv");
+    let spec = dir.path().join("spec.toml");
+    let text = |delay: u32| {
+        format!(
+            "[pipeline]\nbatch_rows = 10\nplugin_dir = \"{}\"\n\n[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n\n\
+             [[transform]]\nplugin = \"hostile\"\nworkers = 1\nconfig = {{ attack = \"slow\", value = \"{delay}\" }}\n\n\
+             [sink]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n",
+            plugin_dir().display(),
+            root().join("models/iris/iris.csv").display(),
+            out.display()
+        )
+    };
+    std::fs::write(&spec, text(200)).unwrap();
+    assert!(runner().args(["validate", spec.to_str().unwrap()]).stdout(Stdio::null()).status().unwrap().success());
+    let mut child = runner().args(["run", spec.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the killed run's temporary", Duration::from_secs(60), || {
+        !files_named(dir.path(), ".partial").is_empty()
+    });
+    signal(child.id(), libc::SIGKILL);
+    child.wait().unwrap();
+    let left = files_named(dir.path(), ".partial");
+    assert_eq!(left.len(), 1, "SIGKILL leaves the temporary: {left:?}");
+    // Another process's temporary (this test's: it runs), and another file's.
+    let alive = format!(".result.csv.{}.abcdef.partial", std::process::id());
+    let other = ".other.csv.1.abcdef.partial";
+    for name in [&alive, other] {
+        std::fs::write(dir.path().join(name), "x").unwrap();
+    }
+
+    std::fs::write(&spec, text(0)).unwrap();
+    let output = run(&["run", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 151);
+    assert_eq!(files_named(dir.path(), ".partial"), [other.to_string(), alive], "only the killed run's is gone");
+    assert!(stderr(&output).contains("left by a run that was killed"), "{}", stderr(&output));
+}
+
+/// Links planted at the names a temporary file could be given (every `.out.csv.PID.partial` of
+/// the next 20,000 process ids, as the runner named them before) are never followed: the file
+/// they point to is untouched and the output is complete. The temporary is created exclusively,
+/// under a name no one can guess.
+#[test]
+fn a_link_planted_at_a_temporary_name_is_not_followed() {
+    let dir = temp();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let spec =
+        spec(dir.path(), 100, &format!("kind = \"csv\"\nconfig = {{ url = \"{}/out.csv\" }}", out_dir.display()), "");
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap();
+    let planted = last + 1..last + 20_000;
+    for pid in planted.clone() {
+        std::os::unix::fs::symlink(&victim, out_dir.join(format!(".out.csv.{pid}.partial"))).unwrap();
+    }
+    let child = runner().arg("run").arg(&spec).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(planted.contains(&pid), "the runner's pid {pid} was not among the planted names: the test proves nothing");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link was followed");
+    assert_eq!(std::fs::read_to_string(out_dir.join("out.csv")).unwrap().lines().count(), 101);
+}
