@@ -88,10 +88,57 @@ fn step(what: &str, command: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{what}: failed ({status})")) }
 }
 
+/// The target plugins build for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the toolchain that builds the plugins has the wasm target, adding it with rustup
+/// if not, and saying so. rust-toolchain.toml asks for it, but rustup installs a toolchain
+/// file's targets only when it installs the toolchain itself: not when `1.95.0` is a link to an
+/// installed stable (as `.ci/run` makes it), nor when the toolchain came from elsewhere.
+fn ensure_wasm_target() -> Result<(), String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let output = Command::new(&rustc)
+        .current_dir(root().join("plugins"))
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if has_target(&sysroot, WASM_TARGET) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: the toolchain at {} has no {WASM_TARGET} target: adding it (rustup target add)",
+        sysroot.display()
+    );
+    // A toolchain that is a link to another (`1.95.0` to `stable`) is one rustup cannot add to:
+    // add the target to the toolchain it links to.
+    let resolved = std::fs::canonicalize(&sysroot).unwrap_or_else(|_| sysroot.clone());
+    let toolchain = resolved.file_name().map(|name| name.to_string_lossy().into_owned());
+    let mut add = Command::new("rustup");
+    add.current_dir(root().join("plugins")).args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        add.args(["--toolchain", toolchain]);
+    }
+    step(&format!("adding the {WASM_TARGET} target"), &mut add).map_err(|e| {
+        format!("{e}: install it with `rustup target add {WASM_TARGET}` (the plugins are built for it)")
+    })?;
+    if has_target(&sysroot, WASM_TARGET) {
+        Ok(())
+    } else {
+        Err(format!("rustup added {WASM_TARGET}, but {} still has no library for it", sysroot.display()))
+    }
+}
+
+/// Whether the toolchain at `sysroot` has the standard library of `target`.
+fn has_target(sysroot: &Path, target: &str) -> bool {
+    sysroot.join("lib/rustlib").join(target).join("lib").is_dir()
+}
+
 fn build_plugins() -> Result<(), String> {
+    ensure_wasm_target()?;
     step(
         "building plugins (wasm32-wasip2)",
-        cargo().current_dir(root().join("plugins")).args(["build", "--release", "--target", "wasm32-wasip2"]),
+        cargo().current_dir(root().join("plugins")).args(["build", "--release", "--target", WASM_TARGET]),
     )
 }
 
@@ -347,7 +394,48 @@ impl Drop for Servers {
     }
 }
 
+/// Where the tests record the tests they skipped (`runner/tests/common`'s `skip`), one file each.
+fn skipped_dir() -> PathBuf {
+    target_dir().join("tmp/skipped")
+}
+
+/// The tests skipped in this run, `binary::test: what was missing (how to get it)`, sorted.
+fn skipped_tests() -> Vec<String> {
+    let mut skipped: Vec<String> = std::fs::read_dir(skipped_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    skipped.sort();
+    skipped.dedup();
+    skipped
+}
+
+/// Every check, then the list of the tests that were skipped because this machine lacks what
+/// they need: a run that passed while skipping says so at the end, never just "ok".
 fn test() -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(skipped_dir());
+    let result = checks();
+    let skipped = skipped_tests();
+    if !skipped.is_empty() {
+        eprintln!(
+            "\nxtask: {} tests were SKIPPED, so this run does not show they pass (CI=true makes a skip a failure; \
+             .ci/run installs what they need):",
+            skipped.len()
+        );
+        skipped.iter().for_each(|line| eprintln!("  {line}"));
+    }
+    match (&result, skipped.len()) {
+        (Ok(()), 0) => eprintln!("xtask: every check and test passed"),
+        (Ok(()), n) => eprintln!("xtask: the checks passed, and every test that ran; {n} were skipped (above)"),
+        (Err(_), _) => {}
+    }
+    result
+}
+
+fn checks() -> Result<(), String> {
     // Cheap checks first, so a formatting or lint slip fails CI in minutes, not after the tests.
     step("checking formatting", cargo().args(["fmt", "--all", "--check"]))?;
     step(
@@ -362,7 +450,7 @@ fn test() -> Result<(), String> {
             "--workspace",
             "--all-targets",
             "--target",
-            "wasm32-wasip2",
+            WASM_TARGET,
             "--",
             "-D",
             "warnings",
@@ -387,7 +475,7 @@ fn test() -> Result<(), String> {
             .current_dir(root().join("plugins"))
             .env("CARGO_TARGET_WASM32_WASIP2_RUNNER", target.join("debug/examples/wasi_command"))
             .env("RUNNER_CACHE_DIR", target.join("tmp/plugin-cache"))
-            .args(["test", "--package", "forest", "--target", "wasm32-wasip2"]),
+            .args(["test", "--package", "forest", "--target", WASM_TARGET]),
     )?;
     // Every test binary runs even when one fails, so one CI log shows every failure.
     step("testing the runner", cargo().args(["test", "--workspace", "--no-fail-fast"]))
