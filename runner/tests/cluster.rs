@@ -200,9 +200,10 @@ fn a_dead_node_fails_the_run_and_a_rerun_completes_it() {
     let Some(mut cluster) = RedisCluster::start() else { return };
     let Some((dir, s3, reference)) = reference_run(100_000) else { return };
     let spec = retrying_spec(dir.path(), 3);
-    let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_keys(&cluster, 2_000);
     cluster.kill(2);
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the node was killed");
     let output = child.wait_with_output().unwrap();
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
@@ -235,9 +236,10 @@ fn a_node_away_within_retry_seconds_loses_nothing() {
     let Some(cluster) = RedisCluster::start() else { return };
     let Some((dir, s3, reference)) = reference_run(100_000) else { return };
     let spec = retrying_spec(dir.path(), 60);
-    let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_keys(&cluster, 2_000);
     cluster.pause(2, true);
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the node stopped answering");
     let mut probe = redis::Client::open(format!("redis://127.0.0.1:{}/0", cluster.ports[0])).unwrap();
     let started = Instant::now();
     while !redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut probe).unwrap().contains("cluster_state:fail") {
@@ -262,11 +264,12 @@ fn a_run_follows_a_failover_to_the_promoted_replica() {
     let Some(mut cluster) = RedisCluster::start_with_replicas() else { return };
     let Some((dir, s3, reference)) = reference_run(100_000) else { return };
     let spec = retrying_spec(dir.path(), 30);
-    let child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = job(&s3, &cluster.url(), &spec).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_keys(&cluster, 2_000);
     let masters = cluster.masters();
     assert_eq!(masters.len(), 3, "three masters");
     cluster.kill(masters[1]);
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the master was killed");
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "the run did not follow the failover: {}", stderr(&output));
     assert_eq!(cluster.masters().len(), 3, "a replica took the dead master's place");

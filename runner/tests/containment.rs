@@ -50,8 +50,8 @@ fn error_line(output: &Output) -> String {
 }
 
 /// A plugin that sleeps (blocked in a host call, not computing) in any of its calls is stopped
-/// at `call_seconds` of wall-clock time, with the message of a deadline, and the run ends within
-/// a second more, its summary printed: for a source (`open`, `next`), a transform (`open`,
+/// at `call_seconds` of wall-clock time, with the message of a deadline, and the run ends soon
+/// after (not an hour later, when the plugin would wake), its summary printed: for a source (`open`, `next`), a transform (`open`,
 /// `process`, `finish`) and a sink (`open`, `write`, `finish`).
 #[test]
 fn a_plugin_blocked_in_any_call_is_stopped_at_its_deadline() {
@@ -87,7 +87,9 @@ fn a_plugin_blocked_in_any_call_is_stopped_at_its_deadline() {
                     line.contains("exceeded its time limit: a call ran longer than 2 s (limits.call_seconds)"),
                     "{role} {call}: {line}"
                 );
-                assert!(elapsed < Duration::from_secs(3), "{role} {call}: took {elapsed:?}");
+                // The plugin would sleep an hour: ending within seconds of the 2 s deadline shows
+                // the deadline stopped it (the margin is for 8 runs at once on a loaded machine).
+                assert!(elapsed < Duration::from_secs(12), "{role} {call}: took {elapsed:?}");
                 assert!(stderr(&output).contains("pipeline `"), "{role} {call}: no summary: {}", stderr(&output));
             });
         }
@@ -279,7 +281,8 @@ fn a_cache_others_can_write_is_not_trusted() {
     );
     assert_eq!(stdout(&output), expected);
 
-    // An entry owned by another user (the test can make one when it runs as root).
+    // An entry owned by another user: only root can make one, so as another user this case is
+    // skipped (listed, and a failure under CI=true, which runs as root).
     std::fs::set_permissions(entry, std::fs::Permissions::from_mode(0o600)).unwrap();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -290,7 +293,7 @@ fn a_cache_others_can_write_is_not_trusted() {
         assert_eq!(stdout(&output), expected);
         std::os::unix::fs::chown(entry, Some(0), None).unwrap();
     } else {
-        eprintln!("not root: the case of an entry owned by another user is left out");
+        common::skip("root (to give a cache entry to another user)", "run the tests as root, as CI does");
     }
 
     // A read-only cache, its entry the right one: used as it is.

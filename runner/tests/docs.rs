@@ -78,7 +78,7 @@ fn the_migration_guides_key_is_the_flows() {
         .find(|(info, _)| info.starts_with("python check-key"))
         .expect("the guide shows a client computing a key");
     assert!(info.ends_with("5.1 3.5 1.4 0.2"), "{info}");
-    let output = std::process::Command::new("python3").args(["-c", &script]).output().expect("run python3");
+    let output = std::process::Command::new(common::python()).args(["-c", &script]).output().expect("run python");
     assert!(output.status.success(), "{}", stderr(&output));
     let expected = read("models/iris/expected-keys.csv");
     let first_key = expected.lines().nth(1).unwrap().split(',').next().unwrap();

@@ -82,6 +82,21 @@ fn iris_flow_writes_the_original_keys_and_labels() {
     assert!(stderr(&output).contains("nothing is stored under key "), "{}", stderr(&output));
 }
 
+/// `pipelines/iris-onnx.toml` (the model exported to ONNX, scored through tract) validates, and
+/// run against the same servers leaves exactly the original flow's keys and labels.
+#[test]
+fn the_onnx_pipeline_writes_the_same_keys_and_labels() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = bucket();
+    let output = run(s3.flagship(&redis.url()), &["validate", "pipelines/iris-onnx.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("pipelines/iris-onnx.toml: ok"), "{}", stdout(&output));
+    let output = run(s3.flagship(&redis.url()), &["run", "pipelines/iris-onnx.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("150 rows read, 150 rows written"), "{}", stderr(&output));
+    assert_eq!(redis.contents(), expected_contents());
+}
+
 /// `rediss://` speaks TLS and trusts the certificate authorities of the system or of
 /// `SSL_CERT_FILE`; a server whose certificate it cannot trust is refused at once, not retried.
 #[test]
@@ -312,19 +327,12 @@ fn redis_killed_mid_run_is_retried_and_a_rerun_restores_everything() {
 
     let mut command = s3.flagship(&redis.url());
     command.args(["run", spec.to_str().unwrap()]).stderr(std::process::Stdio::piped());
-    let child = command.spawn().unwrap();
+    let mut child = command.spawn().unwrap();
     // Kill the server once the run is well under way, and bring it back a moment later.
-    let started = std::time::Instant::now();
-    loop {
-        let size: usize = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
-        if size > 20_000 {
-            break;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run did not start writing");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    common::wait_until("the run writes", std::time::Duration::from_secs(60), || redis.dbsize() > 20_000);
     redis.kill();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before Redis was killed: make it longer");
+    std::thread::sleep(std::time::Duration::from_secs(2)); // the outage
     redis.restart();
     let output = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
@@ -443,10 +451,15 @@ async fn an_s3_outage_mid_read_is_retried_through() {
     let size = found.meta.size;
     let mut chunks = Box::pin(url.read_range(found, 0..size));
     let mut read = Vec::new();
-    // The first range came with the lookup; the next two are in flight. Let them arrive, then
-    // take the server away: the fourth range is asked for while it is down.
+    // The first range came with the lookup; the next two are in flight. Once the server has
+    // sent them (1 + 8 + 8 MiB), take it away: the fourth range is asked for while it is down.
     read.extend_from_slice(&chunks.next().await.unwrap().unwrap());
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let sent = 17 << 20;
+    let started = std::time::Instant::now();
+    while s3.bytes_served() < sent {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the ranges in flight did not arrive");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let outage = std::time::Instant::now();
     s3.stop();
     let back = tokio::task::spawn_blocking(move || {
@@ -475,13 +488,12 @@ fn an_s3_server_down_at_start_up_is_waited_for() {
     s3.stop();
     let mut command = s3.flagship(&redis.url());
     command.args(["run", "pipelines/iris.toml"]).stderr(std::process::Stdio::piped());
-    let started = std::time::Instant::now();
-    let child = command.spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut child = command.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2)); // the outage
+    assert!(child.try_wait().unwrap().is_none(), "the run gave up while the server was down");
     s3.restart();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     assert_eq!(redis.contents(), expected_contents());
 }
 
@@ -534,8 +546,7 @@ fn drop_in_cases() -> Vec<(&'static str, String)> {
 /// rows, and of integers with missing values.
 #[test]
 fn the_original_flow_and_the_runner_write_the_same_redis() {
-    let install = "pip install -r bench/reference/requirements.txt";
-    if !python_has(&["pandas", "xgboost", "redis", "boto3"], install) {
+    if !python_has(&["pandas", "xgboost", "sklearn", "redis", "boto3"], common::PIP_INSTALL) {
         return;
     }
     let Some(redis) = RedisServer::start() else { return };
@@ -549,7 +560,7 @@ fn the_original_flow_and_the_runner_write_the_same_redis() {
         s3.put(case, "artifact/model.json", &root().join("models/iris/model.json"));
         redis::cmd("FLUSHALL").query::<()>(&mut redis.connection()).unwrap();
 
-        let original = Command::new("python3")
+        let original = Command::new(common::python())
             .arg(root().join("bench/reference/seed_flow.py"))
             .args(["--endpoint", &s3.endpoint(), "--bucket", case, "--redis"])
             .arg(format!("redis://127.0.0.1:{}/1", redis.port))
@@ -574,12 +585,23 @@ fn the_original_flow_and_the_runner_write_the_same_redis() {
             theirs.iter().zip(&ours).filter(|(a, b)| a != b).take(3).collect::<Vec<_>>()
         );
     }
-    // The copy the tests run is the flow the project was given, when that is at hand.
+}
+
+/// The SHA-256 of the original flow as the project was given it (`shared/reference/seed_flow.py`,
+/// beside the first checkout), recorded so that a clone, which has no copy of that, checks too.
+const GIVEN_FLOW_SHA256: &str = "b4029ec278bf1db1423a54ae8ed0bb70b153b260dad0c1f5309063c592e1eba4";
+
+/// The flow the tests run (bench/reference/seed_flow.py) is the one the project was given, byte
+/// for byte: in every clone, by its recorded digest, and against the given file itself where it
+/// is at hand.
+#[test]
+fn the_reference_flow_is_the_given_one_verbatim() {
+    use sha2::Digest;
+    let ours = std::fs::read(root().join("bench/reference/seed_flow.py")).unwrap();
+    let digest: String = sha2::Sha256::digest(&ours).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(digest, GIVEN_FLOW_SHA256, "bench/reference/seed_flow.py is not the flow the project was given");
     let given = root().join("../shared/reference/seed_flow.py");
-    if given.exists() {
-        assert_eq!(
-            std::fs::read_to_string(given).unwrap(),
-            std::fs::read_to_string(root().join("bench/reference/seed_flow.py")).unwrap()
-        );
+    if let Ok(given) = std::fs::read(given) {
+        assert!(given == ours, "the given flow changed: record its digest again only if it was replaced on purpose");
     }
 }

@@ -39,6 +39,44 @@ pub fn plugin(name: &str) -> PathBuf {
     plugins().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// How to get the tests' Python packages.
+pub const PIP_INSTALL: &str = "run .ci/run, which makes .venv from .ci/requirements.txt";
+
+/// The virtual environment `.ci/run` makes for the tests' Python (`.venv` at the root, from
+/// `.ci/requirements.txt`), if there is one.
+fn venv() -> Option<PathBuf> {
+    Some(root().join(".venv")).filter(|venv| venv.join("bin/python").exists())
+}
+
+/// The Python the tests run: the repository's virtual environment's, else `python3`.
+pub fn python() -> PathBuf {
+    venv().map_or_else(|| PathBuf::from("python3"), |venv| venv.join("bin/python"))
+}
+
+/// A command installed with the tests' Python packages (`componentize-py`,
+/// `kubernetes-validate`): the virtual environment's, else whatever the PATH finds.
+pub fn python_tool(name: &str) -> PathBuf {
+    venv().map(|venv| venv.join("bin").join(name)).filter(|tool| tool.exists()).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// This test cannot run here: `missing` is not on this machine (`install` says how to get it).
+/// Under `CI=true` that fails the test: CI never passes by skipping. Otherwise the test is
+/// recorded as skipped, for `cargo xtask test` to list at the end, and the caller returns.
+pub fn skip(missing: &str, install: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{missing} is missing, and CI=true forbids skipping ({install})"
+    );
+    eprintln!("SKIPPED: {missing} ({install}); CI=true makes this a failure");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped");
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("{}-{}-{n}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    let line = format!("{}::{test}: {missing} ({install})\n", env!("CARGO_CRATE_NAME"));
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(file, line));
+}
+
 /// The compiled-component cache shared by all tests.
 pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")

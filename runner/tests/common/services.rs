@@ -3,8 +3,8 @@
 //! - S3: `s3s-fs`, an S3-protocol server, embedded in the test process and serving a
 //!   temporary directory (a bucket is a folder under it).
 //!
-//! A test that needs a missing server is skipped with a message, except when `CI=true`: then
-//! it fails, so CI can never pass by skipping.
+//! A test that needs a missing server is skipped ([`super::skip`]: listed at the end of `cargo
+//! xtask test`), except when `CI=true`: then it fails, so CI can never pass by skipping.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -17,36 +17,32 @@ use std::time::{Duration, Instant};
 pub const S3_ACCESS_KEY: &str = "test-access-key";
 pub const S3_SECRET_KEY: &str = "test-secret-key-not-for-prod";
 
-/// Whether Python 3 can import every module of `modules`; when it cannot, fails under `CI=true`
-/// and otherwise prints why the calling test is skipped (`install` says how to get them).
+/// Whether the tests' Python ([`super::python`]) can import every module of `modules`; when it
+/// cannot, the calling test is skipped ([`super::skip`]: a failure under `CI=true`; `install`
+/// says how to get them).
 pub fn python_has(modules: &[&str], install: &str) -> bool {
     let script = format!("import {}", modules.join(", "));
-    let found = Command::new("python3")
+    let found = Command::new(super::python())
         .args(["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Python cannot import {modules:?}, and CI=true forbids skipping ({install})"
-        );
-        eprintln!("SKIPPED: Python cannot import {modules:?} ({install}); CI=true makes this a failure");
+        super::skip(&format!("Python modules {modules:?}"), install);
     }
     found
 }
 
-/// Returns whether `program` is installed; when it is not, fails under `CI=true` and otherwise
-/// prints why the calling test is skipped.
-fn available(program: &str) -> bool {
+/// Whether `program` is installed; when it is not, the calling test is skipped ([`super::skip`]).
+pub fn available(program: &str) -> bool {
     let found = Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`{program}` is not installed, and CI=true forbids skipping (run .ci/run, or apt-get install redis-server)"
-        );
-        eprintln!("SKIPPED: `{program}` is not installed (apt-get install redis-server); CI=true makes this a failure");
+        let package = match program {
+            "redis-server" | "redis-cli" => "redis-server",
+            other => other,
+        };
+        super::skip(&format!("`{program}`"), &format!("run .ci/run, or apt-get install {package}"));
     }
     found
 }
