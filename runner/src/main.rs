@@ -453,12 +453,20 @@ struct SignalWatch {
 
 impl SignalWatch {
     fn start(stop: Arc<Stop>) -> std::io::Result<SignalWatch> {
+        use tokio::signal::unix::{SignalKind, signal};
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        // The handlers are installed here, before the run starts: a signal that arrives while
+        // the watch thread is still starting must not meet the default action and kill the
+        // process with nothing committed nor reported.
+        let signals = {
+            let _entered = runtime.enter();
+            Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? }
+        };
         let thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
             runtime.block_on(async {
                 tokio::select! {
-                    _ = watch(stop) => {}
+                    _ = watch(stop, signals) => {}
                     _ = finished => {}
                 }
             })
@@ -476,23 +484,30 @@ impl Drop for SignalWatch {
     }
 }
 
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// The next SIGINT or SIGTERM, by name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
 /// The first signal stops the run; the second ends the process.
-async fn watch(stop: Arc<Stop>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
-    let first = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
+async fn watch(stop: Arc<Stop>, mut signals: Signals) {
+    let first = signals.next().await;
     if stop.request(first) {
         eprintln!("{first}: stopping after the batches in flight, committing nothing (send it again to abandon them)");
     } else {
         eprintln!("{first}: the run is committing its output and finishes first (send it again to abandon it)");
     }
-    let code = tokio::select! {
-        _ = tokio::signal::ctrl_c() => 130,
-        _ = term.recv() => 143,
-    };
+    let code = if signals.next().await == "SIGINT" { 130 } else { 143 };
     eprintln!("abandoning the run");
     std::process::exit(code);
 }
