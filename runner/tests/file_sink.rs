@@ -1,6 +1,7 @@
 //! The file sinks leave a complete file or none: shards cannot overwrite each other's output, a
 //! rename that fails leaves no temporary behind, the temporaries of killed runs are cleaned up,
-//! and a link planted where a temporary might go is never followed.
+//! a link planted where a temporary might go is never followed, and an upload whose server goes
+//! away leaves no object.
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{files_named, plugin_dir, plugins, root, run, runner, signal, stderr, temp, wait_until};
+use common::services::S3Server;
+use common::{Lines, files_named, plugin_dir, plugins, root, run, runner, signal, stderr, temp, wait_until};
 
 /// `dir/spec.toml`: `rows.csv` (ids 0..rows) to `sink` (its table's body), with `extra` lines in
 /// the source table.
@@ -153,4 +155,68 @@ fn a_link_planted_at_a_temporary_name_is_not_followed() {
     assert!(planted.contains(&pid), "the runner's pid {pid} was not among the planted names: the test proves nothing");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link was followed");
     assert_eq!(std::fs::read_to_string(out_dir.join("out.csv")).unwrap().lines().count(), 101);
+}
+
+/// `dir/spec.toml`: `wide.csv` (300 rows of 100 KiB, ids 0..300), 10 rows a batch, through the
+/// hostile plugin doing `attack`, uploaded to `s3://out/wide.csv`.
+fn upload_spec(dir: &Path, s3: &S3Server, attack: &str, value: &str) -> std::path::PathBuf {
+    let text = "x".repeat(100 << 10);
+    let body: String = (0..300).map(|i| format!("{i},{text}\n")).collect();
+    std::fs::write(dir.join("wide.csv"), format!("id,text\n{body}")).unwrap();
+    let spec = dir.join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[pipeline]\nbatch_rows = 10\nplugin_dir = \"{}\"\n\n{}timeout_seconds = 1\n\n\
+             [source]\nkind = \"csv\"\nconfig = {{ url = \"wide.csv\" }}\n\n\
+             [[transform]]\nplugin = \"hostile\"\nworkers = 1\nconfig = {{ attack = \"{attack}\", value = \"{value}\" }}\n\n\
+             [sink]\nkind = \"csv\"\nconfig = {{ url = \"s3://out/wide.csv\" }}\n",
+            plugin_dir().display(),
+            s3.spec_table(),
+        ),
+    )
+    .unwrap();
+    assert!(runner().args(["validate", spec.to_str().unwrap()]).stdout(Stdio::null()).status().unwrap().success());
+    spec
+}
+
+/// A run that fails once parts of its upload are stored (a plugin refuses row 250, 25 MiB in)
+/// aborts the upload: exit 1, and no object appears, complete or partial.
+#[test]
+fn a_run_failing_mid_upload_leaves_no_object() {
+    plugins();
+    let s3 = S3Server::start();
+    s3.bucket("out");
+    let dir = temp();
+    let spec = upload_spec(dir.path(), &s3, "row-error", "250");
+    let output = runner().arg("run").arg(&spec).output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot handle value 250"), "{err}");
+    assert_eq!(s3.keys("out", ""), Vec::<String>::new(), "a failed run left an object: {err}");
+}
+
+/// An upload whose server goes away mid-upload (its first 8 MiB part stored, the rest still to
+/// come; each batch held 100 ms by the plugin, so the run still writes) fails the run, exit 1,
+/// naming the object's URL and saying the stored parts are not an object; the server back, no
+/// object is there, not even a partial one.
+#[test]
+fn an_upload_whose_server_goes_away_leaves_no_object() {
+    plugins();
+    let mut s3 = S3Server::start();
+    s3.bucket("out");
+    let dir = temp();
+    let spec = upload_spec(dir.path(), &s3, "slow", "100");
+    let mut child = runner().args(["run", spec.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = Lines::of(&mut child);
+    wait_until("the first part is uploaded", Duration::from_secs(60), || !s3.upload_parts().is_empty());
+    s3.stop();
+    let status = child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("s3://out/wide.csv"), "the error names the object: {line}");
+    assert!(err.contains("its parts are not an object"), "the abort that failed is reported: {err}");
+    s3.restart();
+    assert_eq!(s3.keys("out", ""), Vec::<String>::new(), "no object, complete or partial: {err}");
 }

@@ -293,10 +293,16 @@ impl Sink for FileSink {
         true
     }
 
-    /// Everything written goes to the file or the upload, but nothing is visible yet.
+    /// Everything written goes to the file or the upload (every full part stored), but nothing
+    /// is visible yet. A part that failed fails here, so the run aborts the upload and says so.
     async fn flush(&mut self) -> anyhow::Result<Acks> {
         self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
         self.upload_buffered().await?;
+        if let Some(upload) = &mut self.upload
+            && let Some(writer) = upload.writer.as_mut()
+        {
+            writer.wait_for_capacity(0).await.map_err(|e| anyhow::anyhow!("writing {}: {e}", upload.shown))?;
+        }
         Ok(Acks::default())
     }
 

@@ -323,6 +323,19 @@ impl S3Server {
         keys
     }
 
+    /// The parts of multipart uploads the server holds (uploaded, not yet completed or aborted).
+    pub fn upload_parts(&self) -> Vec<String> {
+        let mut parts: Vec<String> = std::fs::read_dir(self.root.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".upload_id-"))
+            .collect();
+        parts.sort();
+        parts
+    }
+
     /// The `[s3]` table of a spec that reaches this server with the right credentials.
     pub fn spec_table(&self) -> String {
         format!(
