@@ -222,7 +222,7 @@ fn parallel_workers_keep_file_output_in_order() {
     let arrivals: Vec<u32> =
         err.lines().filter_map(|l| l.split("first value ").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
     assert_eq!(arrivals.len(), 22, "150 rows in batches of 7: {err}");
-    assert_ne!(arrivals[0], 0, "the held batch was overtaken: {arrivals:?}");
+    assert_ne!(arrivals[0], 0, "the held batch came first: nothing overtook it: {arrivals:?}");
     let (_, rows) = parse_csv(&stdout(&output));
     let written: Vec<u32> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
     assert_eq!(written, (0..150).collect::<Vec<_>>(), "rows in source order");
