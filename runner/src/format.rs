@@ -21,6 +21,43 @@ pub fn cut(text: &str) -> Cow<'_, str> {
     format!("{}... ({} bytes cut)", &text[..end], text.len() - end).into()
 }
 
+/// `url` for messages, whatever it holds, with what may be a secret masked: the user information
+/// after the user name (it runs from `://` to the last `@`: a password may hold `/`, `@`, `?` or
+/// `#`), and the query's values (`?pass=` carries a socket URL's password) but for `db` and
+/// `protocol`; a socket path's query (`redis+unix:///run/redis.sock?...`) whole. Text without
+/// `://` (a path) is shown as it is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    if rest.starts_with('/') && !path.contains('@') {
+        // A path, no user information: the query begins at the first `?`.
+        return if path.len() < rest.len() { format!("{scheme}://{path}?***") } else { url.to_string() };
+    }
+    let (user, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => match userinfo.split_once(':') {
+            Some((user, _)) => (format!("{user}:***@"), after),
+            // No `:`: a user name alone, or a password written without one; masked either way.
+            None => ("***@".to_string(), after),
+        },
+        None => (String::new(), rest),
+    };
+    let after = match after.split_once('?') {
+        Some((before, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key @ ("db" | "protocol"), value)) => format!("{key}={value}"),
+                    Some((key, _)) => format!("{key}=***"),
+                    None => "***".to_string(),
+                })
+                .collect();
+            format!("{before}?{}", pairs.join("&"))
+        }
+        None => after.to_string(),
+    };
+    format!("{scheme}://{user}{after}")
+}
+
 /// The texts pandas's `read_csv` takes for a missing value by default (its `na_values`), matched
 /// exactly, spaces included: an empty field, `NA`, `NaN`, `null`, `None`, ...
 const NA_TEXTS: [&str; 19] = [

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::format::redact_url;
 use crate::spec::S3Options;
 use anyhow::{Context, bail};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -90,7 +91,7 @@ impl ObjectUrl {
         match url.split_once("://") {
             Some(("s3", rest)) => return Self::s3(rest, is_prefix, s3),
             Some((scheme, _)) if scheme != "file" => {
-                bail!("`{url}`: unsupported scheme `{scheme}://` (expected a path, file:// or s3://)")
+                bail!("`{}`: unsupported scheme `{scheme}://` (expected a path, file:// or s3://)", redact_url(url))
             }
             _ => {}
         }
@@ -406,9 +407,20 @@ pub fn local_path(url: &str, base_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = match url.split_once("://") {
         None => base_dir.join(url),
         Some(("file", rest)) => PathBuf::from(rest),
-        Some((scheme, _)) => bail!("`{url}`: `{scheme}://` does not name a local file (expected a path or file://)"),
+        Some((scheme, _)) => {
+            bail!("`{}`: `{scheme}://` does not name a local file (expected a path or file://)", redact_url(url))
+        }
     };
     Ok(normalize(&std::path::absolute(&path).with_context(|| format!("`{url}`: bad path"))?))
+}
+
+/// Where `url` (a path relative to `base_dir`, `file://` or another URL) points, as one string
+/// per place: two URLs for the same file give the same string.
+pub fn place(url: &str, base_dir: &Path) -> String {
+    match local_path(url, base_dir) {
+        Ok(path) => path.display().to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// Removes `.` and `..` components without touching the file system (object_store's local

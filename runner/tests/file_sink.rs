@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::services::S3Server;
+use common::services::{RedisServer, S3Server};
 use common::{Lines, files_named, plugin_dir, plugins, root, run, runner, signal, stderr, temp, wait_until};
 
 /// `dir/spec.toml`: `rows.csv` (ids 0..rows) to `sink` (its table's body), with `extra` lines in
@@ -219,4 +219,102 @@ fn an_upload_whose_server_goes_away_leaves_no_object() {
     assert!(err.contains("its parts are not an object"), "the abort that failed is reported: {err}");
     s3.restart();
     assert_eq!(s3.keys("out", ""), Vec::<String>::new(), "no object, complete or partial: {err}");
+}
+
+/// An `s3://` dead letter is put as the run commits, just before the sink: when the sink's
+/// commit then fails (its rename into place meets a directory), the run fails, exit 1, and the
+/// dead letter object is deleted again, so the failed run leaves nothing behind. With the
+/// rename possible, the same run leaves both.
+#[test]
+fn a_commit_that_fails_leaves_no_s3_dead_letter() {
+    let s3 = S3Server::start();
+    s3.bucket("out");
+    let dir = temp();
+    std::fs::write(dir.path().join("dirty.csv"), "a,b\n1,2\n3\n4,5\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("out/result.csv/occupied")).unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}\n[source]\nkind = \"csv\"\non_error = \"dead-letter\"\ndead_letter = {{ url = \"s3://out/rejected.jsonl\" }}\n\
+             config = {{ url = \"dirty.csv\" }}\n\n[sink]\nkind = \"csv\"\nconfig = {{ url = \"out/result.csv\" }}\n",
+            s3.spec_table()
+        ),
+    )
+    .unwrap();
+    let output = run(&["run", spec.to_str().unwrap()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot move "), "{err}");
+    assert_eq!(s3.keys("out", ""), Vec::<String>::new(), "the failed run left its dead letter: {err}");
+
+    std::fs::remove_dir_all(dir.path().join("out/result.csv")).unwrap();
+    let output = run(&["run", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(s3.keys("out", ""), ["rejected.jsonl"]);
+    let rejected = String::from_utf8(s3.get("out", "rejected.jsonl").unwrap()).unwrap();
+    assert!(rejected.contains("\"at\":") && rejected.lines().count() == 1, "{rejected}");
+    assert!(dir.path().join("out/result.csv").is_file());
+}
+
+/// A dead letter at the sink's own output would be replaced by the sink's file: a spec error,
+/// exit 2, naming the step, however the path is written. Steps that name one dead letter share
+/// it: one object holds both steps' rejected rows, each naming its step.
+#[test]
+fn a_dead_letter_at_the_sinks_output_is_refused_and_steps_may_share_one() {
+    let dir = temp();
+    std::fs::write(dir.path().join("rows.csv"), "id,value\n1,a\n").unwrap();
+    for (source, sink, says) in [
+        (
+            "on_error = \"dead-letter\"\ndead_letter = { url = \"out/result.csv\" }\n",
+            "",
+            "step `source`: its dead letter `out/result.csv` is the sink's output",
+        ),
+        (
+            "",
+            "on_error = \"dead-letter\"\ndead_letter = { url = \"./out/../out/result.csv\" }\n",
+            "step `sink`: its dead letter `./out/../out/result.csv` is the sink's output",
+        ),
+    ] {
+        let spec = dir.path().join("spec.toml");
+        std::fs::write(
+            &spec,
+            format!(
+                "[source]\nkind = \"csv\"\n{source}config = {{ url = \"rows.csv\" }}\n\n\
+                 [sink]\nkind = \"csv\"\n{sink}config = {{ url = \"out/result.csv\" }}\n"
+            ),
+        )
+        .unwrap();
+        let output = run(&["validate", spec.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "{says}: {}", stderr(&output));
+        assert!(stderr(&output).contains(says), "{says}: {}", stderr(&output));
+    }
+
+    // The source's malformed row and the sink's row Redis cannot take (a null value), into
+    // one S3 dead letter.
+    let Some(redis) = RedisServer::start() else { return };
+    let s3 = S3Server::start();
+    s3.bucket("out");
+    std::fs::write(dir.path().join("rows.csv"), "key,label\nk0,a\nk1\nk2,\nk3,b\n").unwrap();
+    let dead_letter = "on_error = \"dead-letter\"\ndead_letter = { url = \"s3://out/rejected.jsonl\" }\n";
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{}\n[source]\nkind = \"csv\"\n{dead_letter}config = {{ url = \"rows.csv\" }}\n\n\
+             [sink]\nkind = \"redis\"\n{dead_letter}config = {{ url = \"{}\", value = \"label\" }}\n",
+            s3.spec_table(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let output = run(&["run", spec.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rejected = String::from_utf8(s3.get("out", "rejected.jsonl").unwrap()).unwrap();
+    let steps: Vec<String> = rejected
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps, ["source", "sink"], "{rejected}");
+    assert_eq!(redis.dbsize(), 2);
 }

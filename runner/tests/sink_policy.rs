@@ -77,6 +77,7 @@ fn a_row_redis_refuses_is_rejected_alone_with_its_reason() {
         ("fields = [\"label\"], in_flight = 1", 10),
         ("fields = [\"label\"]", 4096),
         ("fields = [\"label\"], pipeline = 7", 300),
+        ("fields = [\"label\"], ttl_seconds = 600", 512),
     ] {
         redis::cmd("FLUSHALL").query::<()>(&mut redis.connection()).unwrap();
         for key in refused {
@@ -87,7 +88,9 @@ fn a_row_redis_refuses_is_rejected_alone_with_its_reason() {
         let (output, report) = run_json(&spec);
         assert!(output.status.success(), "{config}: {}", stderr(&output));
         let rejected = entries(&dead);
-        let keys: Vec<&str> = rejected.iter().map(|e| e["row"]["key"].as_str().unwrap()).collect();
+        // Round trips settle in any order: so do their refusals.
+        let mut keys: Vec<&str> = rejected.iter().map(|e| e["row"]["key"].as_str().unwrap()).collect();
+        keys.sort_by_key(|key| key[1..].parse::<u32>().unwrap());
         assert_eq!(keys, refused, "{config}: exactly the refused rows are dead-lettered: {rejected:?}");
         for entry in &rejected {
             assert_eq!(entry["step"], "sink");
@@ -98,9 +101,18 @@ fn a_row_redis_refuses_is_rejected_alone_with_its_reason() {
         assert_eq!(hashes(&redis), expected, "{config}: every other row is written");
         assert_eq!(report["rows_written"], 4998, "{config}: {report}");
         assert_eq!(report["steps"][1]["rejected"], 2, "{config}: {report}");
-        // The lists are untouched.
+        // The lists are untouched, and get no expiry: with `ttl_seconds`, the key whose HSET
+        // Redis refused is not given the row's EXPIRE.
         let list: Vec<String> = redis::cmd("LRANGE").arg("k7").arg(0).arg(-1).query(&mut redis.connection()).unwrap();
         assert_eq!(list, ["not a hash"]);
+        for key in refused {
+            let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut redis.connection()).unwrap();
+            assert_eq!(ttl, -1, "{config}: someone else's key {key} was given an expiry");
+        }
+        if config.contains("ttl_seconds") {
+            let ttl: i64 = redis::cmd("TTL").arg("k8").query(&mut redis.connection()).unwrap();
+            assert!(ttl > 500, "{config}: the written rows expire: {ttl}");
+        }
     }
 
     // `skip`: the same rows written, the two counted.
@@ -123,6 +135,89 @@ fn a_row_redis_refuses_is_rejected_alone_with_its_reason() {
     assert!(line.contains("step `sink`: the store refused a row: ") && line.contains("WRONGTYPE"), "{line}");
     assert!(line.contains("\"key\":\"k7\"") || line.contains("\"key\":\"k4500\""), "{line}");
     assert_eq!(report["ok"], false);
+}
+
+/// An ACL that denies some keys refuses their rows alone: with `dead-letter`, exactly those rows
+/// are rejected, each with Redis's reason (`NOPERM`), and every other row is written, for plain values
+/// (an `MSET` of 100 rows, refused whole, sent again row by row) and for hashes with an expiry.
+/// An ACL that denies the command itself refuses every row: that is the server's setup, not the
+/// rows', and the run fails (exit 1) even under `skip`, rather than exiting 0 with nothing
+/// written. The password in the URL is never printed.
+#[test]
+fn an_acl_refusal_is_the_rows_only_when_it_names_their_keys() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut connection = redis.connection();
+    for rules in [
+        &["on", ">s3cret/pw", "~k*", "+@all"][..],
+        &["on", ">s3cret/pw", "~*", "+@all", "-hset", "-hmset", "-eval", "-mset", "-set"][..],
+    ] {
+        let user = if rules.contains(&"-hset") { "nowrite" } else { "someKeys" };
+        redis::cmd("ACL").arg("SETUSER").arg(user).arg("reset").arg(rules).query::<()>(&mut connection).unwrap();
+    }
+    let dir = temp();
+    // Keys k0..k299, but for three rows keyed outside the `k*` the ACL allows.
+    let body: String = (0..300)
+        .map(|i| if [5, 150, 299].contains(&i) { format!("x{i},label-{i}\n") } else { format!("k{i},label-{i}\n") })
+        .collect();
+    std::fs::write(dir.path().join("rows.csv"), format!("key,label\n{body}")).unwrap();
+    let dead = dir.path().join("rejected.jsonl");
+    let policy = format!("on_error = \"dead-letter\"\ndead_letter = {{ url = \"{}\" }}", dead.display());
+    let url = redis.url().replace("redis://", "redis://someKeys:s3cret%2Fpw@");
+    for config in ["value = \"label\"", "fields = [\"label\"], ttl_seconds = 600"] {
+        redis::cmd("FLUSHALL").query::<()>(&mut connection).unwrap();
+        let _ = std::fs::remove_file(&dead);
+        let spec = redis_spec(dir.path(), &url, config, &policy, 128);
+        let (output, report) = run_json(&spec);
+        let err = stderr(&output);
+        assert!(output.status.success(), "{config}: {err}");
+        assert!(!err.contains("s3cret"), "{config}: {err}");
+        let rejected = entries(&dead);
+        let keys: BTreeSet<&str> = rejected.iter().map(|e| e["row"]["key"].as_str().unwrap()).collect();
+        assert_eq!(keys, BTreeSet::from(["x5", "x150", "x299"]), "{config}: {rejected:?}");
+        assert_eq!(rejected.len(), 3, "{config}: {rejected:?}");
+        assert!(
+            rejected.iter().all(|e| e["reason"].as_str().unwrap().contains("no permissions to access")),
+            "{rejected:?}"
+        );
+        assert_eq!(redis.dbsize(), 297, "{config}: every other row is written");
+        assert_eq!((report["rows_written"].as_u64(), report["steps"][1]["rejected"].as_u64()), (Some(297), Some(3)));
+    }
+
+    let url = redis.url().replace("redis://", "redis://nowrite:s3cret%2Fpw@");
+    for config in ["value = \"label\"", "fields = [\"label\"]", "fields = [\"label\"], ttl_seconds = 600"] {
+        redis::cmd("FLUSHALL").query::<()>(&mut connection).unwrap();
+        let spec = redis_spec(dir.path(), &url, config, "on_error = \"skip\"", 128);
+        let (output, report) = run_json(&spec);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{config}: {err}");
+        assert!(err.contains("no permissions to run"), "{config}: {err}");
+        assert!(!err.contains("s3cret"), "{config}: {err}");
+        assert_eq!(report["steps"][1]["rejected"], 0, "{config}: nothing is the rows' fault: {report}");
+        assert_eq!(redis.dbsize(), 0);
+    }
+}
+
+/// A row whose every field is null has nothing to `HSET` (Redis holds no empty hash): it is
+/// rejected before anything is sent, with a reason saying so, rather than counted as written
+/// with nothing in Redis. A row with some fields null writes the others.
+#[test]
+fn a_hash_row_with_every_field_null_is_rejected() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = temp();
+    std::fs::write(dir.path().join("rows.csv"), "key,a,b\nk0,1,x\nk1,,\nk2,,y\nk3,3,\n").unwrap();
+    let dead = dir.path().join("rejected.jsonl");
+    let policy = format!("on_error = \"dead-letter\"\ndead_letter = {{ url = \"{}\" }}", dead.display());
+    let spec = redis_spec(dir.path(), &redis.url(), "fields = [\"a\", \"b\"]", &policy, 10);
+    let (output, report) = run_json(&spec);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rejected = entries(&dead);
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["row"]["key"], "k1");
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("every field is null"), "{rejected:?}");
+    assert_eq!((report["rows_written"].as_u64(), report["steps"][1]["rejected"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(hashes(&redis), BTreeSet::from(["k0".to_string(), "k2".to_string(), "k3".to_string()]));
+    let k2: Vec<String> = redis::cmd("HGETALL").arg("k2").query(&mut redis.connection()).unwrap();
+    assert_eq!(k2, ["b", "y"]);
 }
 
 /// Redis killed while a run writes 120,000 rows, back two seconds later, with `retry_seconds =

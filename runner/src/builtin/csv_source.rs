@@ -634,8 +634,13 @@ fn read_csv(
     let mut record = csv::ByteRecord::new();
     let mut last = None;
     loop {
-        if builder.rows == batch_rows && tx.blocking_send(Ok(builder.finish()?)).is_err() {
-            return Ok(None);
+        if builder.rows == batch_rows {
+            // The row that fills the batch may be one that swallowed the rest of the object in
+            // an unclosed quote: the batch goes nowhere then.
+            rows.check_quotes(last.as_ref())?;
+            if tx.blocking_send(Ok(builder.finish()?)).is_err() {
+                return Ok(None);
+            }
         }
         if !rows.next(&mut record)? {
             break;
@@ -984,6 +989,23 @@ mod tests {
                 assert_eq!(ends_in_quotes(text, chunk), unclosed, "{text:?} in chunks of {chunk}");
             }
         }
+    }
+
+    /// The row that fills a batch may be one an unclosed quote made swallow the rest of the
+    /// object: the reading fails, naming its line, and that batch is never sent (a store such
+    /// as Redis would keep it).
+    #[test]
+    fn a_batch_filled_by_an_unclosed_quote_is_never_sent() {
+        let text = "key,label\nk0,a\nk1,\"oops\nk2,b\nk3,c\n";
+        let config: CsvSourceConfig = toml::from_str("url = \"x.csv\"").unwrap();
+        let step = "source".to_string();
+        let source = SourceContext { config, batch_rows: 2, step, policy: Policy::default(), shard: Shard::default() };
+        let bounds = SplitBounds { part: false, header_len: Arc::default(), data_start: Arc::default() };
+        let schema = (Vec::new(), vec![Reading::As(ColumnType::String); 2]);
+        let (tx, mut rx) = mpsc::channel(4);
+        let e = read_csv(text.as_bytes(), "x.csv", &source, schema, bounds, &tx).unwrap_err();
+        assert!(format!("{e:#}").contains("x.csv:3: a quoted field starting in this row is never closed"), "{e:#}");
+        assert!(rx.try_recv().is_err(), "the batch holding the broken row was sent");
     }
 
     proptest! {

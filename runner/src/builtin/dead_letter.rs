@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 use object_store::ObjectStoreExt;
 
+use crate::format::redact_url;
 use crate::object_url::{ObjectUrl, local_path};
 use crate::redis_client::{Connection, connect, is_redis_url, redacted};
 use crate::spec::{DeadLetterConfig, S3Options};
@@ -18,12 +20,13 @@ use crate::step::{DeadLetter, Rejected, Shard};
 
 /// Where rejected rows go. Writes are synchronous and rare (only failures): a file write, or a
 /// Redis `RPUSH` on the runner's runtime. An S3 dead letter is kept in memory and put as one
-/// object when the run succeeds (`finish`), so a failed shard leaves none, and a rerun replaces
-/// it.
+/// object as the run commits (`finish`, just before the sink commits; deleted again by
+/// `withdraw` if the sink's commit then fails), so a failed shard leaves none, and a rerun
+/// replaces it. Steps that name the same file or object share one target (`pipeline::open`).
 pub enum DeadLetterTarget {
     File { path: String, file: Mutex<std::io::BufWriter<std::fs::File>> },
     Redis { shown: String, list: String, connection: Connection },
-    Object { to: ObjectUrl, lines: Mutex<Vec<u8>> },
+    Object { to: ObjectUrl, lines: Mutex<Vec<u8>>, put: AtomicBool },
 }
 
 impl DeadLetterTarget {
@@ -47,7 +50,7 @@ impl DeadLetterTarget {
         let config = &DeadLetterConfig { url: shard.expand(&config.url), list: config.list.clone() };
         if config.url.starts_with("s3://") {
             let to = ObjectUrl::parse(&config.url, base_dir, s3)?;
-            return Ok(Arc::new(DeadLetterTarget::Object { to, lines: Mutex::default() }));
+            return Ok(Arc::new(DeadLetterTarget::Object { to, lines: Mutex::default(), put: AtomicBool::new(false) }));
         }
         if is_redis_url(&config.url) {
             let Some(list) = config.list.clone() else {
@@ -57,7 +60,7 @@ impl DeadLetterTarget {
             return Ok(Arc::new(DeadLetterTarget::Redis { shown: redacted(&config.url), list, connection }));
         }
         if config.list.is_some() {
-            bail!("`list` is for a Redis dead letter; `{}` is a file", config.url);
+            bail!("`list` is for a Redis dead letter; `{}` is a file", redact_url(&config.url));
         }
         let path =
             local_path(&config.url, base_dir).context("a dead letter is a local file, an S3 object or a Redis list")?;
@@ -112,12 +115,28 @@ impl DeadLetter for DeadLetterTarget {
     }
 
     async fn finish(&self) -> anyhow::Result<()> {
-        let DeadLetterTarget::Object { to, lines } = self else { return Ok(()) };
+        let DeadLetterTarget::Object { to, lines, put } = self else { return Ok(()) };
+        if put.load(Ordering::SeqCst) {
+            return Ok(()); // put already, for another step sharing it
+        }
         let bytes = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
         to.store
             .put(&to.path, bytes.into())
             .await
             .map_err(|e| anyhow::anyhow!("writing the dead letter {to}: {}", to.describe(&e)))?;
+        put.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    async fn withdraw(&self) {
+        let DeadLetterTarget::Object { to, put, .. } = self else { return };
+        if put.swap(false, Ordering::SeqCst)
+            && let Err(e) = to.store.delete(&to.path).await
+        {
+            tracing::warn!(
+                "deleting the dead letter {to} of a run that failed: {} (it holds the rows this run rejected)",
+                to.describe(&e)
+            );
+        }
     }
 }

@@ -99,7 +99,16 @@ struct LocalFile {
 struct Upload {
     writer: Option<WriteMultipart>,
     buffer: SharedBuffer,
+    /// Where it goes, to name it (and describe its errors) in messages.
+    to: ObjectUrl,
     shown: String,
+}
+
+impl Upload {
+    /// A store error of this upload, in one line without credentials.
+    fn error(&self, doing: &str, e: &object_store::Error) -> anyhow::Error {
+        anyhow::anyhow!("{doing} {}: {}", self.shown, self.to.describe(e))
+    }
 }
 
 /// The bytes the sink formats, shared between its writer (`out`) and the upload.
@@ -135,7 +144,7 @@ impl FileSink {
             let buffer = SharedBuffer::default();
             let mut sink = FileSink::new(format, Box::new(buffer.clone()));
             let writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            sink.upload = Some(Upload { writer: Some(writer), buffer, shown: to.to_string() });
+            sink.upload = Some(Upload { writer: Some(writer), buffer, shown: to.to_string(), to });
             return Ok(sink);
         }
         let path = local_path(&url, &context.base_dir).context("a file sink writes a local file or an S3 object")?;
@@ -190,9 +199,8 @@ impl FileSink {
         let bytes = std::mem::take(&mut *upload.buffer.0.lock().unwrap_or_else(|p| p.into_inner()));
         let writer = upload.writer.as_mut().expect("an upload is open until finish");
         writer.write(&bytes);
-        let shown = upload.shown.clone();
-        writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| anyhow::anyhow!("writing {shown}: {e}"))?;
-        Ok(())
+        let waited = writer.wait_for_capacity(PARTS_IN_FLIGHT).await;
+        waited.map_err(|e| upload.error("writing", &e))
     }
 
     fn write_rows(&mut self, batch: &Batch) -> std::io::Result<()> {
@@ -301,7 +309,8 @@ impl Sink for FileSink {
         if let Some(upload) = &mut self.upload
             && let Some(writer) = upload.writer.as_mut()
         {
-            writer.wait_for_capacity(0).await.map_err(|e| anyhow::anyhow!("writing {}: {e}", upload.shown))?;
+            let waited = writer.wait_for_capacity(0).await;
+            waited.map_err(|e| upload.error("writing", &e))?;
         }
         Ok(Acks::default())
     }
@@ -312,7 +321,7 @@ impl Sink for FileSink {
         if let Some(upload) = &mut self.upload
             && let Some(writer) = upload.writer.take()
         {
-            writer.finish().await.map_err(|e| anyhow::anyhow!("finishing {}: {e}", upload.shown))?;
+            writer.finish().await.map_err(|e| upload.error("finishing", &e))?;
         }
         if let Some(LocalFile { temporary, file, path }) = self.local.take() {
             file.sync_all().with_context(|| format!("writing {}", temporary.display()))?;
@@ -320,6 +329,12 @@ impl Sink for FileSink {
             temporary
                 .persist(&path)
                 .map_err(|e| anyhow::anyhow!("cannot move {} to {}: {}", e.path.display(), path.display(), e.error))?;
+            // The rename survives a crash once its directory is on disk too. The file is in
+            // place already: a directory that cannot be synced is worth a warning, not a failure.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Err(e) = File::open(dir).and_then(|dir| dir.sync_all()) {
+                tracing::warn!("{}: cannot sync its directory after the rename: {e}", path.display());
+            }
         }
         Ok(Acks::rows(self.rows))
     }
@@ -332,8 +347,9 @@ impl Sink for FileSink {
             && let Err(e) = writer.abort().await
         {
             tracing::warn!(
-                "aborting the upload of {}: {e} (its parts are not an object; a bucket lifecycle rule for incomplete multipart uploads removes them)",
-                upload.shown
+                "aborting the upload of {}: {} (its parts are not an object; a bucket lifecycle rule for incomplete multipart uploads removes them)",
+                upload.shown,
+                upload.to.describe(&e)
             );
         }
         Acks::default()

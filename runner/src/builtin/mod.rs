@@ -76,6 +76,14 @@ impl Builtin {
         })
     }
 
+    /// The file or object this step writes, if it writes one (a file sink, not to `-`).
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            Builtin::FileSink(config, _) if config.url != "-" => Some(&config.url),
+            _ => None,
+        }
+    }
+
     /// Opens a source; the context's policy says what to do with the rows it cannot read.
     pub async fn open_source(&self, context: &StepContext) -> anyhow::Result<Box<dyn Source>> {
         match self {

@@ -27,12 +27,15 @@
 //!
 //! Every command's reply is read, so each row's fate is known: a row is written when Redis
 //! acknowledged its commands. The step's error policy applies to the rows themselves: a null
-//! key or value (refused before anything is sent), and a command Redis refuses for a reason
-//! of the row's (a key holding another type, `WRONGTYPE`): that row alone, with Redis's reason,
-//! while the rest of its round trip is written. A server that stays unreachable past
-//! `retry_seconds`, or that refuses everything (out of memory, a wrong password), fails the
-//! run whatever the policy, saying how many rows it did not acknowledge: they are neither
-//! written nor rejected, and a rerun writes them.
+//! key or value, or a row whose every field is null (refused before anything is sent), and a
+//! command Redis refuses for a reason of the row's (a key holding another type, `WRONGTYPE`; a
+//! key an ACL denies): that row alone, with Redis's reason, while the rest of its round trip is
+//! written (an `MSET` refused is sent again as one `SET` per row, to find the row). With
+//! `fields` and `ttl_seconds`, each row is one script that sets the expiry only once the `HSET`
+//! succeeded. A server that stays unreachable past `retry_seconds`, or that refuses every row
+//! (out of memory, a wrong password, an ACL that denies the command), fails the run whatever the
+//! policy, saying how many rows it did not acknowledge: they are neither written nor rejected,
+//! and a rerun writes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -266,17 +269,34 @@ impl RedisSink {
                         pairs.push((*field, text));
                     }
                 }
-                if !pairs.is_empty() {
-                    trip.add(Cmd::hset_multiple(key, &pairs), tag(row));
+                if pairs.is_empty() {
+                    let message = format!("row {row} of the batch: every field is null; nothing to HSET at key {key}");
+                    return Err(RowError { row, message }.into());
                 }
-                if let Some(ttl) = self.config.ttl_seconds {
-                    trip.add(Cmd::expire(key, ttl as i64), tag(row));
-                }
+                let cmd = match self.config.ttl_seconds {
+                    // One script, so that a key Redis refuses to HSET (another type's) is not
+                    // given an expiry either: an `EXPIRE` after the `HSET` would delete someone
+                    // else's key.
+                    Some(ttl) => {
+                        let mut cmd = Cmd::new();
+                        cmd.arg("EVAL").arg(HSET_EXPIRE).arg(1).arg(key).arg(ttl);
+                        pairs.iter().for_each(|(field, text)| {
+                            cmd.arg(*field).arg(text);
+                        });
+                        cmd
+                    }
+                    None => Cmd::hset_multiple(key, &pairs),
+                };
+                trip.add(cmd, tag(row));
             }
         }
         Ok(trip)
     }
 }
+
+/// `HSET` the fields, then `EXPIRE` the key, unless the `HSET` fails: `EVAL HSET_EXPIRE 1 key
+/// ttl field value ...`.
+const HSET_EXPIRE: &str = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])";
 
 /// `SET key value`, its buffers allocated once.
 fn set_command(key: &str, value: &str) -> Cmd {

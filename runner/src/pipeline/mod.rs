@@ -31,9 +31,11 @@ use tokio::sync::mpsc;
 use crate::batch::Batch;
 use crate::builtin::dead_letter::DeadLetterTarget;
 use crate::builtin::{Builtin, csv_source};
-use crate::object_url::ObjectUrl;
+use crate::format::redact_url;
+use crate::object_url::{self, ObjectUrl};
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
+use crate::redis_client::is_redis_url;
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
 use crate::step::{Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
@@ -193,6 +195,7 @@ impl Plan {
             }
             steps.push(Arc::new(PlannedStep { spec: step.clone(), implementation, workers, dead_letter }));
         }
+        check_outputs(&spec, &steps, options.shard)?;
         let (spec, s3) = (Arc::new(spec), Arc::new(s3));
         Ok(Plan { spec, steps, s3, runtime, progress: options.progress, started, shard: options.shard })
     }
@@ -267,6 +270,7 @@ impl Plan {
             progress,
             runtime: self.runtime.clone(),
             shard: self.shard,
+            dead_letters: Arc::default(),
         }
     }
 
@@ -330,10 +334,36 @@ impl Plan {
     }
 }
 
+/// Refuses a dead letter at the sink's own output: the sink's file would replace the rejected
+/// rows, or hold them among its own. Steps may name one dead letter: they share its writer
+/// (`open::policy`).
+fn check_outputs(spec: &Spec, steps: &[Arc<PlannedStep>], shard: Shard) -> Result<(), SpecError> {
+    let sink = &steps.last().expect("a plan has a sink").implementation;
+    let PlannedImplementation::Builtin(builtin) = sink else { return Ok(()) };
+    let Some(output) = builtin.output() else { return Ok(()) };
+    let output = object_url::place(&shard.expand(output), spec.base_dir());
+    for planned in steps {
+        if let Some(dead_letter) = planned.dead_letter.as_ref().filter(|d| !is_redis_url(&d.url))
+            && object_url::place(&shard.expand(&dead_letter.url), spec.base_dir()) == output
+        {
+            return Err(spec.step_error(
+                &planned.spec,
+                format!(
+                    "its dead letter `{}` is the sink's output: give it a file of its own",
+                    redact_url(&dead_letter.url)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Ends the sink once every other stage is done. The run succeeded so far and no signal came:
-/// the sink flushes (what it reports goes to its policy), the dead letters are made durable,
-/// and only then does the sink commit its output. Otherwise (a failure, or a signal before the
-/// commit began) the sink is aborted and nothing is published. Returns how the run ended.
+/// the sink flushes (what it reports goes to its policy), and the run begins to commit (a signal
+/// no longer stops it): the dead letters are completed, then the sink commits. Otherwise (a
+/// failure, a dead letter that cannot be completed, or a signal before the commit began) the
+/// sink is aborted and nothing is published; a dead letter object put for a commit that then
+/// fails is deleted again. Returns how the run ended.
 async fn end_sink(
     sink: &mut dyn Sink,
     step: &StepPolicy,
@@ -363,23 +393,28 @@ async fn end_sink(
             }
         }
     }
-    // The dead letters before the sink's commit: when one fails, the run fails with nothing
-    // published.
-    if first_error.is_none() && stop.signal().is_none() {
+    if first_error.is_none() && stop.begin_commit() {
+        // The dead letters before the sink's commit: when one fails, the run fails with the
+        // sink's output unpublished.
         for (name, policy) in policies {
             if let Err(e) = policy.finish().await {
-                first_error.get_or_insert(in_step(e, name));
+                first_error = Some(in_step(e, name));
+                break;
             }
         }
-    }
-    if first_error.is_none() && stop.begin_commit() {
-        let started = Instant::now();
-        let committed = sink.commit().await;
-        counts.busy += started.elapsed();
-        return match committed {
-            Ok(acks) => stages::settle(acks, step, counts, progress).await.map_err(|e| in_step(e, &step.name)),
-            Err(e) => Err(in_step(e, &step.name)),
-        };
+        if first_error.is_none() {
+            let started = Instant::now();
+            let committed = sink.commit().await;
+            counts.busy += started.elapsed();
+            return match committed {
+                Ok(acks) => stages::settle(acks, step, counts, progress).await.map_err(|e| in_step(e, &step.name)),
+                Err(e) => {
+                    withdraw(policies).await;
+                    Err(in_step(e, &step.name))
+                }
+            };
+        }
+        withdraw(policies).await;
     }
     let acks = sink.abort().await;
     counts.rows_out += acks.rows;
@@ -388,6 +423,13 @@ async fn end_sink(
         first_error.get_or_insert(anyhow::Error::new(Interrupted(signal)));
     }
     Err(first_error.expect("a run that does not commit has failed or was stopped"))
+}
+
+/// Undoes what the dead letters published for a commit that did not happen.
+async fn withdraw(policies: &[(&str, &Policy)]) {
+    for (_, policy) in policies {
+        policy.withdraw().await;
+    }
 }
 
 /// Opens every step at once, each in its own task: the source's first request, the plugins'

@@ -9,10 +9,12 @@ use object_store::ObjectStoreExt;
 
 use super::{PlannedImplementation, PlannedStep};
 use crate::builtin::dead_letter::DeadLetterTarget;
-use crate::object_url::ObjectUrl;
+use crate::format::redact_url;
+use crate::object_url::{self, ObjectUrl};
 use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
-use crate::spec::{S3Options, Spec};
-use crate::step::{Policy, Progress, Shard, Sink, Source, StepContext, Transform};
+use crate::redis_client::is_redis_url;
+use crate::spec::{DeadLetterConfig, S3Options, Spec};
+use crate::step::{DeadLetter, Policy, Progress, Shard, Sink, Source, StepContext, Transform};
 
 /// What opening a step needs besides the step itself. Cheap to clone: each step opens in its
 /// own task, with its own copy.
@@ -24,6 +26,9 @@ pub struct OpenContext {
     pub(super) runtime: Option<Arc<PluginRuntime>>,
     /// The part of the input this run reads.
     pub shard: Shard,
+    /// The file and object dead letters opened so far, by the place they write: steps that
+    /// name one share it (one writer, so their lines never interleave; one object put).
+    pub(super) dead_letters: Arc<tokio::sync::Mutex<BTreeMap<String, Arc<dyn DeadLetter>>>>,
 }
 
 impl OpenContext {
@@ -49,13 +54,28 @@ impl OpenContext {
 pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result<Policy> {
     let dead_letter = match &step.dead_letter {
         Some(config) => Some(
-            DeadLetterTarget::open(config, context.spec.base_dir(), &context.s3, context.shard)
-                .await
-                .with_context(|| format!("step `{}`: dead letter", step.spec.name))?,
+            dead_letter(context, config).await.with_context(|| format!("step `{}`: dead letter", step.spec.name))?,
         ),
         None => None,
     };
     Ok(Policy::new(step.spec.on_error, dead_letter))
+}
+
+/// The dead letter `config` names: opened, or shared with a step that opened it already (a
+/// file or an object; each Redis dead letter pushes on its own connection).
+async fn dead_letter(context: &OpenContext, config: &DeadLetterConfig) -> anyhow::Result<Arc<dyn DeadLetter>> {
+    let base_dir = context.spec.base_dir();
+    if is_redis_url(&config.url) {
+        return DeadLetterTarget::open(config, base_dir, &context.s3, context.shard).await;
+    }
+    let place = object_url::place(&context.shard.expand(&config.url), base_dir);
+    let mut opened = context.dead_letters.lock().await;
+    if let Some(shared) = opened.get(&place) {
+        return Ok(shared.clone());
+    }
+    let dead_letter = DeadLetterTarget::open(config, base_dir, &context.s3, context.shard).await?;
+    opened.insert(place, dead_letter.clone());
+    Ok(dead_letter)
 }
 
 pub async fn source(context: &OpenContext, step: &PlannedStep, policy: Policy) -> anyhow::Result<Box<dyn Source>> {
@@ -167,6 +187,6 @@ fn assets_note(assets: &BTreeMap<String, String>) -> String {
     if assets.is_empty() {
         return String::new();
     }
-    let list: Vec<String> = assets.iter().map(|(name, url)| format!("{name} = {url}")).collect();
+    let list: Vec<String> = assets.iter().map(|(name, url)| format!("{name} = {}", redact_url(url))).collect();
     format!(" (assets: {})", list.join(", "))
 }

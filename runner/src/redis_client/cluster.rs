@@ -430,9 +430,15 @@ fn is_asking(cmd: &Cmd) -> bool {
     matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(b"ASKING")))
 }
 
-/// The key of a single-key command: its first argument after the name.
+/// The key of a single-key command: its first argument after the name (after the script and
+/// the key count, for `EVAL`).
 fn key_of(cmd: &Cmd) -> &[u8] {
-    match cmd.args_iter().nth(1) {
+    let mut args = cmd.args_iter();
+    let skip = match args.next() {
+        Some(redis::Arg::Simple(b"EVAL" | b"EVALSHA")) => 2,
+        _ => 0,
+    };
+    match args.nth(skip) {
         Some(redis::Arg::Simple(key)) => key,
         _ => b"",
     }

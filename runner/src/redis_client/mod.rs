@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
 
+use crate::format::redact_url;
+
 pub use cluster::{Cluster, Trip, slot};
 
 /// A connection to one server or to a cluster; cheap to clone (clones share it).
@@ -110,27 +112,67 @@ impl NodeTrip {
     }
 
     async fn send(&mut self, connection: &mut ConnectionManager) -> Result<(), RedisError> {
-        if self.pipe.is_empty() {
-            return Ok(());
-        }
-        // No replies (a dropped connection, a timeout): all of it is sent again.
-        let replies: Vec<Value> = self.pipe.query_async(connection).await?;
-        let (mut left, mut left_rows, mut failure) = (reply_per_command(0), Vec::new(), None);
-        for ((cmd, rows), reply) in self.pipe.cmd_iter().zip(std::mem::take(&mut self.rows)).zip(replies) {
-            let Value::ServerError(e) = reply else { continue };
-            let e = RedisError::from(e);
-            if refuses_the_row(&e) {
-                self.refused.push(Refusal { rows, reason: describe(&e) });
-            } else {
-                // Sent again: a transient error is retried, any other fails the run.
-                keep_worst(&mut failure, e);
-                left.add_command(cmd.clone());
-                left_rows.push(rows);
+        loop {
+            if self.pipe.is_empty() {
+                return Ok(());
+            }
+            // No replies (a dropped connection, a timeout): all of it is sent again.
+            let replies: Vec<Value> = self.pipe.query_async(connection).await?;
+            let (mut left, mut left_rows, mut failure) = (reply_per_command(0), Vec::new(), None);
+            let mut split = false;
+            for ((cmd, rows), reply) in self.pipe.cmd_iter().zip(std::mem::take(&mut self.rows)).zip(replies) {
+                let Value::ServerError(e) = reply else { continue };
+                let e = RedisError::from(e);
+                if refuses_the_row(&e) {
+                    // An `MSET` refused for one of its rows: each row again on its own, so the
+                    // refusal lands on the row it is about and the others are written.
+                    match split_mset(cmd, &rows) {
+                        Some(sets) => {
+                            split = true;
+                            for (set, row) in sets {
+                                left.add_command(set);
+                                left_rows.push(row);
+                            }
+                        }
+                        None => self.refused.push(Refusal { rows, reason: describe(&e) }),
+                    }
+                } else {
+                    // Sent again: a transient error is retried, any other fails the run.
+                    keep_worst(&mut failure, e);
+                    left.add_command(cmd.clone());
+                    left_rows.push(rows);
+                }
+            }
+            (self.pipe, self.rows) = (left, left_rows);
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            if !split {
+                return Ok(());
             }
         }
-        (self.pipe, self.rows) = (left, left_rows);
-        failure.map_or(Ok(()), Err)
     }
+}
+
+/// The `SET`s of a refused `MSET` of several rows, each with its row; `None` for any other
+/// command.
+fn split_mset(cmd: &Cmd, rows: &Rows) -> Option<Vec<(Cmd, Rows)>> {
+    let mut args = cmd.args_iter();
+    if rows.len() < 2 || !matches!(args.next(), Some(redis::Arg::Simple(b"MSET"))) {
+        return None;
+    }
+    let args: Vec<&[u8]> = args
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => bytes,
+            _ => b"",
+        })
+        .collect();
+    let sets = args.chunks_exact(2).zip(rows.clone()).map(|(pair, row)| {
+        let mut set = Cmd::with_capacity(3, 3 + pair[0].len() + pair[1].len());
+        set.arg("SET").arg(pair[0]).arg(pair[1]);
+        (set, row..row + 1)
+    });
+    Some(sets.collect())
 }
 
 /// A pipeline whose every command's reply comes back, errors included (none is ignored), so
@@ -142,12 +184,18 @@ fn reply_per_command(capacity: usize) -> Pipeline {
 }
 
 /// Whether a server refused a command for a reason that lies with its rows, not with the
-/// server: a key holding another type (`WRONGTYPE`), a value or argument it will not take
-/// (`ERR ...`), an ACL that denies the key (`NOPERM`). Those rows go to the sink's error policy;
-/// anything else (out of memory, not authenticated, read only, loading) is the server's state,
-/// retried while it is transient, else failing the run.
+/// server: a key holding another type (`WRONGTYPE`), an ACL that denies the row's key (`NOPERM`
+/// naming a key). Those rows go to the sink's error policy. Anything else is the server's state
+/// or setup, the same for every row: out of memory, not authenticated, read only, loading, a
+/// command the ACL denies or the server does not know (`NOPERM` for the command, `ERR`):
+/// retried while it is transient, else failing the run, whatever the policy (rejecting every
+/// row for it would be silent data loss).
 pub fn refuses_the_row(e: &RedisError) -> bool {
-    matches!(e.code(), Some("WRONGTYPE" | "ERR" | "NOPERM"))
+    match e.code() {
+        Some("WRONGTYPE") => true,
+        Some("NOPERM") => e.detail().is_some_and(|detail| detail.contains(" key")),
+        _ => false,
+    }
 }
 
 /// Keeps in `failure` the error that should end the attempt: the first one, unless a later one
@@ -201,7 +249,7 @@ pub enum Target {
 /// Whether `url` names a Redis server or cluster (by its scheme; [`target`] checks the rest).
 pub fn is_redis_url(url: &str) -> bool {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-    matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster"))
+    matches!(scheme, Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+unix" | "unix"))
 }
 
 /// Reads a Redis URL (see the module's doc); the error never shows the password. A password
@@ -240,19 +288,13 @@ pub fn target(url: &str) -> Result<Target, String> {
     Ok(Target::Cluster { prefix, seeds })
 }
 
-/// The URL without its password, for messages, whatever it holds: the user information runs
-/// from `://` to the last `@` (a password may hold `/`, `@`, `?` or `#`), and all of it after the
-/// user name is masked; without `://`, nothing of it is shown.
+/// The URL without its password, for messages, whatever it holds ([`redact_url`]); without
+/// `://`, nothing of it is shown.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "(a URL that cannot be read)".into() };
-    match rest.rsplit_once('@') {
-        Some((userinfo, after)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{after}"),
-            // No `:`: a user name alone, or a password written without one; masked either way.
-            None => format!("{scheme}://***@{after}"),
-        },
-        None => url.to_string(),
+    if !url.contains("://") {
+        return "(a URL that cannot be read)".into();
     }
+    redact_url(url)
 }
 
 /// Whether sending again may succeed: the connection dropped, timed out, was refused (the server
@@ -392,6 +434,8 @@ mod tests {
                 format!("rediss+cluster://:{password}@a:7000/0"),
                 format!("redis:/:{password}@h:1"),
                 format!("redis://{password}@h:1"),
+                format!("redis+unix:///run/redis.sock?db=1&pass={password}"),
+                format!("unix:///run/redis.sock?user=u&pass={password}"),
             ] {
                 let shown = redacted(&url);
                 assert!(!shown.contains(password), "{url} shown as {shown}");
@@ -405,5 +449,7 @@ mod tests {
         assert_eq!(redacted("redis://:a/b@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redacted("redis://u:a@b@h:6379"), "redis://u:***@h:6379");
         assert_eq!(redacted("redis://secret@h:6379"), "redis://***@h:6379");
+        assert_eq!(redacted("redis+unix:///run/r.sock?pass=x"), "redis+unix:///run/r.sock?***");
+        assert_eq!(redacted("rediss://h:1/0?protocol=resp3&pass=x"), "rediss://h:1/0?protocol=resp3&pass=***");
     }
 }

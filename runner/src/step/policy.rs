@@ -2,9 +2,9 @@
 //! `spec::OnError`), shared by built-in and plugin steps alike.
 //!
 //! A row-level failure (a malformed CSV line, a row a plugin refuses) rejects that row only;
-//! the rest of its batch carries on. A batch-level failure (a plugin that traps, a write that
-//! fails for good) rejects the whole batch; a trapped plugin instance is replaced by a fresh
-//! one. Each rejected row is counted in the run summary, and with `dead-letter` written to the
+//! the rest of its batch carries on. A batch-level failure (a transform plugin that traps, a
+//! sink plugin's `write` that returns an error) rejects the whole batch; a trapped transform
+//! instance is replaced by a fresh one. Each rejected row is counted in the run summary, and with `dead-letter` written to the
 //! step's [`DeadLetter`] as one JSON object: `{"step": ..., "reason": ..., "row": {...}}` (plus
 //! `"at": "file:line"` for source rows); its reason cut at `format::MESSAGE_BYTES`.
 
@@ -25,11 +25,16 @@ pub trait DeadLetter: Send + Sync {
     /// Appends the rows, one JSON object each ([`Rejected::to_json`]).
     async fn write(&self, rejected: &[Rejected]) -> anyhow::Result<()>;
 
-    /// Called once when the run succeeded: make what was written durable (an object store's
-    /// dead letter is written then, whole).
+    /// Called as the run commits, before the sink does, once for each step that shares this
+    /// dead letter: make what was written durable (an object store's dead letter is written at
+    /// the first call, whole).
     async fn finish(&self) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// The run failed after [`finish`](DeadLetter::finish) (the sink's commit failed): undo what
+    /// `finish` published, where it can (an object put is deleted; appended lines stay).
+    async fn withdraw(&self) {}
 }
 
 /// One rejected row.
@@ -75,11 +80,18 @@ impl Policy {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// The run succeeded: the dead letter, if any, makes its rows durable.
+    /// The run commits: the dead letter, if any, makes its rows durable.
     pub async fn finish(&self) -> anyhow::Result<()> {
         match &self.dead_letter {
             Some(dead_letter) => dead_letter.finish().await,
             None => Ok(()),
+        }
+    }
+
+    /// The run failed after [`Policy::finish`]: the dead letter undoes what it published.
+    pub async fn withdraw(&self) {
+        if let Some(dead_letter) = &self.dead_letter {
+            dead_letter.withdraw().await;
         }
     }
 

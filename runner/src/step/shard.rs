@@ -56,8 +56,9 @@ impl Shard {
     pub fn check_output(&self, url: &str) -> Result<(), String> {
         if self.count > 1 && !url.contains("{shard}") {
             return Err(format!(
-                "`{url}` would be written by each of the {} shards (--shard {self}), each replacing the others' \
+                "`{}` would be written by each of the {} shards (--shard {self}), each replacing the others' \
                  rows: put `{{shard}}` in it (`part-{{shard}}.csv`), so each shard writes its own",
+                crate::format::redact_url(url),
                 self.count
             ));
         }
