@@ -17,7 +17,8 @@
 //! - [`step`]: the `Source` / `Transform` / `Sink` traits (the one seam of the pipeline), row
 //!   errors, the error policy, the progress counters, shards, and what a step opens with.
 //! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
-//! - [`builtin`]: the steps built into the host, one file each, and the `kind` registry.
+//! - [`builtin`]: the steps built into the host, each defined once by an `impl Kind`, and the
+//!   registry of kinds.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
 //!   bindings, and the adapters that make a component a step.
 //! - [`pipeline`]: plans a spec (checks every step) and runs it as tasks joined by bounded

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use redis::AsyncCommands;
 
 use crate::batch::{Batch, Column, ColumnType, Values};
-use crate::builtin::Builtin;
-use crate::builtin::row_key::RowKey;
+use crate::builtin::redis_sink::RedisSinkConfig;
+use crate::builtin::row_key::{RowKey, RowKeyConfig};
 use crate::pipeline::{Plan, PlannedImplementation};
 use crate::redis_client::{connect, redacted};
 
@@ -33,16 +33,17 @@ pub struct LookupResult {
 /// Keys `values` as the plan's pipeline does and reads the stored prediction.
 pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResult> {
     let key_step = plan.steps.iter().find_map(|s| match &s.implementation {
-        PlannedImplementation::Builtin(Builtin::RowKey(config)) => Some(config.clone()),
+        PlannedImplementation::Builtin(builtin) => builtin.config::<RowKeyConfig>().cloned(),
         _ => None,
     });
     let Some(key_config) = key_step else {
         bail!("the pipeline has no `row-key` step: its rows have no key to look up")
     };
     let sink = match &plan.steps.last().expect("a plan has a sink").implementation {
-        PlannedImplementation::Builtin(Builtin::Redis(config)) => config.clone(),
-        _ => bail!("the pipeline's sink is not `redis`: there is nothing to look up"),
+        PlannedImplementation::Builtin(builtin) => builtin.config::<RedisSinkConfig>().cloned(),
+        PlannedImplementation::Plugin { .. } => None,
     };
+    let Some(sink) = sink else { bail!("the pipeline's sink is not `redis`: there is nothing to look up") };
 
     // The key columns and their types, as the source delivers them.
     let sample = plan.first_batch().await?.context("the source is empty: cannot tell the columns' types")?;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use runner::builtin::Registry;
 use runner::lookup::Stored;
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation, Stop};
 use runner::plugin::contract::{PACKAGE, spoken_versions};
@@ -13,6 +15,7 @@ use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::{Spec, SpecError};
 use runner::step::Shard;
+use tokio::runtime::Runtime;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not the system allocator: batches are built on one thread and freed on another,
@@ -191,16 +194,44 @@ enum ReportFormat {
 impl CommonArgs {
     fn options(&self, shard: Shard) -> Options {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
-        Options { plugin_dirs: self.plugin_dirs.clone(), cache, progress: !self.no_progress, shard }
+        let plugin_dirs = self.plugin_dirs.clone();
+        Options { plugin_dirs, cache, progress: !self.no_progress, shard, registry: Registry::builtin() }
     }
 
-    fn plan(&self) -> Result<Plan, ExitCode> {
+    fn plan(&self) -> anyhow::Result<Plan> {
         self.plan_shard(Shard::default())
     }
 
-    fn plan_shard(&self, shard: Shard) -> Result<Plan, ExitCode> {
-        let spec = Spec::load(&self.spec).map_err(invalid)?;
-        Plan::new(spec, &self.options(shard)).map_err(invalid)
+    fn plan_shard(&self, shard: Shard) -> anyhow::Result<Plan> {
+        let spec = Spec::load(&self.spec)?;
+        Ok(Plan::new(spec, &self.options(shard))?)
+    }
+}
+
+/// The command line, or a plugin it names, is invalid (exit status 2, as for a spec error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(String);
+
+/// A failure the command has printed already: a run prints its error with its summary, in the
+/// order its report format asks for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Reported(anyhow::Error);
+
+/// The exit status of a failed command, decided here and nowhere else: 2 for a spec or a
+/// command line that is invalid (a plugin that refuses its config included), 130 or 143 for a
+/// run a signal stopped, 1 for any other failure.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let e = e.downcast_ref::<Reported>().map_or(e, |Reported(inner)| inner);
+    match e.downcast_ref::<Interrupted>() {
+        // 128 + the signal number, as shells report a process a signal stopped.
+        Some(Interrupted("SIGINT")) => ExitCode::from(130),
+        Some(_) => ExitCode::from(143),
+        None if e.downcast_ref::<SpecError>().is_some() || e.downcast_ref::<Invalid>().is_some() => {
+            ExitCode::from(EXIT_INVALID)
+        }
+        None => ExitCode::from(EXIT_RUN_FAILED),
     }
 }
 
@@ -228,11 +259,8 @@ fn write_out(text: std::fmt::Arguments<'_>) {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(EXIT_INVALID)
-}
-
+/// One dispatch, on one runtime; every failure is printed (once) and mapped to its exit status
+/// by [`exit_code`].
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -242,18 +270,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli.command {
-        Command::Run(args) => run(args),
-        Command::Validate(args) => validate(args),
-        Command::Plan(args) => plan(args),
-        Command::Lookup(args) => lookup(args),
-        Command::Plugin(PluginCommand::New { name, kind, dir }) => new_plugin(&dir, &name, kind),
-        Command::Plugin(PluginCommand::Inspect { wasm, cache_dir }) => inspect(&wasm, cache_dir),
-    }
-}
-
-fn run(mut args: RunArgs) -> ExitCode {
-    args.common.no_progress |= args.quiet;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -261,24 +277,33 @@ fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUN_FAILED);
         }
     };
-    let shard = match args.shard() {
-        Ok(shard) => shard,
-        Err(e) => return invalid(e),
+    let done = match cli.command {
+        Command::Run(args) => run(&runtime, args),
+        Command::Validate(args) => validate(&runtime, args),
+        Command::Plan(args) => plan(&runtime, args),
+        Command::Lookup(args) => lookup(&runtime, args),
+        Command::Plugin(PluginCommand::New { name, kind, dir }) => new_plugin(&dir, &name, kind),
+        Command::Plugin(PluginCommand::Inspect { wasm, cache_dir }) => inspect(&wasm, cache_dir),
     };
-    let plan = match args.common.plan_shard(shard) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<Reported>().is_none() {
+                eprintln!("error: {e:#}");
+            }
+            exit_code(&e)
+        }
+    }
+}
+
+fn run(runtime: &Runtime, mut args: RunArgs) -> anyhow::Result<()> {
+    args.common.no_progress |= args.quiet;
+    let shard = args.shard().map_err(Invalid)?;
+    let plan = args.common.plan_shard(shard)?;
     // Signals are watched from before the steps open, on a thread of their own: a second
     // Ctrl-C works even while plugin calls hold every worker of the run's runtime.
     let stop = Arc::new(Stop::default());
-    let signals = match SignalWatch::start(stop.clone()) {
-        Ok(signals) => signals,
-        Err(e) => {
-            eprintln!("error: cannot watch for signals: {e}");
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
-    };
+    let signals = SignalWatch::start(stop.clone()).context("cannot watch for signals")?;
     let report = runtime.block_on(plan.run(stop));
     drop(signals);
     let error = report.error.as_ref().map(|e| format!("error: {e:#}"));
@@ -296,33 +321,16 @@ fn run(mut args: RunArgs) -> ExitCode {
             error.iter().for_each(|e| eprintln!("{e}"));
         }
     }
-    match &report.error {
-        None => ExitCode::SUCCESS,
-        // 128 + the signal number, as shells report a process a signal stopped.
-        Some(e) => match e.downcast_ref::<Interrupted>() {
-            Some(Interrupted("SIGINT")) => ExitCode::from(130),
-            Some(_) => ExitCode::from(143),
-            // A plugin that refused its config: the spec is at fault, as `validate` says too.
-            None if e.downcast_ref::<SpecError>().is_some() => ExitCode::from(EXIT_INVALID),
-            None => ExitCode::from(EXIT_RUN_FAILED),
-        },
+    match report.error {
+        None => Ok(()),
+        Some(e) => Err(Reported(e).into()),
     }
 }
 
-fn validate(args: CommonArgs) -> ExitCode {
-    let plan = match args.plan() {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
+fn validate(runtime: &Runtime, args: CommonArgs) -> anyhow::Result<()> {
+    let plan = args.plan()?;
     // Each plugin is opened once with its config and assets: a config it refuses is invalid.
-    let checked = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(plan.check_plugins()));
-    if let Err(e) = checked {
-        eprintln!("error: {e:#}");
-        let invalid = e.downcast_ref::<SpecError>().is_some();
-        return ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_RUN_FAILED });
-    }
+    runtime.block_on(plan.check_plugins())?;
     outln!("{}: ok", args.spec.display());
     for step in &plan.steps {
         outln!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
@@ -340,90 +348,54 @@ fn validate(args: CommonArgs) -> ExitCode {
     if let Some(checks) = plan.plugin_checks() {
         outln!("  plugins compiled with {}", checks.describe());
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-fn plan(args: PlanArgs) -> ExitCode {
+fn plan(runtime: &Runtime, args: PlanArgs) -> anyhow::Result<()> {
     if args.shards == 0 {
-        return invalid("--shards must be at least 1");
+        return Err(Invalid("--shards must be at least 1".into()).into());
     }
-    let plan = match args.common.plan() {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
-    let shards = match tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(plan.shard_plan(args.shards)))
-    {
-        Ok(shards) => shards,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
-    };
+    let plan = args.common.plan()?;
+    let shards = runtime.block_on(plan.shard_plan(args.shards))?;
     out!("{shards}");
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-fn lookup(args: LookupArgs) -> ExitCode {
-    let plan = match args.common.plan() {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
-    let found = match tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(runner::lookup::lookup(plan, &args.values)))
-    {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
-    };
+fn lookup(runtime: &Runtime, args: LookupArgs) -> anyhow::Result<()> {
+    let plan = args.common.plan()?;
+    let found = runtime.block_on(runner::lookup::lookup(plan, &args.values))?;
     if args.show_key {
         outln!("key: {}", found.key);
     }
     match found.stored {
         Some(Stored::Value(value)) => outln!("{value}"),
         Some(Stored::Hash(fields)) => fields.iter().for_each(|(field, value)| outln!("{field}: {value}")),
-        None => {
-            eprintln!(
-                "error: nothing is stored under key {} (the row {} was not written by this pipeline)",
-                found.key,
-                args.values.join(" ")
-            );
-            return ExitCode::from(EXIT_RUN_FAILED);
-        }
+        None => anyhow::bail!(
+            "nothing is stored under key {} (the row {} was not written by this pipeline)",
+            found.key,
+            args.values.join(" ")
+        ),
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> ExitCode {
+fn new_plugin(dir: &std::path::Path, name: &str, kind: Kind) -> anyhow::Result<()> {
     let role = match kind {
         Kind::Source => Role::Source,
         Kind::Transform => Role::Transform,
         Kind::Sink => Role::Sink,
     };
-    match runner::scaffold::new_plugin(dir, name, role) {
-        Ok(created) => {
-            outln!("created {} ({} plugin, world `{}`)", created.display(), role, role.world());
-            outln!(
-                "  cd {} && cargo build --release --target wasm32-wasip2 && runner run pipeline.toml",
-                created.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => invalid(format!("{e:#}")),
-    }
+    let created = runner::scaffold::new_plugin(dir, name, role).map_err(|e| Invalid(format!("{e:#}")))?;
+    outln!("created {} ({} plugin, world `{}`)", created.display(), role, role.world());
+    outln!("  cd {} && cargo build --release --target wasm32-wasip2 && runner run pipeline.toml", created.display());
+    Ok(())
 }
 
-fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
+fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let cache = ComponentCache::new(cache_dir.or_else(ComponentCache::default_dir));
-    let inspection = match PluginRuntime::new(cache, EngineChecks::default()).and_then(|runtime| runtime.inspect(wasm))
-    {
-        Ok(inspection) => inspection,
-        Err(e) => return invalid(format!("{e:#}")),
-    };
+    let inspection = PluginRuntime::new(cache, EngineChecks::default())
+        .and_then(|runtime| runtime.inspect(wasm))
+        .map_err(|e| Invalid(format!("{e:#}")))?;
     outln!("{}: {} KiB", wasm.display(), inspection.size / 1024);
     let usable = match &inspection.contract {
         Ok(contract) => {
@@ -441,7 +413,12 @@ fn inspect(wasm: &std::path::Path, cache_dir: Option<PathBuf>) -> ExitCode {
     }
     outln!("  imports:  {}", inspection.imports.join(", "));
     outln!("  exports:  {}", inspection.exports.join(", "));
-    if usable && inspection.links.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+    if usable && inspection.links.is_ok() {
+        Ok(())
+    } else {
+        // What is wrong is printed above.
+        Err(Reported(Invalid(format!("{} cannot run in this runner", wasm.display())).into()).into())
+    }
 }
 
 /// Watches for SIGINT and SIGTERM on a thread of its own until dropped: the first asks the run

@@ -9,8 +9,10 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::{Kind, Opened};
 use crate::batch::Batch;
-use crate::step::{Acks, Sink};
+use crate::spec::Role;
+use crate::step::{Acks, Sink, StepContext};
 
 /// The `config` table of a `discard` sink: empty.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +20,18 @@ use crate::step::{Acks, Sink};
 pub struct DiscardConfig {}
 
 pub struct DiscardSink;
+
+/// `kind = "discard"` in a sink.
+#[async_trait]
+impl Kind for DiscardSink {
+    const ROLE: Role = Role::Sink;
+    const NAME: &'static str = "discard";
+    type Config = DiscardConfig;
+
+    async fn open(_config: &DiscardConfig, _context: &StepContext) -> anyhow::Result<Opened> {
+        Ok(Opened::Sink(Box::new(DiscardSink)))
+    }
+}
 
 #[async_trait]
 impl Sink for DiscardSink {

@@ -30,9 +30,11 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::{Kind, Opened, PlanContext};
 use crate::batch::{Batch, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::object_url::{ObjectUrl, local_path};
+use crate::spec::Role;
 use crate::step::{Acks, Shard, Sink, StepContext};
 use object_store::{ObjectStoreExt, WriteMultipart};
 
@@ -63,6 +65,38 @@ impl FileSinkConfig {
         shard.check_output(&self.url)
     }
 }
+
+/// `kind = "csv"` in a sink.
+pub struct CsvFile;
+
+/// `kind = "jsonl"` in a sink.
+pub struct JsonLinesFile;
+
+macro_rules! file_kind {
+    ($kind:ty, $name:literal, $format:expr) => {
+        #[async_trait]
+        impl Kind for $kind {
+            const ROLE: Role = Role::Sink;
+            const NAME: &'static str = $name;
+            type Config = FileSinkConfig;
+
+            fn check(config: &FileSinkConfig, plan: &PlanContext) -> Result<(), String> {
+                config.check(plan.shard)
+            }
+
+            async fn open(config: &FileSinkConfig, context: &StepContext) -> anyhow::Result<Opened> {
+                Ok(Opened::Sink(Box::new(FileSink::open(config.clone(), $format, context).await?)))
+            }
+
+            fn output(config: &FileSinkConfig) -> Option<&str> {
+                Some(config.url.as_str()).filter(|url| *url != "-")
+            }
+        }
+    };
+}
+
+file_kind!(CsvFile, "csv", Format::Csv);
+file_kind!(JsonLinesFile, "jsonl", Format::JsonLines);
 
 /// The text format of a file sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,10 +48,12 @@ use futures::{FutureExt, StreamExt};
 use redis::Cmd;
 use serde::Deserialize;
 
+use super::{Kind, Opened, PlanContext};
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::redis_client::{Connection, Refusal, RoundTrip, Rows, connect, give_up, redacted, target, with_retries};
-use crate::step::{Acks, RefusedRow, RowError, Sink, row_json};
+use crate::spec::Role;
+use crate::step::{Acks, RefusedRow, RowError, Sink, StepContext, row_json};
 
 /// The `config` table of a `redis` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +159,22 @@ impl RedisSinkConfig {
         }
         target(&self.url)?;
         Ok(())
+    }
+}
+
+/// `kind = "redis"` in a sink.
+#[async_trait]
+impl Kind for RedisSink {
+    const ROLE: Role = Role::Sink;
+    const NAME: &'static str = "redis";
+    type Config = RedisSinkConfig;
+
+    fn check(config: &RedisSinkConfig, _plan: &PlanContext) -> Result<(), String> {
+        config.check()
+    }
+
+    async fn open(config: &RedisSinkConfig, _context: &StepContext) -> anyhow::Result<Opened> {
+        Ok(Opened::Sink(Box::new(RedisSink::open(config.clone()).await?)))
     }
 }
 

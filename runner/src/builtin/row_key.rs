@@ -20,9 +20,11 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::{Kind, Opened};
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
-use crate::step::Transform;
+use crate::spec::Role;
+use crate::step::{StepContext, Transform};
 
 /// The `config` table of a `row-key` transform.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,18 @@ fn default_output() -> String {
 
 pub struct RowKey {
     config: RowKeyConfig,
+}
+
+/// `kind = "row-key"` in a transform.
+#[async_trait]
+impl Kind for RowKey {
+    const ROLE: Role = Role::Transform;
+    const NAME: &'static str = "row-key";
+    type Config = RowKeyConfig;
+
+    async fn open(config: &RowKeyConfig, _context: &StepContext) -> anyhow::Result<Opened> {
+        Ok(Opened::Transform(Box::new(RowKey::new(config.clone()))))
+    }
 }
 
 impl RowKey {

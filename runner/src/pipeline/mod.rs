@@ -30,9 +30,9 @@ use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::builtin::dead_letter::DeadLetterTarget;
-use crate::builtin::{Builtin, csv_source};
+use crate::builtin::{Builtin, PlanContext, Registry};
 use crate::format::redact_url;
-use crate::object_url::{self, ObjectUrl};
+use crate::object_url;
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
 use crate::redis_client::is_redis_url;
@@ -56,6 +56,8 @@ pub struct Options {
     pub progress: bool,
     /// The part of the input this run reads (`--shard I/N`).
     pub shard: Shard,
+    /// The built-in kinds (`kind = "..."`) steps may use.
+    pub registry: Registry,
 }
 
 /// A checked pipeline, ready to run.
@@ -88,6 +90,8 @@ pub struct PlannedStep {
     pub dead_letter: Option<DeadLetterConfig>,
 }
 
+// One per step, planned once: the plugin case's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum PlannedImplementation {
     Builtin(Builtin),
     Plugin {
@@ -145,7 +149,8 @@ impl Plan {
                     );
                 }
                 Implementation::Builtin(kind) => {
-                    PlannedImplementation::Builtin(Builtin::plan(&spec, step, kind, options.shard)?)
+                    let plan = PlanContext { shard: options.shard };
+                    PlannedImplementation::Builtin(options.registry.plan(&spec, step, kind, &plan)?)
                 }
                 Implementation::Plugin(name) => {
                     let path = resolve_plugin(&spec, step, name, &options.plugin_dirs)?;
@@ -238,21 +243,20 @@ impl Plan {
     /// (and a 64 KiB sample, to estimate rows): what `runner plan` prints.
     pub async fn shard_plan(&self, count: u32) -> anyhow::Result<ShardPlan> {
         let source = &self.steps[0];
-        match &source.implementation {
-            PlannedImplementation::Builtin(Builtin::CsvSource(config)) => {
-                let url = ObjectUrl::parse(&config.url, self.spec.base_dir(), &self.s3)?;
-                let shards = csv_source::shard_plan(config, &url, count).await?;
-                Ok(ShardPlan { shards, note: None })
+        if let PlannedImplementation::Builtin(builtin) = &source.implementation {
+            let context = self.context(Arc::default()).step(source, Policy::default());
+            if let Some(shards) = builtin.splits(&context, count).await? {
+                return Ok(ShardPlan { shards, note: None });
             }
-            _ => Ok(ShardPlan {
-                shards: (0..count).map(|i| (Shard { index: i, count }, Vec::new())).collect(),
-                note: Some(format!(
-                    "step `{}` ({}) divides its input itself: each shard learns its index from the host",
-                    source.spec.name,
-                    source.label()
-                )),
-            }),
         }
+        Ok(ShardPlan {
+            shards: (0..count).map(|i| (Shard { index: i, count }, Vec::new())).collect(),
+            note: Some(format!(
+                "step `{}` ({}) divides its input itself: each shard learns its index from the host",
+                source.spec.name,
+                source.label()
+            )),
+        })
     }
 
     /// Opens only the source and reads its first batch: how `runner lookup` learns the types.

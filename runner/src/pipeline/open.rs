@@ -37,7 +37,7 @@ impl OpenContext {
     }
 
     /// What a built-in step needs to open.
-    fn step(&self, step: &PlannedStep, policy: Policy) -> StepContext {
+    pub(super) fn step(&self, step: &PlannedStep, policy: Policy) -> StepContext {
         StepContext {
             step: step.spec.name.clone(),
             base_dir: self.spec.base_dir().to_path_buf(),
@@ -100,7 +100,7 @@ pub async fn transform(context: &OpenContext, step: &PlannedStep) -> anyhow::Res
         PlannedImplementation::Builtin(b) => {
             for _ in 0..step.workers {
                 let context = context.step(step, Policy::default());
-                workers.push(b.open_transform(&context).with_context(|| format!("step `{}`", step.spec.name))?);
+                workers.push(b.open_transform(&context).await.with_context(|| format!("step `{}`", step.spec.name))?);
             }
         }
         PlannedImplementation::Plugin { .. } => {

@@ -1,0 +1,326 @@
+//! The first pass: the input's columns (its header) and how to read each, typed as pandas's
+//! `read_csv` types them from every value of the whole input (see [`Seen`] for the rules),
+//! unless declared in `columns`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::rows::csv_error;
+use super::{CsvSourceConfig, SourceContext};
+use crate::batch::ColumnType;
+use crate::format::{is_na, number_text, parse_bool};
+use crate::object_url::{FoundObject, ObjectUrl};
+
+/// The columns of the input and how each is read; every object must have the same header.
+pub(super) type Columns = (Vec<String>, Vec<Reading>);
+
+/// A remote input (`s3://`) of up to this many bytes in all is kept in memory by the typing
+/// pass, so that its rows are read from memory instead of being fetched a second time.
+pub const KEEP_BYTES: u64 = 32 << 20;
+
+/// Objects the typing pass kept, by location: their bytes, in chunks, in order.
+pub(super) type Kept = HashMap<ObjectPath, Vec<Bytes>>;
+
+/// How a column's fields become values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// As the column type says.
+    As(ColumnType),
+    /// Booleans in a column with missing values: pandas makes such a column of Python objects
+    /// (`True`, `False`, NaN), so it is text here, `True` or `False` whatever the spelling.
+    BoolText,
+}
+
+impl Reading {
+    pub(super) fn column_type(self) -> ColumnType {
+        match self {
+            Reading::As(ty) => ty,
+            Reading::BoolText => ColumnType::String,
+        }
+    }
+}
+
+/// What one column held, over the whole input: enough to type it as pandas does.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    /// A missing value ([`is_na`]).
+    na: bool,
+    /// An integer within `int64` (a longer one makes pandas keep the column as text).
+    int: bool,
+    /// A number that is not an integer.
+    float: bool,
+    boolean: bool,
+    text: bool,
+}
+
+impl Seen {
+    /// Counts one field (the number rules of `Values::push_text`).
+    fn add(&mut self, field: &[u8]) {
+        if self.text {
+            return; // nothing can change a text column back
+        }
+        match plain_number(field) {
+            Some(Plain::Integer) => self.int = true,
+            Some(Plain::Decimal) => self.float = true,
+            None => self.add_slowly(field),
+        }
+    }
+
+    fn add_slowly(&mut self, field: &[u8]) {
+        let Ok(text) = std::str::from_utf8(field) else {
+            self.text = true;
+            return;
+        };
+        if is_na(text) {
+            self.na = true;
+            return;
+        }
+        let number = number_text(text);
+        if is_integer(number) {
+            if number.parse::<i64>().is_ok() {
+                self.int = true;
+            } else {
+                self.text = true; // beyond int64: pandas keeps such a column as text
+            }
+        } else if number.parse::<f64>().is_ok() {
+            self.float = true;
+        } else if parse_bool(text).is_some() {
+            self.boolean = true;
+        } else {
+            self.text = true;
+        }
+    }
+
+    /// pandas's type for the column: integers → `s64` (with a missing value: `f64`); numbers →
+    /// `f64`; booleans → `bool` (with a missing value: text `True`/`False`, see
+    /// [`Reading::BoolText`]); anything else, or booleans mixed with numbers → `string`; nothing
+    /// but missing values → `f64`.
+    fn reading(self) -> Reading {
+        match self {
+            Seen { text: true, .. } => Reading::As(ColumnType::String),
+            Seen { boolean: true, int, float, na, .. } => match (int || float, na) {
+                (true, _) => Reading::As(ColumnType::String),
+                (false, true) => Reading::BoolText,
+                (false, false) => Reading::As(ColumnType::Bool),
+            },
+            Seen { int: true, float: false, na: false, .. } => Reading::As(ColumnType::S64),
+            _ => Reading::As(ColumnType::F64),
+        }
+    }
+}
+
+/// What [`plain_number`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Plain {
+    Integer,
+    Decimal,
+}
+
+/// The common case of the typing pass, told apart without parsing: an optional sign, digits,
+/// and optionally a point and more digits. Up to 18 digits an integer always fits in `int64`;
+/// anything else (spaces, exponents, longer integers, words) is left to the full rules.
+fn plain_number(field: &[u8]) -> Option<Plain> {
+    let digits = match field.first() {
+        Some(b'+' | b'-') => &field[1..],
+        _ => field,
+    };
+    let int_end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+    if int_end == 0 {
+        return None;
+    }
+    match &digits[int_end..] {
+        [] if int_end <= 18 => Some(Plain::Integer),
+        [b'.', fraction @ ..] if fraction.iter().all(u8::is_ascii_digit) => Some(Plain::Decimal),
+        _ => None,
+    }
+}
+
+/// An optional sign and decimal digits: what pandas reads as an integer.
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The first pass: the columns of the input (the first object's header) and how to read each:
+/// as declared in `columns`, else typed from every value of every object. When every column is
+/// declared, only the header is read. A remote input of up to [`KEEP_BYTES`] is kept: the
+/// objects read whole, by location.
+pub(super) async fn types(
+    source: &Arc<SourceContext>,
+    url: &ObjectUrl,
+    objects: &[FoundObject],
+) -> anyhow::Result<(Columns, Kept)> {
+    let mut names: Option<Vec<String>> = None;
+    let mut seen: Vec<Seen> = Vec::new();
+    let keep = url.is_remote() && objects.iter().map(|found| found.meta.size).sum::<u64>() <= KEEP_BYTES;
+    let mut kept = Kept::new();
+    for found in objects {
+        let name = url.name_of(&found.meta.location);
+        let reader = url.clone();
+        let size = found.meta.size;
+        let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let tee = read.clone();
+        let chunks = url
+            .read_range(found.clone(), 0..size)
+            .inspect_ok(move |chunk| {
+                if keep {
+                    tee.lock().unwrap_or_else(|e| e.into_inner()).push(chunk.clone());
+                }
+            })
+            .map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let bytes = SyncIoBridge::new(StreamReader::new(chunks));
+        let (context, known) = (source.clone(), names.clone());
+        let mut so_far = std::mem::take(&mut seen);
+        let scanned = tokio::task::spawn_blocking(move || {
+            scan(bytes, &name, &context.config, known.as_deref(), &mut so_far).map(|header| (header, so_far))
+        });
+        let (header, scanned) = scanned.await??;
+        seen = scanned;
+        let read = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
+        // Kept only when read whole: a pass that stopped after the header read only a part.
+        if keep && read.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size {
+            kept.insert(found.meta.location.clone(), read);
+        }
+        if header.is_empty() {
+            continue; // an empty object: no header, no rows
+        }
+        let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
+        names.get_or_insert(header);
+        if declared_all {
+            break;
+        }
+    }
+    let names = names.unwrap_or_default();
+    let readings = names
+        .iter()
+        .zip(seen.iter().copied().chain(std::iter::repeat(Seen::default())))
+        .map(|(column, seen)| match source.config.columns.get(column) {
+            Some(&declared) => Reading::As(declared),
+            None => seen.reading(),
+        })
+        .collect();
+    Ok(((names, readings), kept))
+}
+
+/// Reads one object's header and, unless every column is declared, counts every field of its
+/// rows into `seen` (rows with the wrong number of fields are left to the second pass, which
+/// reports them). Returns the header (empty for an empty object).
+fn scan(
+    bytes: impl Read,
+    name: &str,
+    config: &CsvSourceConfig,
+    expected: Option<&[String]>,
+    seen: &mut Vec<Seen>,
+) -> anyhow::Result<Vec<String>> {
+    let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).flexible(true).from_reader(bytes);
+    let names = header(&mut csv, name, config, expected)?;
+    if names.is_empty() || names.iter().all(|column| config.columns.contains_key(column)) {
+        return Ok(names);
+    }
+    seen.resize(names.len(), Seen::default());
+    let mut record = csv::ByteRecord::new();
+    while csv.read_byte_record(&mut record).map_err(|e| csv_error(name, e))? {
+        if record.len() == names.len() {
+            for (seen, field) in seen.iter_mut().zip(&record) {
+                seen.add(field);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// An object's header: its column names (none for an empty object), checked to be distinct, to
+/// include every declared column, and to equal `expected` (the first object's) when given.
+pub(super) fn header<R: Read>(
+    csv: &mut csv::Reader<R>,
+    name: &str,
+    config: &CsvSourceConfig,
+    expected: Option<&[String]>,
+) -> anyhow::Result<Vec<String>> {
+    let header = csv.byte_headers().map_err(|e| csv_error(name, e))?.clone();
+    if header.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = Vec::with_capacity(header.len());
+    // Hashed, so that a header of a hundred thousand columns is read in linear time.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(header.len());
+    for field in &header {
+        let column = std::str::from_utf8(field).with_context(|| format!("{name}:1: the header is not valid UTF-8"))?;
+        let column = column.trim();
+        if !seen.insert(column) {
+            bail!("{name}:1: duplicate column `{column}` in the header");
+        }
+        names.push(column.to_string());
+    }
+    for declared in config.columns.keys() {
+        if !seen.contains(declared.as_str()) {
+            bail!("{name}: `columns` declares `{declared}`, which is not in the header ({})", names.join(", "));
+        }
+    }
+    if let Some(first) = expected
+        && first != names
+    {
+        bail!("{name}:1: the header ({}) differs from the first object's ({})", names.join(", "), first.join(", "));
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both_ways(field: &str) -> (Reading, Reading) {
+        let (mut fast, mut slow) = (Seen::default(), Seen::default());
+        fast.add(field.as_bytes());
+        slow.add_slowly(field.as_bytes());
+        (fast.reading(), slow.reading())
+    }
+
+    #[test]
+    fn the_fast_path_types_fields_as_the_full_rules_do() {
+        let fields = [
+            "5",
+            "5.1",
+            "-3.25",
+            "+7",
+            "5.",
+            "123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+            "-9223372036854775808",
+            ".5",
+            "-",
+            "+",
+            ".",
+            "",
+            "1e5",
+            " 5",
+            "5 ",
+            "0x10",
+            "1.2.3",
+            "nan",
+            "True",
+            "٣",
+        ];
+        for field in fields {
+            let (fast, slow) = both_ways(field);
+            assert_eq!(fast, slow, "{field:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_agrees_on_numbers(field in "[+-]?[0-9]{0,22}(\\.[0-9]{0,4})?[e ]?") {
+            let (fast, slow) = both_ways(&field);
+            prop_assert_eq!(fast, slow);
+        }
+    }
+}
