@@ -331,6 +331,8 @@ fn validate(runtime: &Runtime, args: CommonArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
     // Each plugin is opened once with its config and assets: a config it refuses is invalid.
     runtime.block_on(plan.check_plugins())?;
+    // The columns each built-in step reads, against the source's header (one line read).
+    let notes = runtime.block_on(plan.check_columns())?;
     outln!("{}: ok", args.spec.display());
     for step in &plan.steps {
         outln!("  {:<10} {:<16} {}", step.spec.role.to_string(), step.spec.name, step.label());
@@ -348,6 +350,7 @@ fn validate(runtime: &Runtime, args: CommonArgs) -> anyhow::Result<()> {
     if let Some(checks) = plan.plugin_checks() {
         outln!("  plugins compiled with {}", checks.describe());
     }
+    notes.iter().for_each(|note| outln!("  note: {note}"));
     Ok(())
 }
 

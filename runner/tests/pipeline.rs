@@ -365,3 +365,47 @@ fn a_batch_beyond_the_plugins_limits_is_refused() {
         assert!(peak < 1 << 30, "{attack}: peak RSS {peak} bytes");
     }
 }
+
+/// `runner validate` reads the source's header (no rows) and checks the columns every built-in
+/// step reads against what reaches it: a row-key over a column the input lacks is a spec
+/// error, exit 2, located at the step. After a plugin, whose output columns only its run
+/// tells, the checks are skipped, and validate says so.
+#[test]
+fn validate_checks_columns_up_to_the_first_plugin() {
+    plugins();
+    let dir = temp();
+    let spec = |first_key: &str| {
+        let path = dir.path().join("spec.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[pipeline]\nplugin_dir = \"{}\"\n\n[source]\nkind = \"csv\"\nconfig = {{ url = \"{}\" }}\n\n\
+                 [[transform]]\nname = \"first\"\nkind = \"row-key\"\nconfig = {{ columns = [\"{first_key}\"], output = \"k1\" }}\n\n\
+                 [[transform]]\nplugin = \"derive\"\n[[transform.config.columns]]\nname = \"petal_area\"\n\
+                 expr = \"petal_length * petal_width\"\n\n\
+                 [[transform]]\nname = \"second\"\nkind = \"row-key\"\nconfig = {{ columns = [\"petal_area\"], output = \"k2\" }}\n\n\
+                 [sink]\nkind = \"discard\"\n",
+                plugin_dir().display(),
+                root().join("models/iris/iris.csv").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let output = run(&["validate", spec("sepal_length").to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(
+            "note: step `second`: its columns are not checked: they come from step `derive` (plugin derive.wasm)"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    let output = run(&["validate", spec("sepal_lenght").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(":10:8: step `first`: no column `sepal_lenght` reaches this step (it gets: sepal_length,"),
+        "{err}"
+    );
+}

@@ -84,6 +84,24 @@ pub trait Kind: Send + Sync + 'static {
     async fn splits(_config: &Self::Config, _context: &StepContext, _count: u32) -> anyhow::Result<Option<Splits>> {
         Ok(None)
     }
+
+    /// A source's columns, from its header or schema, reading no rows (what `runner validate`
+    /// checks the steps after it against); `None` when it cannot tell before it runs.
+    async fn columns(_config: &Self::Config, _context: &StepContext) -> anyhow::Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    /// The columns the step needs in its input (a source: of its own columns, such as those it
+    /// declares types for), which `runner validate` checks something before it provides.
+    fn reads(_config: &Self::Config) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A transform's output columns, given its input's; `None` when they are known only as it
+    /// runs. By default it passes its input on as it is.
+    fn output_columns(_config: &Self::Config, input: &[String]) -> Result<Option<Vec<String>>, String> {
+        Ok(Some(input.to_vec()))
+    }
 }
 
 /// The built-in kinds a plan can use: [`Registry::builtin`], to which a program embedding the
@@ -191,6 +209,22 @@ impl Builtin {
         self.planned.splits(context, count).await
     }
 
+    /// A source's columns, reading no rows; `None` when it cannot tell before it runs.
+    pub async fn columns(&self, context: &StepContext) -> anyhow::Result<Option<Vec<String>>> {
+        self.planned.columns(context).await
+    }
+
+    /// The columns the step needs in its input (for a source, of its own).
+    pub fn reads(&self) -> Vec<String> {
+        self.planned.reads()
+    }
+
+    /// A transform's output columns given its input's (`None`: known only as it runs), or why
+    /// that input will not do.
+    pub fn output_columns(&self, input: &[String]) -> Result<Option<Vec<String>>, String> {
+        self.planned.output_columns(input)
+    }
+
     /// Opens a source; the context's policy says what to do with the rows it cannot read.
     pub async fn open_source(&self, context: &StepContext) -> anyhow::Result<Box<dyn Source>> {
         match self.planned.open(context).await? {
@@ -220,6 +254,9 @@ trait PlannedKind: fmt::Debug + Send + Sync {
     fn output(&self) -> Option<&str>;
     fn open<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Opened>>;
     fn splits<'a>(&'a self, context: &'a StepContext, count: u32) -> BoxFuture<'a, anyhow::Result<Option<Splits>>>;
+    fn columns<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Option<Vec<String>>>>;
+    fn reads(&self) -> Vec<String>;
+    fn output_columns(&self, input: &[String]) -> Result<Option<Vec<String>>, String>;
 }
 
 struct Planned<K: Kind>(K::Config);
@@ -245,6 +282,18 @@ impl<K: Kind> PlannedKind for Planned<K> {
 
     fn splits<'a>(&'a self, context: &'a StepContext, count: u32) -> BoxFuture<'a, anyhow::Result<Option<Splits>>> {
         K::splits(&self.0, context, count)
+    }
+
+    fn columns<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Option<Vec<String>>>> {
+        K::columns(&self.0, context)
+    }
+
+    fn reads(&self) -> Vec<String> {
+        K::reads(&self.0)
+    }
+
+    fn output_columns(&self, input: &[String]) -> Result<Option<Vec<String>>, String> {
+        K::output_columns(&self.0, input)
     }
 }
 

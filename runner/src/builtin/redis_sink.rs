@@ -176,6 +176,11 @@ impl Kind for RedisSink {
     async fn open(config: &RedisSinkConfig, _context: &StepContext) -> anyhow::Result<Opened> {
         Ok(Opened::Sink(Box::new(RedisSink::open(config.clone()).await?)))
     }
+
+    /// The key column, and the value column or the fields.
+    fn reads(config: &RedisSinkConfig) -> Vec<String> {
+        std::iter::once(&config.key).chain(config.value.iter()).chain(&config.fields).cloned().collect()
+    }
 }
 
 impl RedisSink {

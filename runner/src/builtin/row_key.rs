@@ -60,6 +60,18 @@ impl Kind for RowKey {
     async fn open(config: &RowKeyConfig, _context: &StepContext) -> anyhow::Result<Opened> {
         Ok(Opened::Transform(Box::new(RowKey::new(config.clone()))))
     }
+
+    fn reads(config: &RowKeyConfig) -> Vec<String> {
+        config.columns.clone()
+    }
+
+    /// Its input, and the key column after it.
+    fn output_columns(config: &RowKeyConfig, input: &[String]) -> Result<Option<Vec<String>>, String> {
+        if input.contains(&config.output) {
+            return Err(format!("its input already has a column `{}`: set `output` to another name", config.output));
+        }
+        Ok(Some(input.iter().cloned().chain([config.output.clone()]).collect()))
+    }
 }
 
 impl RowKey {

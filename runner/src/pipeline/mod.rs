@@ -226,6 +226,78 @@ impl Plan {
         RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error }
     }
 
+    /// Checks that every column a built-in step reads reaches it: the source's columns (from
+    /// its header or schema: one line read, no rows), then each step's output, in order. A step
+    /// that names a column nothing before it provides is a [`SpecError`], located at the step.
+    /// Where the columns cannot be known before the run (after a plugin, whose output columns
+    /// only its run tells; a source that cannot be read now), the checks are skipped and the
+    /// returned notes say which and why. What `runner validate` does after [`Plan::new`].
+    pub async fn check_columns(&self) -> Result<Vec<String>, SpecError> {
+        let context = self.context(Arc::default());
+        let mut notes = Vec::new();
+        let source = &self.steps[0];
+        // The columns that reach the next step, when known; else what hides them.
+        let mut known: Result<Vec<String>, String> = match &source.implementation {
+            PlannedImplementation::Builtin(builtin) => {
+                // A store that does not answer soon leaves the columns unchecked rather than
+                // holding `validate` through its retries.
+                let step = context.step(source, Policy::default());
+                match tokio::time::timeout(HEADER_WAIT, builtin.columns(&step)).await {
+                    Ok(Ok(Some(columns))) => {
+                        self.needs(source, builtin, &columns)?;
+                        Ok(columns)
+                    }
+                    Ok(Ok(None)) => Err(format!("the source `{}` has no header to read", source.spec.name)),
+                    Ok(Err(e)) => Err(format!("the source `{}` cannot be read now ({e:#})", source.spec.name)),
+                    Err(_) => Err(format!(
+                        "the source `{}` did not answer within {} s",
+                        source.spec.name,
+                        HEADER_WAIT.as_secs()
+                    )),
+                }
+            }
+            PlannedImplementation::Plugin { .. } => {
+                Err(format!("the source `{}` is a plugin, whose columns only its run tells", source.spec.name))
+            }
+        };
+        for step in &self.steps[1..] {
+            known = match (&step.implementation, known) {
+                (PlannedImplementation::Builtin(builtin), Ok(columns)) => {
+                    self.needs(step, builtin, &columns)?;
+                    match builtin.output_columns(&columns) {
+                        Ok(Some(output)) => Ok(output),
+                        Ok(None) => Err(format!("step `{}` makes its columns as it runs", step.spec.name)),
+                        Err(e) => return Err(self.spec.step_error(&step.spec, e)),
+                    }
+                }
+                (PlannedImplementation::Builtin(builtin), Err(why)) => {
+                    if !builtin.reads().is_empty() {
+                        notes.push(format!("step `{}`: its columns are not checked: {why}", step.spec.name));
+                    }
+                    Err(why)
+                }
+                (PlannedImplementation::Plugin { plugin, .. }, _) => Err(format!(
+                    "they come from step `{}` (plugin {}), whose output columns only its run tells",
+                    step.spec.name,
+                    plugin.file_name()
+                )),
+            };
+        }
+        Ok(notes)
+    }
+
+    /// Every column `builtin` (planned for `step`) reads is among `columns`.
+    fn needs(&self, step: &PlannedStep, builtin: &Builtin, columns: &[String]) -> Result<(), SpecError> {
+        let Some(column) = builtin.reads().into_iter().find(|column| !columns.contains(column)) else { return Ok(()) };
+        let message = match step.spec.role {
+            Role::Source => {
+                format!("`columns` declares `{column}`, which is not in the header ({})", columns.join(", "))
+            }
+            _ => format!("no column `{column}` reaches this step (it gets: {})", columns.join(", ")),
+        };
+        Err(self.spec.step_error(&step.spec, message))
+    }
+
     /// Opens every plugin step once with its config and assets, reading no data, and drops it:
     /// a plugin that refuses its config fails with a [`SpecError`] (inside the error), located
     /// at the step's `config` table. What `runner validate` does after [`Plan::new`].
@@ -337,6 +409,9 @@ impl Plan {
         ended
     }
 }
+
+/// How long `runner validate` waits for a source's header before leaving the columns unchecked.
+const HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a dead letter at the sink's own output: the sink's file would replace the rejected
 /// rows, or hold them among its own. Steps may name one dead letter: they share its writer

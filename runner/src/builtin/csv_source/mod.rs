@@ -99,6 +99,24 @@ impl Kind for CsvSource {
         let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
         Ok(Some(shard_plan(config, &url, count).await?))
     }
+
+    /// The first object's header (the first that is not empty): one line read.
+    async fn columns(config: &CsvSourceConfig, context: &StepContext) -> anyhow::Result<Option<Vec<String>>> {
+        let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
+        let objects = url.objects().await?;
+        let Some(found) = objects.iter().find(|found| found.meta.size > 0) else { return Ok(None) };
+        let line = url.read_first_line(found).await?;
+        let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(&line[..]);
+        // Declared columns are checked by the caller, against this header, as a spec error.
+        let undeclared = CsvSourceConfig { columns: Default::default(), ..config.clone() };
+        let names = typing::header(&mut csv, &url.name_of(&found.meta.location), &undeclared, None)?;
+        Ok(Some(names))
+    }
+
+    /// The columns it declares types for must be in its header.
+    fn reads(config: &CsvSourceConfig) -> Vec<String> {
+        config.columns.keys().cloned().collect()
+    }
 }
 
 impl CsvSource {
