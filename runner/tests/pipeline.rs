@@ -331,9 +331,10 @@ fn a_very_wide_csv_is_read_in_linear_time_and_memory() {
 }
 
 /// A plugin may not hand the host more than its memory limit holds, whatever the encoding: one
-/// 16 MiB text that 150 rows refer to (2.4 GiB spelled out), or 200,000 columns, from a plugin
-/// limited to 64 MiB, fails the run at once, naming the plugin and the limit, with the host's
-/// memory and time small.
+/// 16 MiB text that 150 rows refer to (2.4 GiB spelled out) as a dictionary, six strings
+/// pointing at it (96 MiB copied out: more than the plugin's limit, less than wasmtime's
+/// default bound), or 200,000 columns, from a plugin limited to 64 MiB, fails the run at once,
+/// naming the plugin and the limit, with the host's memory and time small.
 #[test]
 fn a_batch_beyond_the_plugins_limits_is_refused() {
     plugins();
@@ -343,6 +344,7 @@ fn a_batch_beyond_the_plugins_limits_is_refused() {
             "amplify",
             "returned a batch whose dictionary-encoded text, spelled out (column `amplified`), is more than its memory limit of 64 MiB",
         ),
+        ("alias", "returned more data than its memory limit of 64 MiB holds (limits.memory_mb)"),
         ("wide", "returned a batch of 200000 columns, more than its memory limit of 64 MiB allows"),
     ] {
         let step = format!(

@@ -209,6 +209,11 @@ impl PluginRuntime {
     ) -> anyhow::Result<Store<State>> {
         let mut store = Store::new(&self.engine, State::new(step, assets, sandbox, output, shard)?);
         store.limiter(|state| &mut state.limits);
+        // What the host copies out of the plugin in one call (a batch it returns, a message it
+        // logs) is bounded by the plugin's own memory limit, counted as wasmtime lifts it,
+        // before anything is copied: strings that all point at one text cannot make the host
+        // hold the text once per row.
+        store.set_hostcall_fuel(usize::try_from(sandbox.limits.memory_bytes()).unwrap_or(usize::MAX));
         if self.checks.deadline {
             store.epoch_deadline_trap();
         }

@@ -170,6 +170,12 @@ fn trap_message(e: &wasmtime::Error, store: &Store<State>, limits: &Limits) -> S
                 _ if text.contains("growing memory") => {
                     format!("exceeded its memory limit of {} MiB (limits.memory_mb)", limits.memory_mb)
                 }
+                // wasmtime's bound on what one call hands the host (`set_hostcall_fuel`).
+                _ if text.contains("too much data is being copied between the host and the guest") => format!(
+                    "returned more data than its memory limit of {} MiB holds (limits.memory_mb): the host copies no \
+                     more than that out of one call",
+                    limits.memory_mb
+                ),
                 Some(Trap::UnreachableCodeReached) => "crashed (a panic, or `unreachable`)".to_string(),
                 Some(trap) => format!("trapped: {trap}"),
                 None => format!("failed: {}", cut(text.lines().next().unwrap_or_default())),
@@ -224,7 +230,7 @@ const BYTES_PER_COLUMN: u64 = 1024;
 /// value referenced by every row: a 16 MiB text times 150 rows is 2.4 GiB in the steps after it),
 /// and the number of columns (each costs the host whatever its size).
 fn check_size(batch: &Batch, limits: &Limits) -> Result<(), String> {
-    let budget = limits.memory_mb.saturating_mul(1 << 20);
+    let budget = limits.memory_bytes();
     let columns = batch.columns().len() as u64;
     if columns > budget / BYTES_PER_COLUMN {
         return Err(format!(

@@ -49,6 +49,11 @@ impl Limits {
     pub fn deadline(&self) -> Option<std::time::Duration> {
         (self.call_seconds > 0).then(|| std::time::Duration::from_secs(self.call_seconds))
     }
+
+    /// `memory_mb` in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mb.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for Limits {
