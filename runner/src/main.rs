@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -123,8 +124,8 @@ struct CommonArgs {
     #[arg(long)]
     no_cache: bool,
 
-    /// Never draw the progress line (it is drawn only when standard output and standard error
-    /// are terminals).
+    /// Show no progress: neither the progress line (drawn when standard output and standard
+    /// error are terminals) nor, for `run`, the progress log lines (otherwise).
     #[arg(long)]
     no_progress: bool,
 }
@@ -152,6 +153,12 @@ struct RunArgs {
     /// in each pod of an Indexed Job).
     #[arg(long, value_name = "N")]
     shards: Option<u32>,
+
+    /// When standard output or standard error is not a terminal (no progress line), log a
+    /// progress line every this many seconds: rows read, written and rejected, bytes, rate,
+    /// ETA (`progress: key=value ...`; see docs/spec.md). 0 or --no-progress: none.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    progress_seconds: u64,
 }
 
 impl RunArgs {
@@ -192,19 +199,21 @@ enum ReportFormat {
 }
 
 impl CommonArgs {
-    fn options(&self, shard: Shard) -> Options {
+    fn options(&self, shard: Shard, progress_every: Option<Duration>) -> Options {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
         let plugin_dirs = self.plugin_dirs.clone();
-        Options { plugin_dirs, cache, progress: !self.no_progress, shard, registry: Registry::builtin() }
+        let progress = !self.no_progress;
+        Options { plugin_dirs, cache, progress, progress_every, shard, registry: Registry::builtin() }
     }
 
     fn plan(&self) -> anyhow::Result<Plan> {
-        self.plan_shard(Shard::default())
+        self.plan_run(Shard::default(), None)
     }
 
-    fn plan_shard(&self, shard: Shard) -> anyhow::Result<Plan> {
+    /// The plan of a run of `shard` that logs its progress every `progress_every`.
+    fn plan_run(&self, shard: Shard, progress_every: Option<Duration>) -> anyhow::Result<Plan> {
         let spec = Spec::load(&self.spec)?;
-        Ok(Plan::new(spec, &self.options(shard))?)
+        Ok(Plan::new(spec, &self.options(shard, progress_every))?)
     }
 }
 
@@ -299,7 +308,8 @@ fn main() -> ExitCode {
 fn run(runtime: &Runtime, mut args: RunArgs) -> anyhow::Result<()> {
     args.common.no_progress |= args.quiet;
     let shard = args.shard().map_err(Invalid)?;
-    let plan = args.common.plan_shard(shard)?;
+    let every = (args.progress_seconds > 0).then(|| Duration::from_secs(args.progress_seconds));
+    let plan = args.common.plan_run(shard, every)?;
     // Signals are watched from before the steps open, on a thread of their own: a second
     // Ctrl-C works even while plugin calls hold every worker of the run's runtime.
     let stop = Arc::new(Stop::default());

@@ -411,3 +411,47 @@ fn validate_checks_columns_up_to_the_first_plugin() {
         "{err}"
     );
 }
+
+/// A run whose standard error is not a terminal logs a `progress:` line at the interval asked
+/// for (a transform held 200 ms a batch keeps it going for seconds), with its `key=value`
+/// fields; `--no-progress` logs none; and a run on a terminal, which draws the progress line
+/// instead, logs none either.
+#[test]
+fn progress_lines_appear_at_the_interval_when_stderr_is_not_a_terminal() {
+    plugins();
+    let dir = temp();
+    let transforms =
+        "[[transform]]\nplugin = \"hostile\"\nworkers = 1\nconfig = { attack = \"slow\", value = \"200\" }";
+    let path = spec(dir.path(), transforms, "[sink]\nkind = \"discard\"");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[pipeline]\n", "[pipeline]\nbatch_rows = 10\n");
+    std::fs::write(&path, text).unwrap();
+    let spec = path.to_str().unwrap();
+
+    let output = run(&["run", "--progress-seconds", "1", spec]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(" progress: ")).collect();
+    assert!(lines.len() >= 2, "a line a second over a run of 3 s: {err}");
+    for line in &lines {
+        for key in ["elapsed_s=", "read_rows=", "written_rows=", "rejected_rows=0", "rows_per_s=", "bytes_total="] {
+            assert!(line.contains(key), "{key} in {line}");
+        }
+    }
+    let first_read: u64 = lines[0].split("read_rows=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(first_read > 0 && first_read < 150, "the first line is mid-run: {}", lines[0]);
+
+    let output = run(&["run", "--progress-seconds", "1", "--no-progress", spec]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains(" progress: "), "{}", stderr(&output));
+
+    // On a terminal (util-linux's `script` gives the run one), the progress line instead.
+    if !common::services::available("script") {
+        return;
+    }
+    let command = format!("{} run --progress-seconds 1 {spec}", common::runner_binary().display());
+    let output = std::process::Command::new("script").args(["-qefc", &command, "/dev/null"]).output().unwrap();
+    assert!(output.status.success(), "{}", stdout(&output));
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("rows read"), "the summary reached the terminal: {shown}");
+    assert!(!shown.contains(" progress: "), "{shown}");
+}

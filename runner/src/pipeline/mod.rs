@@ -52,8 +52,11 @@ pub struct Options {
     pub plugin_dirs: Vec<PathBuf>,
     /// The compiled-component cache.
     pub cache: Option<PathBuf>,
-    /// Draw a progress line when the run is interactive.
+    /// Show progress: a progress line when the run is interactive, else a log line every
+    /// `progress_every`.
     pub progress: bool,
+    /// How often a run that is not interactive logs its progress (`None`: never).
+    pub progress_every: Option<std::time::Duration>,
     /// The part of the input this run reads (`--shard I/N`).
     pub shard: Shard,
     /// The built-in kinds (`kind = "..."`) steps may use.
@@ -67,7 +70,7 @@ pub struct Plan {
     /// How to reach `s3://` URLs (the spec's `[s3]` table).
     pub s3: Arc<S3Options>,
     runtime: Option<Arc<PluginRuntime>>,
-    progress: bool,
+    progress: progress::Wanted,
     /// When planning began: a run's time counts the loading of its plugins.
     started: Instant,
     /// The part of the input this run reads.
@@ -202,7 +205,15 @@ impl Plan {
         }
         check_outputs(&spec, &steps, options.shard)?;
         let (spec, s3) = (Arc::new(spec), Arc::new(s3));
-        Ok(Plan { spec, steps, s3, runtime, progress: options.progress, started, shard: options.shard })
+        Ok(Plan {
+            spec,
+            steps,
+            s3,
+            runtime,
+            progress: progress::Wanted { shown: options.progress, every: options.progress_every },
+            started,
+            shard: options.shard,
+        })
     }
 
     /// Opens every step and streams all data from the source to the sink.
@@ -369,14 +380,15 @@ impl Plan {
             signal = stop.signalled() => return Err(Interrupted(signal).into()),
         };
         tracing::debug!("the steps are open");
-        let _display = progress::show(&progress, self.progress);
+        let rejected = self.steps.iter().map(|s| s.spec.name.clone()).zip(policies.iter().cloned()).collect();
+        let _display = progress::show(&progress, self.progress, rejected);
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         // Each channel holds a few batches per worker of the stage that reads it.
         let capacity = |readers: usize| CHANNEL_BATCHES * readers;
         let (tx, mut rx) = mpsc::channel(capacity(middle.first().map_or(1, |s| s.workers)));
-        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone())));
+        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone(), progress.clone())));
         for (i, workers) in transforms.into_iter().enumerate() {
             let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
             let step = StepPolicy { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };

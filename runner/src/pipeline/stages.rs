@@ -136,6 +136,7 @@ pub async fn source(
     tx: mpsc::Sender<Sequenced>,
     failed: Arc<AtomicBool>,
     stop: Arc<Stop>,
+    progress: Arc<Progress>,
 ) -> StageOutcome {
     let mut counts = Counts::default();
     let result = async {
@@ -149,6 +150,7 @@ pub async fn source(
             let Some(batch) = batch? else { break };
             counts.batches += 1;
             counts.rows_out += batch.rows() as u64;
+            progress.rows_read(batch.rows() as u64);
             if failed.load(Ordering::SeqCst) || tx.send(Sequenced { seq, batch }).await.is_err() {
                 break; // downstream stopped; it reports why
             }

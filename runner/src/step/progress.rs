@@ -1,5 +1,6 @@
 //! How far a run has got, as the steps report it: rows the sink took and rows its store
-//! acknowledged, bytes the source read out of how many. The pipeline draws the progress line from these counters.
+//! acknowledged, rows the source produced, bytes the source read out of how many. The pipeline
+//! draws the progress line, or logs progress lines, from these counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use super::SplitInfo;
 /// Counters updated by the steps while they run (relaxed atomics: display only).
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Rows the source produced.
+    read: AtomicU64,
     rows: AtomicU64,
     acknowledged: AtomicU64,
     bytes_read: AtomicU64,
@@ -21,6 +24,16 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Rows the source produced.
+    pub fn rows_read(&self, rows: u64) {
+        self.read.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows the source produced so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
     /// Rows the sink took (written, or queued to be).
     pub fn rows_taken(&self, rows: u64) {
         if rows > 0 {

@@ -40,6 +40,7 @@ pub fn available(program: &str) -> bool {
     if !found {
         let package = match program {
             "redis-server" | "redis-cli" => "redis-server",
+            "script" => "bsdutils",
             other => other,
         };
         super::skip(&format!("`{program}`"), &format!("run .ci/run, or apt-get install {package}"));
