@@ -23,6 +23,7 @@ class ShardedPipelineFlow(FlowSpec):
     spec = Parameter("spec", help="the pipeline spec each shard runs", default="pipelines/iris.toml")
     shards = Parameter("shards", help="how many shards", default=4, type=int)
     runner = Parameter("runner", help="the runner command", default="runner")
+    metrics = Parameter("metrics", help="a Prometheus Pushgateway each shard pushes to (none: '')", default="")
 
     @step
     def start(self):
@@ -36,6 +37,8 @@ class ShardedPipelineFlow(FlowSpec):
         """One shard: its part of the input, through the whole pipeline."""
         self.shard_index = self.input
         command = [self.runner, "run", self.spec, "--shard", f"{self.shard_index}/{self.shards}", "--report", "json"]
+        if self.metrics:
+            command += ["--metrics", self.metrics]
         done = subprocess.run(command, capture_output=True, text=True)
         lines = done.stderr.strip().splitlines()
         if done.returncode != 0:

@@ -17,6 +17,7 @@
 //! - [`step`]: the `Source` / `Transform` / `Sink` traits (the one seam of the pipeline), row
 //!   errors, the error policy, the progress counters, shards, and what a step opens with.
 //! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
+//! - [`metrics`]: a run's counts pushed to a Prometheus Pushgateway while it goes and at its end.
 //! - [`builtin`]: the steps built into the host, each defined once by an `impl Kind`, and the
 //!   registry of kinds.
 //! - [`plugin`]: the wasmtime engine, the compiled-component cache, the sandbox, the WIT
@@ -33,6 +34,7 @@ pub mod batch;
 pub mod builtin;
 pub mod format;
 pub mod lookup;
+pub mod metrics;
 pub mod object_url;
 pub mod pipeline;
 pub mod plugin;

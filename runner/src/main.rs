@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use runner::builtin::Registry;
 use runner::lookup::Stored;
+use runner::metrics::{Metrics, Pusher};
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation, Stop};
 use runner::plugin::contract::{PACKAGE, spoken_versions};
 use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
@@ -159,6 +160,16 @@ struct RunArgs {
     /// ETA (`progress: key=value ...`; see docs/spec.md). 0 or --no-progress: none.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     progress_seconds: u64,
+
+    /// Push the run's metrics to this Prometheus Pushgateway (http://host:9091), grouped by job
+    /// (the pipeline's name) and shard, while it runs and when it ends (docs/spec.md, "Metrics").
+    /// A push that fails is a warning.
+    #[arg(long, value_name = "URL")]
+    metrics: Option<String>,
+
+    /// Seconds between pushes while the run goes (with --metrics).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    metrics_seconds: u64,
 }
 
 impl RunArgs {
@@ -199,21 +210,32 @@ enum ReportFormat {
 }
 
 impl CommonArgs {
-    fn options(&self, shard: Shard, progress_every: Option<Duration>) -> Options {
+    fn options(&self, shard: Shard) -> Options {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
         let plugin_dirs = self.plugin_dirs.clone();
         let progress = !self.no_progress;
-        Options { plugin_dirs, cache, progress, progress_every, shard, registry: Registry::builtin() }
+        let registry = Registry::builtin();
+        Options { plugin_dirs, cache, progress, progress_every: None, metrics: None, shard, registry }
     }
 
     fn plan(&self) -> anyhow::Result<Plan> {
-        self.plan_run(Shard::default(), None)
+        Ok(Plan::new(Spec::load(&self.spec)?, &self.options(Shard::default()))?)
     }
+}
 
-    /// The plan of a run of `shard` that logs its progress every `progress_every`.
-    fn plan_run(&self, shard: Shard, progress_every: Option<Duration>) -> anyhow::Result<Plan> {
-        let spec = Spec::load(&self.spec)?;
-        Ok(Plan::new(spec, &self.options(shard, progress_every))?)
+impl RunArgs {
+    /// The plan of this run: its shard, its progress log lines, where it pushes metrics.
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let shard = self.shard().map_err(Invalid)?;
+        let spec = Spec::load(&self.common.spec)?;
+        let mut options = self.common.options(shard);
+        options.progress_every = (self.progress_seconds > 0).then(|| Duration::from_secs(self.progress_seconds));
+        if let Some(url) = &self.metrics {
+            let pusher = Pusher::new(url, &spec.name(), shard).map_err(Invalid)?;
+            let every = Duration::from_secs(self.metrics_seconds.max(1));
+            options.metrics = Some(Metrics { pusher: Arc::new(pusher), every });
+        }
+        Ok(Plan::new(spec, &options)?)
     }
 }
 
@@ -307,9 +329,7 @@ fn main() -> ExitCode {
 
 fn run(runtime: &Runtime, mut args: RunArgs) -> anyhow::Result<()> {
     args.common.no_progress |= args.quiet;
-    let shard = args.shard().map_err(Invalid)?;
-    let every = (args.progress_seconds > 0).then(|| Duration::from_secs(args.progress_seconds));
-    let plan = args.common.plan_run(shard, every)?;
+    let plan = args.plan()?;
     // Signals are watched from before the steps open, on a thread of their own: a second
     // Ctrl-C works even while plugin calls hold every worker of the run's runtime.
     let stop = Arc::new(Stop::default());

@@ -16,6 +16,7 @@ const CHAIN: &[&[&str]] = &[
     &["object_url", "redis_client"],
     &["step"],
     &["report"],
+    &["metrics"],
     &["builtin", "plugin"],
     &["pipeline"],
     &["lookup", "scaffold"],

@@ -21,8 +21,8 @@ mod stages;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -32,6 +32,7 @@ use crate::batch::Batch;
 use crate::builtin::dead_letter::DeadLetterTarget;
 use crate::builtin::{Builtin, PlanContext, Registry};
 use crate::format::redact_url;
+use crate::metrics::{Metrics, Sample, StepSample};
 use crate::object_url;
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
@@ -57,6 +58,8 @@ pub struct Options {
     pub progress: bool,
     /// How often a run that is not interactive logs its progress (`None`: never).
     pub progress_every: Option<std::time::Duration>,
+    /// Where the run pushes its metrics, if anywhere.
+    pub metrics: Option<Metrics>,
     /// The part of the input this run reads (`--shard I/N`).
     pub shard: Shard,
     /// The built-in kinds (`kind = "..."`) steps may use.
@@ -71,6 +74,7 @@ pub struct Plan {
     pub s3: Arc<S3Options>,
     runtime: Option<Arc<PluginRuntime>>,
     progress: progress::Wanted,
+    metrics: Option<Metrics>,
     /// When planning began: a run's time counts the loading of its plugins.
     started: Instant,
     /// The part of the input this run reads.
@@ -211,6 +215,7 @@ impl Plan {
             s3,
             runtime,
             progress: progress::Wanted { shown: options.progress, every: options.progress_every },
+            metrics: options.metrics.clone(),
             started,
             shard: options.shard,
         })
@@ -227,14 +232,28 @@ impl Plan {
         let planned = self.steps.clone();
         let progress = Arc::new(Progress::default());
         let mut steps: Vec<StepStats> = self.steps.iter().map(|s| s.stats()).collect();
-        let error = self.stream(&mut steps, progress.clone(), stop).await.err();
+        // Each step's policy, once the steps are open: their rejected rows, for the metrics.
+        let policies: Arc<OnceLock<Vec<Policy>>> = Arc::default();
+        let metrics = self.metrics.clone();
+        let pushing = metrics.as_ref().map(|metrics| {
+            let (progress, policies) = (progress.clone(), policies.clone());
+            let names: Vec<(String, String)> =
+                self.steps.iter().map(|s| (s.spec.name.clone(), s.spec.role.to_string())).collect();
+            metrics.start(move || running_sample(&names, &progress, policies.get(), started.elapsed()))
+        });
+        let error = self.stream(&mut steps, progress.clone(), stop, &policies).await.err();
         // Counted even when the run failed while opening (a plugin that floods in `open`).
         for (stats, step) in steps.iter_mut().zip(&planned) {
             stats.counts.suppressed = step.suppressed_lines();
         }
         let first_rows = progress.first_rows().map(|at| at.duration_since(started));
         let (shard, splits) = (self_shard, progress.splits());
-        RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error }
+        let report = RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error };
+        if let (Some(metrics), Some(pushing)) = (metrics, pushing) {
+            pushing.stop().await;
+            metrics.pusher.push(&Sample::of_report(&report, progress.bytes().0)).await;
+        }
+        report
     }
 
     /// Checks that every column a built-in step reads reaches it: the source's columns (from
@@ -361,7 +380,13 @@ impl Plan {
         }
     }
 
-    async fn stream(self, stats: &mut [StepStats], progress: Arc<Progress>, stop: Arc<Stop>) -> anyhow::Result<()> {
+    async fn stream(
+        self,
+        stats: &mut [StepStats],
+        progress: Arc<Progress>,
+        stop: Arc<Stop>,
+        opened_policies: &OnceLock<Vec<Policy>>,
+    ) -> anyhow::Result<()> {
         let context = self.context(progress.clone());
         let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
         // A stop requested while the steps open (a plugin's `open` that never returns, with no
@@ -380,6 +405,7 @@ impl Plan {
             signal = stop.signalled() => return Err(Interrupted(signal).into()),
         };
         tracing::debug!("the steps are open");
+        let _ = opened_policies.set(policies.clone());
         let rejected = self.steps.iter().map(|s| s.spec.name.clone()).zip(policies.iter().cloned()).collect();
         let _display = progress::show(&progress, self.progress, rejected);
 
@@ -420,6 +446,33 @@ impl Plan {
         }
         ended
     }
+}
+
+/// What a run has done so far, for a push while it goes: the source's rows out, the sink's
+/// rows acknowledged, each step's rejected rows (once the steps are open), the bytes read.
+fn running_sample(
+    steps: &[(String, String)],
+    progress: &Progress,
+    policies: Option<&Vec<Policy>>,
+    elapsed: std::time::Duration,
+) -> Sample {
+    let last = steps.len() - 1;
+    let steps = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, role))| StepSample {
+            name: name.clone(),
+            role: role.clone(),
+            rows_out: match i {
+                0 => Some(progress.read()),
+                i if i == last => Some(progress.acknowledged()),
+                _ => None,
+            },
+            rejected: policies.and_then(|p| p.get(i)).map_or(0, Policy::rejected),
+            ..StepSample::default()
+        })
+        .collect();
+    Sample { steps, bytes_read: progress.bytes().0, duration: elapsed, ended_ok: None }
 }
 
 /// How long `runner validate` waits for a source's header before leaving the columns unchecked.

@@ -550,3 +550,60 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// A Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on a free loopback port, its
+/// metrics kept in memory only.
+pub struct Pushgateway {
+    child: Child,
+    pub port: u16,
+}
+
+impl Pushgateway {
+    /// Starts one, or returns `None` (test skipped) when it is not installed.
+    pub fn start() -> Option<Pushgateway> {
+        if !available("prometheus-pushgateway") {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus-pushgateway");
+        wait_for_port(port, "prometheus-pushgateway");
+        Some(Pushgateway { child, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it serves at `/metrics`: the text format, every pushed group's samples.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    }
+
+    /// The value of the sample `name{labels}` whose labels include every one of `labels`
+    /// (`job="x"`), if there is one.
+    pub fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .find(|line| labels.iter().all(|label| line.contains(label)))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
