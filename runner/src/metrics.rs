@@ -11,11 +11,13 @@
 //! | `runner_rows_rejected_total` | counter | `step` |
 //! | `runner_batches_total`, `runner_busy_seconds_total` | counter (at the end) | `step`, `role` |
 //! | `runner_bytes_read_total` | counter | |
+//! | `runner_redis_round_trips_total`, `runner_redis_retries_total` | counter | |
 //! | `runner_run_duration_seconds` | gauge | |
 //! | `runner_last_success_timestamp_seconds`, `runner_last_failure_timestamp_seconds` | gauge (at the end) | |
 //!
 //! While the run goes, only what is known then is pushed: the source's rows out, the sink's
-//! rows out (acknowledged), every step's rejected rows, the bytes read. A push that fails is a
+//! rows out (acknowledged), every step's rejected rows, the bytes read, the Redis round trips
+//! and retries. A push that fails is a
 //! warning (once a run), never a failed run.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +26,7 @@ use prometheus::{CounterVec, Encoder, Gauge, IntCounter, IntCounterVec, Opts, Re
 
 use crate::format::redact_url;
 use crate::report::RunReport;
-use crate::step::Shard;
+use crate::step::{Progress, Shard};
 
 /// What one step has done, as far as it is known.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +46,9 @@ pub struct StepSample {
 pub struct Sample {
     pub steps: Vec<StepSample>,
     pub bytes_read: u64,
+    /// Round trips to the sink's store (Redis) and retries of them.
+    pub round_trips: u64,
+    pub retries: u64,
     pub duration: Duration,
     /// At the end: whether the run succeeded.
     pub ended_ok: Option<bool>,
@@ -51,7 +56,7 @@ pub struct Sample {
 
 impl Sample {
     /// The values of a run that has ended, from its report.
-    pub fn of_report(report: &RunReport, bytes_read: u64) -> Sample {
+    pub fn of_report(report: &RunReport, progress: &Progress) -> Sample {
         let steps = report
             .steps
             .iter()
@@ -65,7 +70,9 @@ impl Sample {
                 busy_seconds: Some(step.counts.busy.as_secs_f64()),
             })
             .collect();
-        Sample { steps, bytes_read, duration: report.elapsed, ended_ok: Some(report.error.is_none()) }
+        let (round_trips, retries) = progress.round_trips();
+        let (bytes_read, ended_ok) = (progress.bytes().0, Some(report.error.is_none()));
+        Sample { steps, bytes_read, round_trips, retries, duration: report.elapsed, ended_ok }
     }
 
     /// The Prometheus text format of these values.
@@ -85,6 +92,9 @@ impl Sample {
             &["step", "role"],
         )?;
         let bytes = IntCounter::new("runner_bytes_read_total", "Bytes the source read.")?;
+        let round_trips =
+            IntCounter::new("runner_redis_round_trips_total", "Round trips to the Redis sink that settled.")?;
+        let retries = IntCounter::new("runner_redis_retries_total", "Round trips to the Redis sink sent again.")?;
         let duration = Gauge::new("runner_run_duration_seconds", "How long the run has gone, or went.")?;
         for step in &self.steps {
             let labels = [step.name.as_str(), step.role.as_str()];
@@ -103,11 +113,15 @@ impl Sample {
             rejected.with_label_values(&[step.name.as_str()]).inc_by(step.rejected);
         }
         bytes.inc_by(self.bytes_read);
+        round_trips.inc_by(self.round_trips);
+        retries.inc_by(self.retries);
         duration.set(self.duration.as_secs_f64());
         registry.register(Box::new(rows_in))?;
         registry.register(Box::new(rows_out))?;
         registry.register(Box::new(rejected))?;
         registry.register(Box::new(bytes))?;
+        registry.register(Box::new(round_trips))?;
+        registry.register(Box::new(retries))?;
         registry.register(Box::new(duration))?;
         if self.steps.iter().any(|s| s.batches.is_some()) {
             registry.register(Box::new(batches))?;
@@ -273,8 +287,13 @@ mod tests {
             rejected: 1,
             ..StepSample::default()
         };
-        let sample =
-            Sample { steps: vec![step], bytes_read: 10, duration: Duration::from_secs(2), ended_ok: Some(false) };
+        let sample = Sample {
+            steps: vec![step],
+            bytes_read: 10,
+            duration: Duration::from_secs(2),
+            ended_ok: Some(false),
+            ..Sample::default()
+        };
         let text = String::from_utf8(sample.encode().unwrap()).unwrap();
         assert!(text.contains("# TYPE runner_rows_out_total counter"), "{text}");
         assert!(text.contains("runner_rows_out_total{role=\"sink\",step=\"sink\"} 7"), "{text}");

@@ -6,15 +6,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
-use common::services::Pushgateway;
-use common::{plugin_dir, plugins, root, runner, stderr, temp};
+use common::services::{Pushgateway, RedisServer};
+use common::{Lines, plugin_dir, plugins, root, runner, stderr, temp, wait_until};
 
-/// `dir/spec.toml` (pipeline `metered`): `rows.csv` (ids 0..rows, and at `bad` a line with a
-/// field missing) in splits of 64 bytes, 50 rows a batch, to `discard`.
-fn spec(dir: &Path, rows: usize, bad: Option<usize>) -> PathBuf {
-    let body: String =
-        (0..rows).map(|i| if Some(i) == bad { format!("{i}\n") } else { format!("{i},v{i}\n") }).collect();
+/// `dir/spec.toml` (pipeline `metered`): `rows.csv` (ids 0..rows) in splits of 64 bytes, 50
+/// rows a batch, to `discard`.
+fn spec(dir: &Path, rows: usize) -> PathBuf {
+    let body: String = (0..rows).map(|i| format!("{i},v{i}\n")).collect();
     std::fs::write(dir.join("rows.csv"), format!("id,value\n{body}")).unwrap();
     let path = dir.join("spec.toml");
     std::fs::write(
@@ -41,7 +42,7 @@ fn run_pushing(gateway: &str, args: &[&str], spec: &Path) -> (Option<i32>, serde
 fn each_shard_pushes_its_own_counts() {
     let Some(gateway) = Pushgateway::start() else { return };
     let dir = temp();
-    let spec = spec(dir.path(), 1000, None);
+    let spec = spec(dir.path(), 1000);
     let mut read = 0;
     for index in 0..4 {
         let shard = format!("{index}/4");
@@ -61,25 +62,48 @@ fn each_shard_pushes_its_own_counts() {
     assert_eq!(read, 1000);
 }
 
-/// A run that fails (a malformed line, under the default policy) pushes its failure and its
+/// A run that fails (Redis stopped mid-run, `retry_seconds = 1`) pushes its failure and its
 /// counts so far; the earlier run's last-success gauge is still there, unchanged.
 #[test]
 fn a_failed_run_pushes_its_failure_and_keeps_the_last_success() {
     let Some(gateway) = Pushgateway::start() else { return };
+    let Some(mut redis) = RedisServer::start() else { return };
     let dir = temp();
+    let spec = spec(dir.path(), 120_000);
+    let text = std::fs::read_to_string(&spec).unwrap().replace("batch_rows = 50", "batch_rows = 1000").replace(
+        "[sink]\nkind = \"discard\"\n",
+        &format!(
+            "[sink]\nkind = \"redis\"\nconfig = {{ url = \"{}\", key = \"value\", value = \"id\", retry_seconds = 1 }}\n",
+            redis.url()
+        ),
+    );
+    std::fs::write(&spec, text).unwrap();
     let group = ["job=\"metered\"", "shard=\"0\""];
-    let (code, _) = run_pushing(&gateway.url(), &[], &spec(dir.path(), 1000, None));
+    let (code, _) = run_pushing(&gateway.url(), &[], &spec);
     assert_eq!(code, Some(0));
     let success = gateway.value("runner_last_success_timestamp_seconds", &group).expect("a success pushed");
 
-    let (code, report) = run_pushing(&gateway.url(), &[], &spec(dir.path(), 1000, Some(700)));
-    assert_eq!(code, Some(1), "{report}");
+    redis::cmd("FLUSHALL").query::<()>(&mut redis.connection()).unwrap();
+    let mut child = runner()
+        .args(["run", "--report", "json", "--metrics", &gateway.url()])
+        .arg(&spec)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(&mut child);
+    wait_until("the run writes", Duration::from_secs(60), || redis.dbsize() > 5_000);
+    redis.kill();
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before Redis was killed: make it longer");
+    let status = child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let report: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
     let failure = gateway.value("runner_last_failure_timestamp_seconds", &group);
     assert!(failure.is_some_and(|at| at >= success), "{}", gateway.metrics());
     assert_eq!(gateway.value("runner_last_success_timestamp_seconds", &group), Some(success));
-    let source = gateway.value("runner_rows_out_total", &[group[0], group[1], "step=\"source\""]);
-    assert_eq!(source, report["rows_read"].as_f64(), "the failed run's counts so far: {report}");
-    assert!(report["rows_read"].as_u64().unwrap() < 1000, "{report}");
+    let sink = gateway.value("runner_rows_out_total", &[group[0], group[1], "step=\"sink\""]);
+    assert_eq!(sink, report["rows_written"].as_f64(), "the failed run's counts so far: {report}");
+    assert!(report["rows_written"].as_u64().unwrap() < 120_000, "{report}");
 }
 
 /// A gateway that is not there: the run succeeds, with one warning however many pushes fail
@@ -108,4 +132,28 @@ fn a_pushgateway_that_is_down_is_one_warning() {
     let warnings: Vec<&str> = err.lines().filter(|line| line.contains("pushing metrics to")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(warnings[0].contains("WARN") && warnings[0].contains(&gateway), "{}", warnings[0]);
+}
+
+/// Into Redis, the round trips are counted: 1,000 rows in batches of 50, each batch one
+/// round trip (one `MSET` of 50 keys, under `pipeline = 100`), none sent again.
+#[test]
+fn redis_round_trips_are_counted() {
+    let Some(gateway) = Pushgateway::start() else { return };
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = temp();
+    let spec = spec(dir.path(), 1000);
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "[sink]\nkind = \"discard\"\n",
+        &format!(
+            "[sink]\nkind = \"redis\"\nconfig = {{ url = \"{}\", key = \"value\", value = \"id\" }}\n",
+            redis.url()
+        ),
+    );
+    std::fs::write(&spec, text).unwrap();
+    let (code, report) = run_pushing(&gateway.url(), &[], &spec);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(redis.dbsize(), 1000);
+    let group = ["job=\"metered\"", "shard=\"0\""];
+    assert_eq!(gateway.value("runner_redis_round_trips_total", &group), Some(20.0), "{}", gateway.metrics());
+    assert_eq!(gateway.value("runner_redis_retries_total", &group), Some(0.0));
 }

@@ -53,7 +53,7 @@ use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::redis_client::{Connection, Refusal, RoundTrip, Rows, connect, give_up, redacted, target, with_retries};
 use crate::spec::Role;
-use crate::step::{Acks, RefusedRow, RowError, Sink, StepContext, row_json};
+use crate::step::{Acks, Progress, RefusedRow, RowError, Sink, StepContext, row_json};
 
 /// The `config` table of a `redis` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +113,8 @@ pub struct RedisSink {
     /// Rows handed to Redis, and rows it acknowledged: what a failure reports as not written.
     sent: u64,
     acknowledged: u64,
+    /// Where round trips and retries are counted (the run's metrics).
+    progress: Arc<Progress>,
 }
 
 /// A round trip Redis answered in full: its rows of `batch`, and those it refused.
@@ -173,8 +175,8 @@ impl Kind for RedisSink {
         config.check()
     }
 
-    async fn open(config: &RedisSinkConfig, _context: &StepContext) -> anyhow::Result<Opened> {
-        Ok(Opened::Sink(Box::new(RedisSink::open(config.clone()).await?)))
+    async fn open(config: &RedisSinkConfig, context: &StepContext) -> anyhow::Result<Opened> {
+        Ok(Opened::Sink(Box::new(RedisSink::open(config.clone(), context.progress.clone()).await?)))
     }
 
     /// The key column, and the value column or the fields.
@@ -184,13 +186,14 @@ impl Kind for RedisSink {
 }
 
 impl RedisSink {
-    pub async fn open(config: RedisSinkConfig) -> anyhow::Result<RedisSink> {
+    pub async fn open(config: RedisSinkConfig, progress: Arc<Progress>) -> anyhow::Result<RedisSink> {
         config.check().map_err(anyhow::Error::msg)?;
         let connection = connect(&config.url, config.retry_seconds).await?;
         Ok(RedisSink {
             shown: redacted(&config.url),
             config,
             connection,
+            progress,
             sending: FuturesUnordered::new(),
             sent: 0,
             acknowledged: 0,
@@ -374,17 +377,20 @@ impl Sink for RedisSink {
                 acks.add(self.next_settled().await?);
             }
             let (connection, what) = (self.connection.clone(), format!("writing to {}", self.shown));
-            let batch = batch.clone();
+            let (batch, progress) = (batch.clone(), self.progress.clone());
             self.sent += u64::from(rows.end - rows.start);
             self.sending.push(tokio::spawn(async move {
                 // What is left to send, for the next attempt after a failure.
                 let trip = &tokio::sync::Mutex::new(trip);
+                let mut attempts = 0;
                 with_retries(deadline, &what, || {
+                    attempts += 1;
                     let mut connection = connection.clone();
                     async move { connection.send(&mut *trip.lock().await).await }
                 })
                 .await
                 .map_err(|e| give_up(&what, &e, deadline))?;
+                progress.round_trip(attempts);
                 let refused = trip.lock().await.take_refused();
                 Ok(Settled { batch, rows, refused })
             }));

@@ -251,7 +251,7 @@ impl Plan {
         let report = RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error };
         if let (Some(metrics), Some(pushing)) = (metrics, pushing) {
             pushing.stop().await;
-            metrics.pusher.push(&Sample::of_report(&report, progress.bytes().0)).await;
+            metrics.pusher.push(&Sample::of_report(&report, &progress)).await;
         }
         report
     }
@@ -472,7 +472,8 @@ fn running_sample(
             ..StepSample::default()
         })
         .collect();
-    Sample { steps, bytes_read: progress.bytes().0, duration: elapsed, ended_ok: None }
+    let (round_trips, retries) = progress.round_trips();
+    Sample { steps, bytes_read: progress.bytes().0, round_trips, retries, duration: elapsed, ended_ok: None }
 }
 
 /// How long `runner validate` waits for a source's header before leaving the columns unchecked.

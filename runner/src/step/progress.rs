@@ -17,6 +17,9 @@ pub struct Progress {
     acknowledged: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
+    /// Round trips to the sink's store (Redis) that settled, and the attempts past the first.
+    round_trips: AtomicU64,
+    retries: AtomicU64,
     /// When the sink took its first rows.
     first_rows: std::sync::OnceLock<Instant>,
     /// The parts of the input the source reads (a CSV source says; for the report).
@@ -75,6 +78,17 @@ impl Progress {
     /// The source read this many bytes.
     pub fn read_bytes(&self, bytes: u64) {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A round trip to the sink's store settled, after `attempts` sends.
+    pub fn round_trip(&self, attempts: u64) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.retries.fetch_add(attempts.saturating_sub(1), Ordering::Relaxed);
+    }
+
+    /// Round trips to the sink's store so far, and retries.
+    pub fn round_trips(&self) -> (u64, u64) {
+        (self.round_trips.load(Ordering::Relaxed), self.retries.load(Ordering::Relaxed))
     }
 
     /// Rows the sink took so far.
