@@ -191,6 +191,20 @@ impl RunArgs {
             (None, None) => Ok(Shard::default()),
         }
     }
+
+    /// The plan of this run: its shard, its progress log lines, where it pushes metrics.
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let shard = self.shard().map_err(Invalid)?;
+        let spec = Spec::load(&self.common.spec)?;
+        let mut options = self.common.options(shard);
+        options.progress_every = (self.progress_seconds > 0).then(|| Duration::from_secs(self.progress_seconds));
+        if let Some(url) = &self.metrics {
+            let pusher = Pusher::new(url, &spec.name(), shard).map_err(Invalid)?;
+            let every = Duration::from_secs(self.metrics_seconds.max(1));
+            options.metrics = Some(Metrics { pusher: Arc::new(pusher), every });
+        }
+        Ok(Plan::new(spec, &options)?)
+    }
 }
 
 #[derive(Args)]
@@ -220,22 +234,6 @@ impl CommonArgs {
 
     fn plan(&self) -> anyhow::Result<Plan> {
         Ok(Plan::new(Spec::load(&self.spec)?, &self.options(Shard::default()))?)
-    }
-}
-
-impl RunArgs {
-    /// The plan of this run: its shard, its progress log lines, where it pushes metrics.
-    fn plan(&self) -> anyhow::Result<Plan> {
-        let shard = self.shard().map_err(Invalid)?;
-        let spec = Spec::load(&self.common.spec)?;
-        let mut options = self.common.options(shard);
-        options.progress_every = (self.progress_seconds > 0).then(|| Duration::from_secs(self.progress_seconds));
-        if let Some(url) = &self.metrics {
-            let pusher = Pusher::new(url, &spec.name(), shard).map_err(Invalid)?;
-            let every = Duration::from_secs(self.metrics_seconds.max(1));
-            options.metrics = Some(Metrics { pusher: Arc::new(pusher), every });
-        }
-        Ok(Plan::new(spec, &options)?)
     }
 }
 

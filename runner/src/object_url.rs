@@ -253,6 +253,12 @@ impl ObjectUrl {
     /// The object's first line, its newline included (all of it when it has none): a CSV
     /// object's header, which every split of the object needs.
     pub async fn read_first_line(&self, found: &FoundObject) -> anyhow::Result<bytes::Bytes> {
+        // The chunk fetched with the object's HEAD holds it, most often: no request more.
+        if let Some(first) = &found.first
+            && let Some(end) = memchr::memchr(b'\n', first)
+        {
+            return Ok(first.slice(..=end));
+        }
         let chunks = self.read_range(FoundObject { first: None, ..found.clone() }, 0..0);
         let line = first_line(chunks)
             .await

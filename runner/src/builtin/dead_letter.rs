@@ -39,6 +39,12 @@ impl DeadLetterTarget {
         shard.check_output(&config.url).map_err(|e| format!("dead letter: {e}"))
     }
 
+    /// Where a file or object dead letter writes, one string per place (two spellings of one
+    /// path give the same); `None` for a Redis list, which steps may share as it is.
+    pub fn place(config: &DeadLetterConfig, base_dir: &Path, shard: Shard) -> Option<String> {
+        (!is_redis_url(&config.url)).then(|| crate::object_url::place(&shard.expand(&config.url), base_dir))
+    }
+
     /// Opens (creates, connects to) the dead letter `config` names; a path is relative to
     /// `base_dir`, `{shard}` in the URL is the shard's index.
     pub async fn open(

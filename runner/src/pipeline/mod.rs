@@ -36,7 +36,6 @@ use crate::metrics::{Metrics, Sample, StepSample};
 use crate::object_url;
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
-use crate::redis_client::is_redis_url;
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
 use crate::step::{Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
@@ -488,8 +487,8 @@ fn check_outputs(spec: &Spec, steps: &[Arc<PlannedStep>], shard: Shard) -> Resul
     let Some(output) = builtin.output() else { return Ok(()) };
     let output = object_url::place(&shard.expand(output), spec.base_dir());
     for planned in steps {
-        if let Some(dead_letter) = planned.dead_letter.as_ref().filter(|d| !is_redis_url(&d.url))
-            && object_url::place(&shard.expand(&dead_letter.url), spec.base_dir()) == output
+        if let Some(dead_letter) = &planned.dead_letter
+            && DeadLetterTarget::place(dead_letter, spec.base_dir(), shard).as_ref() == Some(&output)
         {
             return Err(spec.step_error(
                 &planned.spec,

@@ -10,9 +10,8 @@ use object_store::ObjectStoreExt;
 use super::{PlannedImplementation, PlannedStep};
 use crate::builtin::dead_letter::DeadLetterTarget;
 use crate::format::redact_url;
-use crate::object_url::{self, ObjectUrl};
+use crate::object_url::ObjectUrl;
 use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
-use crate::redis_client::is_redis_url;
 use crate::spec::{DeadLetterConfig, S3Options, Spec};
 use crate::step::{DeadLetter, Policy, Progress, Shard, Sink, Source, StepContext, Transform};
 
@@ -65,10 +64,9 @@ pub async fn policy(context: &OpenContext, step: &PlannedStep) -> anyhow::Result
 /// file or an object; each Redis dead letter pushes on its own connection).
 async fn dead_letter(context: &OpenContext, config: &DeadLetterConfig) -> anyhow::Result<Arc<dyn DeadLetter>> {
     let base_dir = context.spec.base_dir();
-    if is_redis_url(&config.url) {
+    let Some(place) = DeadLetterTarget::place(config, base_dir, context.shard) else {
         return DeadLetterTarget::open(config, base_dir, &context.s3, context.shard).await;
-    }
-    let place = object_url::place(&context.shard.expand(&config.url), base_dir);
+    };
     let mut opened = context.dead_letters.lock().await;
     if let Some(shared) = opened.get(&place) {
         return Ok(shared.clone());
