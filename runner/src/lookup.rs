@@ -46,6 +46,7 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResul
     let Some(sink) = sink else { bail!("the pipeline's sink is not `redis`: there is nothing to look up") };
 
     // The key columns and their types, as the source delivers them.
+    let frame = plan.frame();
     let sample = plan.first_batch().await?.context("the source is empty: cannot tell the columns' types")?;
     let names: Vec<String> = if key_config.columns.is_empty() {
         sample.columns().iter().map(|c| c.name.clone()).collect()
@@ -62,7 +63,7 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResul
         })?;
         columns.push(typed(name, ty, text)?);
     }
-    let key = RowKey::new(key_config).keys(&Batch::new(columns)?)?.remove(0);
+    let key = RowKey::new(key_config, frame).keys(&Batch::new(columns)?)?.remove(0);
 
     let shown = redacted(&sink.url);
     let mut connection = connect(&sink.url, sink.retry_seconds).await?;

@@ -116,9 +116,13 @@ impl RunReport {
             "rows_read": self.rows_read(),
             "rows_written": self.rows_written(),
             "shard": { "index": self.shard.index, "count": self.shard.count },
-            "splits": self.splits.iter().map(|s| json!({
-                "object": s.object, "start": s.range.start, "end": s.range.end,
-            })).collect::<Vec<_>>(),
+            "splits": self.splits.iter().map(|s| {
+                let mut split = json!({ "object": s.object, "start": s.range.start, "end": s.range.end });
+                if let Some(group) = s.row_group {
+                    split["row_group"] = json!(group);
+                }
+                split
+            }).collect::<Vec<_>>(),
             "steps": steps,
         })
     }

@@ -310,7 +310,7 @@ fn flagship() -> Result<(), String> {
             .env("REDIS_URL", &servers.redis_url);
     };
     eprintln!(
-        "xtask: a local S3 server at {} holds s3://batch/data/iris.csv and s3://batch/artifact/model.json; \
+        "xtask: a local S3 server at {} holds s3://batch/data/iris.csv (and .parquet) and s3://batch/artifact/model.json; \
          redis-server listens at {}",
         servers.s3_endpoint, servers.redis_url
     );
@@ -344,6 +344,7 @@ impl Servers {
         let models = root().join("models/iris");
         for (file, key) in [
             ("iris.csv", "data/iris.csv"),
+            ("iris.parquet", "data/iris.parquet"),
             ("model.json", "artifact/model.json"),
             ("model.onnx", "artifact/model.onnx"),
         ] {

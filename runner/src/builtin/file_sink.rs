@@ -107,11 +107,9 @@ pub enum Format {
 
 pub struct FileSink {
     format: Format,
+    /// The writer into `output` (buffered).
     out: Box<dyn Write + Send>,
-    /// A local destination: its temporary file, renamed into place by `commit`.
-    local: Option<LocalFile>,
-    /// An object store destination: its upload (rows go through `out`, a buffer, into it).
-    upload: Option<Upload>,
+    output: Output,
     /// The column names of the first batch; later batches must match.
     header: Option<Vec<String>>,
     line: String,
@@ -165,21 +163,33 @@ const PART_BYTES: usize = 8 << 20;
 /// Parts uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-impl FileSink {
-    pub async fn open(config: FileSinkConfig, format: Format, context: &StepContext) -> anyhow::Result<FileSink> {
-        if config.url == "-" {
-            return Ok(FileSink::new(format, Box::new(std::io::stdout())));
+/// Where a file sink's bytes go, invisible until `commit`: a temporary file beside the
+/// destination (renamed into place), a multipart upload (completed), or standard output.
+pub(super) struct Output {
+    /// A local destination: its temporary file, renamed into place by `commit`.
+    local: Option<LocalFile>,
+    /// An object store destination: its upload (bytes go through the writer, a buffer, into it).
+    upload: Option<Upload>,
+}
+
+impl Output {
+    /// Opens `url` (a path, `file://`, `s3://`, or `-`; `{shard}` expanded), and the writer
+    /// that fills it: buffered, flushed by [`Output::drain`].
+    pub(super) async fn open(url: &str, context: &StepContext) -> anyhow::Result<(Output, Box<dyn Write + Send>)> {
+        let buffered =
+            |out: Box<dyn Write + Send>| -> Box<dyn Write + Send> { Box::new(BufWriter::with_capacity(1 << 16, out)) };
+        if url == "-" {
+            return Ok((Output { local: None, upload: None }, buffered(Box::new(std::io::stdout()))));
         }
-        let url = context.shard.expand(&config.url);
+        let url = context.shard.expand(url);
         if url.starts_with("s3://") {
             let to = ObjectUrl::parse(&url, &context.base_dir, &context.s3)?;
             let upload =
                 to.store.put_multipart(&to.path).await.map_err(|e| anyhow::anyhow!("{to}: {}", to.describe(&e)))?;
             let buffer = SharedBuffer::default();
-            let mut sink = FileSink::new(format, Box::new(buffer.clone()));
             let writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            sink.upload = Some(Upload { writer: Some(writer), buffer, shown: to.to_string(), to });
-            return Ok(sink);
+            let upload = Upload { writer: Some(writer), buffer: buffer.clone(), shown: to.to_string(), to };
+            return Ok((Output { local: None, upload: Some(upload) }, buffered(Box::new(buffer))));
         }
         let path = local_path(&url, &context.base_dir).context("a file sink writes a local file or an S3 object")?;
         let dir = match path.parent() {
@@ -200,41 +210,118 @@ impl FileSink {
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
         let (file, temporary) = temporary.into_parts();
         let synced = file.try_clone().with_context(|| format!("cannot open {}", temporary.display()))?;
-        let mut sink = FileSink::new(format, Box::new(file));
-        sink.local = Some(LocalFile { temporary, file: synced, path });
-        Ok(sink)
+        let local = LocalFile { temporary, file: synced, path };
+        Ok((Output { local: Some(local), upload: None }, buffered(Box::new(file))))
     }
 
-    fn new(format: Format, out: Box<dyn Write + Send>) -> FileSink {
-        FileSink {
-            format,
-            out: Box::new(BufWriter::with_capacity(1 << 16, out)),
-            local: None,
-            upload: None,
-            header: None,
-            line: String::new(),
-            floats: PythonFloats::default(),
-            rows: 0,
-        }
-    }
-
-    fn destination(&self) -> String {
+    /// How messages name it.
+    pub(super) fn destination(&self) -> String {
         if let Some(upload) = &self.upload {
             return upload.shown.clone();
         }
         self.local.as_ref().map_or_else(|| "standard output".into(), |local| local.path.display().to_string())
     }
 
-    /// Hands what was formatted to the upload, if the destination is an object store, and
-    /// waits while too many parts are in flight.
-    async fn upload_buffered(&mut self) -> anyhow::Result<()> {
-        self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
+    /// Hands what the writer wrote (flushed first by the caller) to the upload, if the
+    /// destination is an object store, and waits while too many parts are in flight.
+    pub(super) async fn drain(&mut self) -> anyhow::Result<()> {
         let Some(upload) = &mut self.upload else { return Ok(()) };
         let bytes = std::mem::take(&mut *upload.buffer.0.lock().unwrap_or_else(|p| p.into_inner()));
         let writer = upload.writer.as_mut().expect("an upload is open until finish");
         writer.write(&bytes);
         let waited = writer.wait_for_capacity(PARTS_IN_FLIGHT).await;
         waited.map_err(|e| upload.error("writing", &e))
+    }
+
+    /// Drains, then waits for every part in flight: everything is stored, nothing visible.
+    pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
+        self.drain().await?;
+        if let Some(upload) = &mut self.upload
+            && let Some(writer) = upload.writer.as_mut()
+        {
+            let waited = writer.wait_for_capacity(0).await;
+            waited.map_err(|e| upload.error("writing", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Renames the file into place (after making it durable), or completes the upload; the
+    /// writer has been flushed and dropped.
+    pub(super) async fn commit(&mut self) -> anyhow::Result<()> {
+        self.flush().await?;
+        if let Some(upload) = &mut self.upload
+            && let Some(writer) = upload.writer.take()
+        {
+            writer.finish().await.map_err(|e| upload.error("finishing", &e))?;
+        }
+        if let Some(LocalFile { temporary, file, path }) = self.local.take() {
+            file.sync_all().with_context(|| format!("writing {}", temporary.display()))?;
+            // A rename that fails drops the temporary path, which removes the file.
+            temporary
+                .persist(&path)
+                .map_err(|e| anyhow::anyhow!("cannot move {} to {}: {}", e.path.display(), path.display(), e.error))?;
+            // The rename survives a crash once its directory is on disk too. The file is in
+            // place already: a directory that cannot be synced is worth a warning, not a failure.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Err(e) = File::open(dir).and_then(|dir| dir.sync_all()) {
+                tracing::warn!("{}: cannot sync its directory after the rename: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file, or aborts the upload (its parts are never an object).
+    pub(super) async fn abort(&mut self) {
+        self.local = None;
+        if let Some(upload) = &mut self.upload
+            && let Some(writer) = upload.writer.take()
+            && let Err(e) = writer.abort().await
+        {
+            tracing::warn!(
+                "aborting the upload of {}: {} (its parts are not an object; a bucket lifecycle rule for incomplete multipart uploads removes them)",
+                upload.shown,
+                upload.to.describe(&e)
+            );
+        }
+    }
+}
+
+impl Drop for Output {
+    /// Neither committed nor aborted (a task that panicked): the temporary file goes with
+    /// `local`; an upload still open is aborted in the background.
+    fn drop(&mut self) {
+        if let Some(writer) = self.upload.as_mut().and_then(|u| u.writer.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = writer.abort().await;
+            });
+        }
+    }
+}
+
+impl FileSink {
+    pub async fn open(config: FileSinkConfig, format: Format, context: &StepContext) -> anyhow::Result<FileSink> {
+        let (output, out) = Output::open(&config.url, context).await?;
+        Ok(FileSink {
+            format,
+            out,
+            output,
+            header: None,
+            line: String::new(),
+            floats: PythonFloats::default(),
+            rows: 0,
+        })
+    }
+
+    fn destination(&self) -> String {
+        self.output.destination()
+    }
+
+    /// Hands what was formatted to the destination.
+    async fn upload_buffered(&mut self) -> anyhow::Result<()> {
+        self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
+        self.output.drain().await
     }
 
     fn write_rows(&mut self, batch: &Batch) -> std::io::Result<()> {
@@ -339,68 +426,21 @@ impl Sink for FileSink {
     /// is visible yet. A part that failed fails here, so the run aborts the upload and says so.
     async fn flush(&mut self) -> anyhow::Result<Acks> {
         self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
-        self.upload_buffered().await?;
-        if let Some(upload) = &mut self.upload
-            && let Some(writer) = upload.writer.as_mut()
-        {
-            let waited = writer.wait_for_capacity(0).await;
-            waited.map_err(|e| upload.error("writing", &e))?;
-        }
+        self.output.flush().await?;
         Ok(Acks::default())
     }
 
     /// Renames the file into place (after making it durable), or completes the upload.
     async fn commit(&mut self) -> anyhow::Result<Acks> {
-        self.flush().await?;
-        if let Some(upload) = &mut self.upload
-            && let Some(writer) = upload.writer.take()
-        {
-            writer.finish().await.map_err(|e| upload.error("finishing", &e))?;
-        }
-        if let Some(LocalFile { temporary, file, path }) = self.local.take() {
-            file.sync_all().with_context(|| format!("writing {}", temporary.display()))?;
-            // A rename that fails drops the temporary path, which removes the file.
-            temporary
-                .persist(&path)
-                .map_err(|e| anyhow::anyhow!("cannot move {} to {}: {}", e.path.display(), path.display(), e.error))?;
-            // The rename survives a crash once its directory is on disk too. The file is in
-            // place already: a directory that cannot be synced is worth a warning, not a failure.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            if let Err(e) = File::open(dir).and_then(|dir| dir.sync_all()) {
-                tracing::warn!("{}: cannot sync its directory after the rename: {e}", path.display());
-            }
-        }
+        self.out.flush().with_context(|| format!("writing {}", self.destination()))?;
+        self.output.commit().await?;
         Ok(Acks::rows(self.rows))
     }
 
     /// Removes the temporary file, or aborts the upload (its parts are never an object).
     async fn abort(&mut self) -> Acks {
-        self.local = None;
-        if let Some(upload) = &mut self.upload
-            && let Some(writer) = upload.writer.take()
-            && let Err(e) = writer.abort().await
-        {
-            tracing::warn!(
-                "aborting the upload of {}: {} (its parts are not an object; a bucket lifecycle rule for incomplete multipart uploads removes them)",
-                upload.shown,
-                upload.to.describe(&e)
-            );
-        }
+        self.output.abort().await;
         Acks::default()
-    }
-}
-
-impl Drop for FileSink {
-    /// Neither committed nor aborted (a task that panicked): the temporary file goes with
-    /// `local`; an upload still open is aborted in the background.
-    fn drop(&mut self) {
-        if let Some(writer) = self.upload.as_mut().and_then(|u| u.writer.take())
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                let _ = writer.abort().await;
-            });
-        }
     }
 }
 

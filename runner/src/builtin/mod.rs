@@ -10,9 +10,11 @@
 //! | role      | kind      | defined in        |
 //! |-----------|-----------|-------------------|
 //! | source    | `csv`     | `csv_source/`     |
+//! | source    | `parquet` | `parquet_source/` |
 //! | transform | `row-key` | `row_key.rs`      |
 //! | sink      | `csv`     | `file_sink.rs`    |
 //! | sink      | `jsonl`   | `file_sink.rs`    |
+//! | sink      | `parquet` | `parquet_sink.rs` |
 //! | sink      | `redis`   | `redis_sink.rs`   |
 //! | sink      | `discard` | `discard_sink.rs` |
 //!
@@ -22,6 +24,8 @@ pub mod csv_source;
 pub mod dead_letter;
 pub mod discard_sink;
 pub mod file_sink;
+pub mod parquet_sink;
+pub mod parquet_source;
 pub mod redis_sink;
 pub mod row_key;
 
@@ -34,7 +38,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::spec::{Role, Spec, SpecError, StepSpec};
-use crate::step::{Shard, Sink, Source, SplitInfo, StepContext, Transform};
+use crate::step::{Frame, Shard, Sink, Source, SplitInfo, StepContext, Transform};
 
 /// What planning a step knows besides its config: checks that depend on the run see it here.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +65,8 @@ pub trait Kind: Send + Sync + 'static {
     const ROLE: Role;
     /// Its `kind = "..."` in the spec.
     const NAME: &'static str;
+    /// A source: how the original flow's pandas reads the same input (the row keys follow it).
+    const FRAME: Frame = Frame::Csv;
     /// Its `config` table, decoded from the spec (errors located at their line).
     type Config: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 'static;
 
@@ -138,9 +144,11 @@ impl Registry {
     pub fn builtin() -> Registry {
         Registry { kinds: Vec::new() }
             .with::<csv_source::CsvSource>()
+            .with::<parquet_source::ParquetSource>()
             .with::<row_key::RowKey>()
             .with::<file_sink::CsvFile>()
             .with::<file_sink::JsonLinesFile>()
+            .with::<parquet_sink::ParquetFile>()
             .with::<redis_sink::RedisSink>()
             .with::<discard_sink::DiscardSink>()
     }
@@ -204,6 +212,11 @@ impl Builtin {
         self.planned.output()
     }
 
+    /// A source: how pandas reads the same input.
+    pub fn frame(&self) -> Frame {
+        self.planned.frame()
+    }
+
     /// A source's splits for each of `count` shards; `None` when it has none to show.
     pub async fn splits(&self, context: &StepContext, count: u32) -> anyhow::Result<Option<Splits>> {
         self.planned.splits(context, count).await
@@ -252,6 +265,7 @@ impl Builtin {
 trait PlannedKind: fmt::Debug + Send + Sync {
     fn config(&self) -> &dyn Any;
     fn output(&self) -> Option<&str>;
+    fn frame(&self) -> Frame;
     fn open<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Opened>>;
     fn splits<'a>(&'a self, context: &'a StepContext, count: u32) -> BoxFuture<'a, anyhow::Result<Option<Splits>>>;
     fn columns<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Option<Vec<String>>>>;
@@ -274,6 +288,10 @@ impl<K: Kind> PlannedKind for Planned<K> {
 
     fn output(&self) -> Option<&str> {
         K::output(&self.0)
+    }
+
+    fn frame(&self) -> Frame {
+        K::FRAME
     }
 
     fn open<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Opened>> {
@@ -360,6 +378,7 @@ mod tests {
             progress: Arc::default(),
             policy: Policy::default(),
             shard: Shard::default(),
+            frame: Frame::Csv,
         }
     }
 

@@ -24,7 +24,7 @@ use super::{Kind, Opened};
 use crate::batch::{Batch, Column, ColumnType, TextStyle, Values};
 use crate::format::PythonFloats;
 use crate::spec::Role;
-use crate::step::{StepContext, Transform};
+use crate::step::{Frame, StepContext, Transform};
 
 /// The `config` table of a `row-key` transform.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +48,7 @@ fn default_output() -> String {
 
 pub struct RowKey {
     config: RowKeyConfig,
+    frame: Frame,
 }
 
 /// `kind = "row-key"` in a transform.
@@ -57,8 +58,8 @@ impl Kind for RowKey {
     const NAME: &'static str = "row-key";
     type Config = RowKeyConfig;
 
-    async fn open(config: &RowKeyConfig, _context: &StepContext) -> anyhow::Result<Opened> {
-        Ok(Opened::Transform(Box::new(RowKey::new(config.clone()))))
+    async fn open(config: &RowKeyConfig, context: &StepContext) -> anyhow::Result<Opened> {
+        Ok(Opened::Transform(Box::new(RowKey::new(config.clone(), context.frame))))
     }
 
     fn reads(config: &RowKeyConfig) -> Vec<String> {
@@ -75,8 +76,9 @@ impl Kind for RowKey {
 }
 
 impl RowKey {
-    pub fn new(config: RowKeyConfig) -> RowKey {
-        RowKey { config }
+    /// Keys as the original flow does over the frame pandas reads the source into.
+    pub fn new(config: RowKeyConfig, frame: Frame) -> RowKey {
+        RowKey { config, frame }
     }
 
     /// The key of every row of `batch`.
@@ -105,7 +107,7 @@ impl RowKey {
                 if i > 0 {
                     text.push(' ');
                 }
-                push_python_str(&mut text, column, row, row_type, floats);
+                push_python_str(&mut text, column, row, row_type, self.frame, floats);
             }
             let digest = Sha256::digest(text.as_bytes());
             let mut hex = [0u8; 64];
@@ -160,10 +162,20 @@ impl RowType {
 }
 
 /// Appends Python's `str()` of one value, as pandas hands it to the original flow in a row of
-/// type `row_type`.
-fn push_python_str(text: &mut String, column: &Column, row: usize, row_type: RowType, floats: &mut PythonFloats) {
+/// type `row_type`, from a frame read as `frame` says.
+fn push_python_str(
+    text: &mut String,
+    column: &Column,
+    row: usize,
+    row_type: RowType,
+    frame: Frame,
+    floats: &mut PythonFloats,
+) {
     if column.is_null(row) {
-        text.push_str("nan");
+        // pyarrow hands pandas a missing boolean as `None` (an `object` column); every other
+        // missing value is NaN (pandas's `str` dtype, categories, floats).
+        let none = frame == Frame::Parquet && matches!(column.values, Values::Bool(_));
+        text.push_str(if none { "None" } else { "nan" });
         return;
     }
     let style = TextStyle::Python { ints_as_floats: row_type == RowType::Float };
@@ -205,7 +217,7 @@ mod tests {
                 output: "key".into(),
                 prefix: prefix.into(),
             };
-            RowKey::new(config).keys(&batch).unwrap().remove(0)
+            RowKey::new(config, Frame::Csv).keys(&batch).unwrap().remove(0)
         };
         let text = |t: &str| format!("{:x}", Sha256::digest(t.as_bytes()));
         assert_eq!(key(&["a"], ""), text("5.1"));

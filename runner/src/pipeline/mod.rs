@@ -38,7 +38,7 @@ use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
-use crate::step::{Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
+use crate::step::{Frame, Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
 use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
@@ -274,7 +274,11 @@ impl Plan {
                 match tokio::time::timeout(HEADER_WAIT, builtin.columns(&step)).await {
                     Ok(Ok(Some(columns))) => {
                         self.needs(source, builtin, &columns)?;
-                        Ok(columns)
+                        match builtin.output_columns(&columns) {
+                            Ok(Some(output)) => Ok(output),
+                            Ok(None) => Err(format!("the source `{}` makes its columns as it runs", source.spec.name)),
+                            Err(e) => return Err(self.spec.step_error(&source.spec, e)),
+                        }
                     }
                     Ok(Ok(None)) => Err(format!("the source `{}` has no header to read", source.spec.name)),
                     Ok(Err(e)) => Err(format!("the source `{}` cannot be read now ({e:#})", source.spec.name)),
@@ -320,7 +324,7 @@ impl Plan {
         let Some(column) = builtin.reads().into_iter().find(|column| !columns.contains(column)) else { return Ok(()) };
         let message = match step.spec.role {
             Role::Source => {
-                format!("`columns` declares `{column}`, which is not in the header ({})", columns.join(", "))
+                format!("`columns` names `{column}`, which is not among the input's columns ({})", columns.join(", "))
             }
             _ => format!("no column `{column}` reaches this step (it gets: {})", columns.join(", ")),
         };
@@ -375,7 +379,16 @@ impl Plan {
             progress,
             runtime: self.runtime.clone(),
             shard: self.shard,
+            frame: self.frame(),
             dead_letters: Arc::default(),
+        }
+    }
+
+    /// How pandas reads the pipeline's source: the row keys follow it.
+    pub fn frame(&self) -> Frame {
+        match &self.steps[0].implementation {
+            PlannedImplementation::Builtin(builtin) => builtin.frame(),
+            PlannedImplementation::Plugin { .. } => Frame::Csv,
         }
     }
 

@@ -25,6 +25,19 @@ pub use policy::{DeadLetter, Policy, Rejected, reject_batch, row_json};
 pub use progress::{Counting, Progress};
 pub use shard::{Shard, ShardPlan, SplitInfo};
 
+/// How the original flow's pandas reads the pipeline's source (`read_csv` or `read_parquet`):
+/// the row keys follow the values it hands over, which differ between the two in one way: a
+/// missing value in a boolean column is `NaN` from `read_csv` (`str`: `nan`) and `None` from
+/// `read_parquet` (`str`: `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Frame {
+    /// `pd.read_csv`, and any source that is not Parquet.
+    #[default]
+    Csv,
+    /// `pd.read_parquet`.
+    Parquet,
+}
+
 /// What a built-in step needs to open, besides its config: cheap to clone, one per step.
 #[derive(Clone)]
 pub struct StepContext {
@@ -42,6 +55,8 @@ pub struct StepContext {
     pub policy: Policy,
     /// The part of the input a source reads in this run.
     pub shard: Shard,
+    /// How pandas reads the pipeline's source, which the row keys follow.
+    pub frame: Frame,
 }
 
 /// A step failed on one row of its input batch: the rest of the batch can be retried without

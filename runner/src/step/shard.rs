@@ -96,6 +96,8 @@ pub struct SplitInfo {
     pub range: Range<u64>,
     /// About how many rows that is, when known.
     pub estimated_rows: Option<u64>,
+    /// The Parquet row group it is, for a split that is one.
+    pub row_group: Option<usize>,
 }
 
 /// Each shard's splits, for `runner plan`.
@@ -120,7 +122,8 @@ impl fmt::Display for ShardPlan {
             writeln!(f, "shard {shard}: {} split{plural}, {bytes} bytes{rows}", splits.len())?;
             for split in splits {
                 let rows = split.estimated_rows.map(|r| format!("  about {r} rows")).unwrap_or_default();
-                writeln!(f, "  {}  bytes {}..{}{rows}", split.object, split.range.start, split.range.end)?;
+                let group = split.row_group.map(|g| format!("  row group {g}")).unwrap_or_default();
+                writeln!(f, "  {}{group}  bytes {}..{}{rows}", split.object, split.range.start, split.range.end)?;
             }
         }
         Ok(())

@@ -17,6 +17,7 @@ pub(super) fn split_info(url: &ObjectUrl, split: &Split, bytes_per_row: Option<f
         object: url.name_of(&split.object.meta.location),
         range: split.range.clone(),
         estimated_rows: bytes_per_row.map(|b| (split.len() as f64 / b).round() as u64),
+        row_group: None,
     }
 }
 
