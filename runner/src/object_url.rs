@@ -192,6 +192,18 @@ impl ObjectUrl {
             };
             return Ok(vec![FoundObject { meta, first }]);
         }
+        Ok(self.listed().await?.into_iter().map(|meta| FoundObject { meta, first: None }).collect())
+    }
+
+    /// The objects this URL names, as [`ObjectUrl::objects`] finds them, but with nothing read
+    /// of them: a single object's HEAD only (for readers that start elsewhere than at its
+    /// first byte, such as Parquet's at its footer).
+    pub async fn metas(&self) -> anyhow::Result<Vec<ObjectMeta>> {
+        if self.is_prefix { self.listed().await } else { Ok(vec![self.check_readable().await?]) }
+    }
+
+    /// Every object under the prefix, by name.
+    async fn listed(&self) -> anyhow::Result<Vec<ObjectMeta>> {
         let mut found: Vec<ObjectMeta> = self
             .store
             .list(Some(&self.path))
@@ -200,7 +212,7 @@ impl ObjectUrl {
             .map_err(|e| anyhow::anyhow!("{self}: {}", self.describe(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(found.into_iter().map(|meta| FoundObject { meta, first: None }).collect())
+        Ok(found)
     }
 
     /// Streams an object (as [`ObjectUrl::objects`] found it) from byte `range.start` to its end:

@@ -391,3 +391,32 @@ for name in want.column_names:
     assert_eq!(s3.get("out", "failed.parquet"), None);
     assert!(s3.upload_parts().is_empty(), "the upload was aborted: {:?}", s3.upload_parts());
 }
+
+/// Bytes fetched, counted by the S3 server: a whole read fetches each byte of the file about
+/// once (its row groups, and its footer with the bytes before it that the footer request asks
+/// for), and a read of two of its ten columns fetches about a fifth of that: the other column
+/// chunks are never requested.
+#[test]
+fn only_the_columns_read_are_fetched() {
+    let Some(files) = files() else { return };
+    let s3 = bucket(files.path());
+    let size = std::fs::metadata(files.path().join("wide.parquet")).unwrap().len();
+    let mut served = Vec::new();
+    for columns in ["", ", columns = [\"c0\", \"c9\"]"] {
+        let spec = files.path().join("bytes.toml");
+        let text = format!(
+            "{}\n[source]\nkind = \"parquet\"\nconfig = {{ url = \"s3://cases/wide.parquet\"{columns} }}\n\n\
+             [sink]\nkind = \"discard\"\n",
+            s3.spec_table()
+        );
+        std::fs::write(&spec, text).unwrap();
+        let before = s3.bytes_served();
+        let output = run(runner().arg("run").arg(&spec));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stderr(&output).contains("200000 rows read"), "{}", stderr(&output));
+        served.push(s3.bytes_served() - before);
+    }
+    let (all, two) = (served[0], served[1]);
+    assert!(all >= size - 64 && all <= size + (64 << 10), "a whole read fetched {all} bytes of a {size}-byte file");
+    assert!(two * 4 < all, "two of ten columns fetched {two} bytes, all of them {all}");
+}

@@ -15,6 +15,9 @@
   prefix/part-{0,1,2}.parquet   the `mixed` columns over three objects; nulls in the int64
                         column only in part 2, so only the whole input types it float64
   big.parquet           4,000 rows of `mixed`'s columns in 40 row groups
+  wide.parquet          ten float64 columns c0..c9, 4 row groups of 50,000 rows, uncompressed:
+                        each column chunk (400 KB) is apart from the next-but-one by more
+                        than the reader's 1 MiB coalescing gap
   bad/truncated.parquet iris.parquet cut short
   bad/not-parquet.parquet  a CSV file
   bad/corrupt.parquet   iris.parquet with row group 1's first page header overwritten
@@ -89,6 +92,9 @@ def main(out):
     open(os.path.join(out, "prefix", "_SUCCESS"), "w").close()
 
     pq.write_table(columns(rng, 4000, "mixed"), os.path.join(out, "big.parquet"), row_group_size=100)
+
+    wide = pa.table({f"c{i}": [rng.random() for _ in range(200_000)] for i in range(10)})
+    pq.write_table(wide, os.path.join(out, "wide.parquet"), row_group_size=50_000, compression="none", use_dictionary=False)
 
     os.makedirs(os.path.join(out, "bad"), exist_ok=True)
     whole = open(os.path.join(out, "iris.parquet"), "rb").read()

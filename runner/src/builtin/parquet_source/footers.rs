@@ -141,8 +141,8 @@ impl Footer {
 /// have the same columns of the same types as the first: an object that differs, is not
 /// Parquet, or whose footer is cut short fails here, named.
 pub(super) async fn footers(url: &ObjectUrl, progress: Option<Arc<Progress>>) -> anyhow::Result<Vec<Footer>> {
-    let objects = url.objects().await?;
-    let objects = objects.into_iter().map(|found| found.meta).filter(|meta| {
+    let objects = url.metas().await?;
+    let objects = objects.into_iter().filter(|meta| {
         let file = meta.location.filename().unwrap_or_default();
         !url.is_prefix || !(file.starts_with('_') || file.starts_with('.'))
     });
