@@ -5,18 +5,20 @@ For each size (--rows, default 1M and 10M): makes that many Iris-like rows (benc
 writes them as CSV and, with pyarrow's defaults (row groups of 1 Mi rows, snappy), as Parquet,
 in a temporary directory; then --runs times, taking turns, `runner run` (release build) of the
 flagship pipeline (predictor plugin, row keys) reading each file, into an emptied redis-server
-and into the `discard` sink. Each run's wall time and peak RSS (the runner's, from wait4) are
+and into the `discard` sink. Each run's wall time and peak RSS (the runner's, from GNU time: a
+child forked from this Python process would inherit its high-water mark through exec) are
 recorded; the table prints the medians, rows/s and the largest RSS per way. One run first,
 unmeasured, fills the compiled-plugin cache.
 
 Usage (from the repository root):
   python3 bench/parquet.py [--rows 1000000 10000000] [--runs 3] [--runner target/release/runner]
 
-Needs: redis-server (apt-get install redis-server); Python with pyarrow (.venv from .ci/run);
+Needs: redis-server (apt-get install redis-server), GNU time (/usr/bin/time); Python with pyarrow (.venv from .ci/run);
 the release runner and plugins (built unless --runner is given).
 """
 import argparse
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -68,15 +70,14 @@ def spec(work: str, name: str, kind: str, data: str, sink: str) -> str:
 
 
 def timed(command, env):
-    """Wall seconds and peak RSS (MiB) of one process."""
+    """Wall seconds and peak RSS (MiB) of one process, measured by /usr/bin/time."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(["/usr/bin/time", "-f", "RSS_KB=%M", *command], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
-    err = child.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)}: exit {os.waitstatus_to_exitcode(status)}: {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)}: exit {done.returncode}: {done.stderr[-2000:]}")
+    return seconds, int(re.findall(r"RSS_KB=(\d+)", done.stderr)[-1]) / 1024
 
 
 def main() -> None:

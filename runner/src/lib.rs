@@ -15,7 +15,8 @@
 //! - [`object_url`]: data, asset and output URLs resolved to an `object_store` store and path.
 //! - [`redis_client`]: connecting to Redis with retries, URLs shown without passwords.
 //! - [`step`]: the `Source` / `Transform` / `Sink` traits (the one seam of the pipeline), row
-//!   errors, the error policy, the progress counters, shards, and what a step opens with.
+//!   errors, the error policy, the progress counters, shards and plan files, and what a step
+//!   opens with.
 //! - [`report`]: the run summary: per-step counts and timings, as text or JSON.
 //! - [`metrics`]: a run's counts pushed to a Prometheus Pushgateway while it goes and at its end.
 //! - [`builtin`]: the steps built into the host, each defined once by an `impl Kind`, and the

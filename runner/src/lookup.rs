@@ -1,8 +1,9 @@
 //! `runner lookup SPEC VALUE...`: computes a row's key exactly as the pipeline's `row-key` step
 //! does and reads what the pipeline's Redis sink stored under it.
 //!
-//! The values are typed as the pipeline types them: the source is opened and its first batch
-//! read, so a value given as `5` for a float column is keyed as `5.0`, as in the pipeline.
+//! The values are typed as the pipeline types them: from a plan file's columns (`--plan`), or
+//! else the source is opened and its first batch read, so a value given as `5` for a float
+//! column is keyed as `5.0`, as in the pipeline.
 
 use anyhow::{Context, bail};
 use redis::AsyncCommands;
@@ -45,11 +46,18 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResul
     };
     let Some(sink) = sink else { bail!("the pipeline's sink is not `redis`: there is nothing to look up") };
 
-    // The key columns and their types, as the source delivers them.
+    // The key columns and their types, as the source delivers them: from the plan file, or
+    // from the source's first batch.
     let frame = plan.frame();
-    let sample = plan.first_batch().await?.context("the source is empty: cannot tell the columns' types")?;
+    let types: Vec<(String, ColumnType)> = match plan.input() {
+        Some(input) => input.columns.iter().map(|c| (c.name.clone(), c.ty)).collect(),
+        None => {
+            let sample = plan.first_batch().await?.context("the source is empty: cannot tell the columns' types")?;
+            sample.columns().iter().map(|c| (c.name.clone(), c.values.column_type())).collect()
+        }
+    };
     let names: Vec<String> = if key_config.columns.is_empty() {
-        sample.columns().iter().map(|c| c.name.clone()).collect()
+        types.iter().map(|(name, _)| name.clone()).collect()
     } else {
         key_config.columns.clone()
     };
@@ -58,7 +66,7 @@ pub async fn lookup(plan: Plan, values: &[String]) -> anyhow::Result<LookupResul
     }
     let mut columns = Vec::with_capacity(names.len());
     for (name, text) in names.iter().zip(values) {
-        let ty = sample.column(name).map(|c| c.values.column_type()).with_context(|| {
+        let ty = types.iter().find(|(column, _)| column == name).map(|&(_, ty)| ty).with_context(|| {
             format!("the source has no column `{name}`: `runner lookup` keys on source columns only")
         })?;
         columns.push(typed(name, ty, text)?);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use runner::builtin::Registry;
+use runner::format::redact_url;
 use runner::lookup::Stored;
 use runner::metrics::{Metrics, Pusher};
 use runner::pipeline::{Interrupted, Options, Plan, PlannedImplementation, Stop};
@@ -16,7 +17,7 @@ use runner::plugin::contract::{PACKAGE, spoken_versions};
 use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::{Spec, SpecError};
-use runner::step::Shard;
+use runner::step::{PLAN_VERSION, PlanFile, PlanMismatch, Shard, ShardPlan, spec_digest};
 use tokio::runtime::Runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -99,13 +100,19 @@ struct LookupArgs {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// The row's values for the key columns, in order (e.g. 5.1 3.5 1.4 0.2).
-    #[arg(required = true, allow_hyphen_values = true)]
+    /// The row's values for the key columns, in order (e.g. 5.1 3.5 1.4 0.2; negative numbers
+    /// too; after `--`, any text).
+    #[arg(required = true, allow_negative_numbers = true)]
     values: Vec<String>,
 
     /// Also print the key.
     #[arg(long)]
     show_key: bool,
+
+    /// Take the columns' types from this plan file (`runner plan --out`) instead of reading the
+    /// source's first rows: nothing of the input is read.
+    #[arg(long, value_name = "PLAN")]
+    plan: Option<String>,
 }
 
 #[derive(Args)]
@@ -155,6 +162,12 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     shards: Option<u32>,
 
+    /// Run from this plan file (`runner plan --out`; a path or s3://): the shard lists and
+    /// types nothing, and reads its own splits as the plan found them (an object changed since
+    /// fails the run). The plan must be of this spec and this number of shards.
+    #[arg(long, value_name = "PLAN")]
+    plan: Option<String>,
+
     /// When standard output or standard error is not a terminal (no progress line), log a
     /// progress line every this many seconds: rows read, written and rejected, bytes, rate,
     /// ETA (`progress: key=value ...`; see docs/spec.md). 0 or --no-progress: none.
@@ -192,8 +205,9 @@ impl RunArgs {
         }
     }
 
-    /// The plan of this run: its shard, its progress log lines, where it pushes metrics.
-    fn plan(&self) -> anyhow::Result<Plan> {
+    /// The plan of this run: its shard, its plan file, its progress log lines, where it pushes
+    /// metrics.
+    fn plan(&self, runtime: &Runtime) -> anyhow::Result<Plan> {
         let shard = self.shard().map_err(Invalid)?;
         let spec = Spec::load(&self.common.spec)?;
         let mut options = self.common.options(shard);
@@ -203,8 +217,22 @@ impl RunArgs {
             let every = Duration::from_secs(self.metrics_seconds.max(1));
             options.metrics = Some(Metrics { pusher: Arc::new(pusher), every });
         }
-        Ok(Plan::new(spec, &options)?)
+        from_plan_file(runtime, Plan::new(spec, &options)?, self.plan.as_deref())
     }
+}
+
+/// `plan`, run from the plan file at `url` if one is given: checked to be of this spec and this
+/// number of shards (exit status 2 otherwise).
+fn from_plan_file(runtime: &Runtime, plan: Plan, url: Option<&str>) -> anyhow::Result<Plan> {
+    let Some(url) = url else { return Ok(plan) };
+    let file = runtime.block_on(PlanFile::load(url, &plan.s3)).map_err(|e| match e.downcast::<PlanMismatch>() {
+        Ok(mismatch) => anyhow::Error::from(mismatch),
+        // A plan that cannot be read is a command line that cannot be run.
+        Err(e) => Invalid(format!("--plan: {e:#}")).into(),
+    })?;
+    file.check(plan.spec.text(), plan.shard.count)
+        .map_err(|PlanMismatch(e)| PlanMismatch(format!("--plan {}: {e}", redact_url(url))))?;
+    Ok(plan.with_input(file.source))
 }
 
 #[derive(Args)]
@@ -215,6 +243,12 @@ struct PlanArgs {
     /// The number of shards to plan for.
     #[arg(long, default_value_t = 1)]
     shards: u32,
+
+    /// Write the plan to this file (a path or s3://), for `runner run --plan`: the input listed
+    /// once (every object's size and ETag), its columns typed once (a CSV input is read
+    /// whole for it), and each shard's splits.
+    #[arg(long, value_name = "PLAN")]
+    out: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -229,7 +263,7 @@ impl CommonArgs {
         let plugin_dirs = self.plugin_dirs.clone();
         let progress = !self.no_progress;
         let registry = Registry::builtin();
-        Options { plugin_dirs, cache, progress, progress_every: None, metrics: None, shard, registry }
+        Options { plugin_dirs, cache, progress, progress_every: None, metrics: None, shard, registry, input: None }
     }
 
     fn plan(&self) -> anyhow::Result<Plan> {
@@ -249,7 +283,8 @@ struct Invalid(String);
 struct Reported(anyhow::Error);
 
 /// The exit status of a failed command, decided here and nowhere else: 2 for a spec or a
-/// command line that is invalid (a plugin that refuses its config included), 130 or 143 for a
+/// command line that is invalid (a plugin that refuses its config, a plan file made for another
+/// spec or number of shards included), 130 or 143 for a
 /// run a signal stopped, 1 for any other failure.
 fn exit_code(e: &anyhow::Error) -> ExitCode {
     let e = e.downcast_ref::<Reported>().map_or(e, |Reported(inner)| inner);
@@ -257,7 +292,10 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
         // 128 + the signal number, as shells report a process a signal stopped.
         Some(Interrupted("SIGINT")) => ExitCode::from(130),
         Some(_) => ExitCode::from(143),
-        None if e.downcast_ref::<SpecError>().is_some() || e.downcast_ref::<Invalid>().is_some() => {
+        None if e.downcast_ref::<SpecError>().is_some()
+            || e.downcast_ref::<Invalid>().is_some()
+            || e.downcast_ref::<PlanMismatch>().is_some() =>
+        {
             ExitCode::from(EXIT_INVALID)
         }
         None => ExitCode::from(EXIT_RUN_FAILED),
@@ -327,7 +365,7 @@ fn main() -> ExitCode {
 
 fn run(runtime: &Runtime, mut args: RunArgs) -> anyhow::Result<()> {
     args.common.no_progress |= args.quiet;
-    let plan = args.plan()?;
+    let plan = args.plan(runtime)?;
     // Signals are watched from before the steps open, on a thread of their own: a second
     // Ctrl-C works even while plugin calls hold every worker of the run's runtime.
     let stop = Arc::new(Stop::default());
@@ -387,13 +425,28 @@ fn plan(runtime: &Runtime, args: PlanArgs) -> anyhow::Result<()> {
         return Err(Invalid("--shards must be at least 1".into()).into());
     }
     let plan = args.common.plan()?;
-    let shards = runtime.block_on(plan.shard_plan(args.shards))?;
-    out!("{shards}");
+    let Some(out) = &args.out else {
+        let shards = runtime.block_on(plan.shard_plan(args.shards))?;
+        out!("{shards}");
+        return Ok(());
+    };
+    let source = runtime.block_on(plan.plan_input(args.shards))?;
+    let file = PlanFile {
+        version: PLAN_VERSION,
+        made_by: format!("runner {}", env!("CARGO_PKG_VERSION")),
+        spec: args.common.spec.display().to_string(),
+        spec_digest: spec_digest(plan.spec.text()),
+        shards: args.shards,
+        source,
+    };
+    let written = runtime.block_on(file.save(out, &plan.s3))?;
+    out!("{}", ShardPlan { shards: file.source.shards(args.shards), note: None });
+    outln!("plan written to {written}: {file}");
     Ok(())
 }
 
 fn lookup(runtime: &Runtime, args: LookupArgs) -> anyhow::Result<()> {
-    let plan = args.common.plan()?;
+    let plan = from_plan_file(runtime, args.common.plan()?, args.plan.as_deref())?;
     let found = runtime.block_on(runner::lookup::lookup(plan, &args.values))?;
     if args.show_key {
         outln!("key: {}", found.key);

@@ -29,8 +29,12 @@ const CHUNK_BYTES: u64 = 8 << 20;
 const FIRST_CHUNK_BYTES: u64 = 1 << 20;
 /// Range requests in flight while the reader works on the chunk before them.
 const CHUNKS_IN_FLIGHT: usize = 2;
+/// HEAD requests at once, for a listing that lacks ETags.
+const HEADS_IN_FLIGHT: usize = 16;
 /// Bytes per range request past the end of a split, where its reader finishes its last line.
-const TAIL_BYTES: u64 = 64 << 10;
+const TAIL_BYTES: u64 = 16 << 10;
+/// Bytes of the first request for an object's header line (see [`ObjectUrl::read_first_line`]).
+const HEADER_BYTES: u64 = 4 << 10;
 
 /// The first line of the bytes `chunks` yields, its newline included (all of them when there is
 /// none); reads no chunk past it.
@@ -212,6 +216,21 @@ impl ObjectUrl {
             .map_err(|e| anyhow::anyhow!("{self}: {}", self.describe(&e)))?;
         // A stable order: reruns, and shards of a run, see the objects in the same sequence.
         found.sort_by(|a, b| a.location.cmp(&b.location));
+        // A listing without ETags (some S3-protocol servers leave them out): each object's
+        // HEAD gives its own, so reads, and plans, are pinned to a version.
+        if found.iter().any(|meta| meta.e_tag.is_none()) {
+            found = futures::stream::iter(found)
+                .map(|meta| async move {
+                    match meta.e_tag {
+                        Some(_) => Ok(meta),
+                        None => self.store.head(&meta.location).await,
+                    }
+                })
+                .buffered(HEADS_IN_FLIGHT)
+                .try_collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("{self}: {}", self.describe(&e)))?;
+        }
         Ok(found)
     }
 
@@ -237,15 +256,7 @@ impl ObjectUrl {
         let (store, runtime) = (self.store.clone(), tokio::runtime::Handle::current());
         let fetch = move |range: Range<u64>| {
             let (store, meta) = (store.clone(), meta.clone());
-            runtime.spawn(async move {
-                let options = GetOptions {
-                    range: Some(GetRange::Bounded(range)),
-                    if_match: meta.e_tag.clone(),
-                    version: meta.version.clone(),
-                    ..GetOptions::default()
-                };
-                store.get_opts(&meta.location, options).await?.bytes().await
-            })
+            runtime.spawn(async move { get_version(&*store, &meta, range).await })
         };
         let end = range.end.min(size);
         let tail = (end..size).step_by(TAIL_BYTES as usize).map(move |start| start..size.min(start + TAIL_BYTES));
@@ -263,7 +274,8 @@ impl ObjectUrl {
     }
 
     /// The object's first line, its newline included (all of it when it has none): a CSV
-    /// object's header, which every split of the object needs.
+    /// object's header, which every split of the object needs. Read in small requests
+    /// ([`HEADER_BYTES`], doubling while no newline is found), not a split's chunks.
     pub async fn read_first_line(&self, found: &FoundObject) -> anyhow::Result<bytes::Bytes> {
         // The chunk fetched with the object's HEAD holds it, most often: no request more.
         if let Some(first) = &found.first
@@ -271,11 +283,24 @@ impl ObjectUrl {
         {
             return Ok(first.slice(..=end));
         }
-        let chunks = self.read_range(FoundObject { first: None, ..found.clone() }, 0..0);
-        let line = first_line(chunks)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {}", self.name_of(&found.meta.location), self.describe(&e)))?;
-        Ok(line.into())
+        let size = found.meta.size;
+        if size == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        let mut want = HEADER_BYTES;
+        loop {
+            let end = size.min(want);
+            let bytes = get_version(&*self.store, &found.meta, 0..end)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", self.name_of(&found.meta.location), self.describe(&e)))?;
+            if let Some(at) = memchr::memchr(b'\n', &bytes) {
+                return Ok(bytes.slice(..=at));
+            }
+            if end == size {
+                return Ok(bytes);
+            }
+            want = want.saturating_mul(2);
+        }
     }
 
     /// Checks that the object exists and is readable, and returns its size; the error names the
@@ -320,6 +345,35 @@ impl ObjectUrl {
             None => "/".into(),
         }
     }
+}
+
+/// Bytes `range` of the version of an object that `meta` describes (as a listing or a plan found
+/// it): the request asks for that version (`If-Match` its ETag), and the response's own
+/// description is checked too, for a server that ignores `If-Match`; without an ETag, its size
+/// and modification time (to the second) tell. Another version fails with
+/// `object_store::Error::Precondition`.
+pub async fn get_version(
+    store: &dyn ObjectStore,
+    meta: &ObjectMeta,
+    range: Range<u64>,
+) -> object_store::Result<bytes::Bytes> {
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(range)),
+        if_match: meta.e_tag.clone(),
+        version: meta.version.clone(),
+        ..GetOptions::default()
+    };
+    let got = store.get_opts(&meta.location, options).await?;
+    let same = match (&meta.e_tag, &got.meta.e_tag) {
+        (Some(expected), Some(found)) => expected == found,
+        _ => got.meta.size == meta.size && got.meta.last_modified.timestamp() == meta.last_modified.timestamp(),
+    };
+    if !same {
+        let path = meta.location.to_string();
+        let source = format!("{path}: expected ETag {:?}, found {:?}", meta.e_tag, got.meta.e_tag).into();
+        return Err(object_store::Error::Precondition { path, source });
+    }
+    got.bytes().await
 }
 
 /// The byte ranges `start..end` of an object is read in: [`FIRST_CHUNK_BYTES`], then
@@ -375,7 +429,9 @@ fn describe_error(e: &object_store::Error, retry_seconds: Option<u64>) -> String
             "no such bucket".to_string()
         }
         object_store::Error::NotFound { .. } => "no such object".to_string(),
-        object_store::Error::Precondition { .. } => "the object changed while it was being read".to_string(),
+        object_store::Error::Precondition { .. } => {
+            "the object changed since it was listed (another version is stored now)".to_string()
+        }
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             "access denied: check the credentials".to_string()
         }

@@ -421,7 +421,10 @@ async fn an_object_replaced_mid_read_fails_instead_of_mixing_versions() {
     let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     assert!(outcomes.iter().all(|o| o != &Ok(false)), "no chunk of the second version is returned: {outcomes:?}");
     assert!(!failed.is_empty(), "the read notices the change: {outcomes:?}");
-    assert!(failed.iter().all(|e| e.as_str() == "the object changed while it was being read"), "{failed:?}");
+    assert!(
+        failed.iter().all(|e| e.as_str() == "the object changed since it was listed (another version is stored now)"),
+        "{failed:?}"
+    );
 }
 
 /// The S3 server goes away in the middle of reading an object and comes back two seconds

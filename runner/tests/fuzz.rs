@@ -115,7 +115,7 @@ async fn read_all(path: &Path, dir: &Path, batch_rows: usize, declare: bool) -> 
     let url = ObjectUrl::parse(&config.url, dir, &S3Options::default())?;
     let context =
         SourceContext { config, batch_rows, step: "source".into(), policy: Policy::default(), shard: Shard::default() };
-    let mut source = CsvSource::open(context, url, Arc::new(Progress::default())).await?;
+    let mut source = CsvSource::open(context, url, None, Arc::new(Progress::default())).await?;
     let mut sizes = Vec::new();
     while let Some(batch) = source.next_batch().await? {
         sizes.push(batch.rows());

@@ -38,7 +38,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::spec::{Role, Spec, SpecError, StepSpec};
-use crate::step::{Frame, Shard, Sink, Source, SplitInfo, StepContext, Transform};
+use crate::step::{Frame, Shard, Sink, Source, SourcePlan, SplitInfo, StepContext, Transform};
 
 /// What planning a step knows besides its config: checks that depend on the run see it here.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,6 +88,18 @@ pub trait Kind: Send + Sync + 'static {
     /// A source's splits for each of `count` shards, from a listing of its input (what
     /// `runner plan` prints); `None` when the source has no splits to show.
     async fn splits(_config: &Self::Config, _context: &StepContext, _count: u32) -> anyhow::Result<Option<Splits>> {
+        Ok(None)
+    }
+
+    /// A source's input planned once for `count` shards (`runner plan --out`): every object
+    /// with its version, the splits and their shards, the column types (a typing pass, if the
+    /// kind needs one). A source opened with [`StepContext::input`] reads from it and lists
+    /// nothing. `None`: the kind cannot be planned.
+    async fn plan_input(
+        _config: &Self::Config,
+        _context: &StepContext,
+        _count: u32,
+    ) -> anyhow::Result<Option<SourcePlan>> {
         Ok(None)
     }
 
@@ -222,6 +234,11 @@ impl Builtin {
         self.planned.splits(context, count).await
     }
 
+    /// A source's input planned once for `count` shards; `None` when the kind cannot be planned.
+    pub async fn plan_input(&self, context: &StepContext, count: u32) -> anyhow::Result<Option<SourcePlan>> {
+        self.planned.plan_input(context, count).await
+    }
+
     /// A source's columns, reading no rows; `None` when it cannot tell before it runs.
     pub async fn columns(&self, context: &StepContext) -> anyhow::Result<Option<Vec<String>>> {
         self.planned.columns(context).await
@@ -269,6 +286,11 @@ trait PlannedKind: fmt::Debug + Send + Sync {
     fn open<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Opened>>;
     fn splits<'a>(&'a self, context: &'a StepContext, count: u32) -> BoxFuture<'a, anyhow::Result<Option<Splits>>>;
     fn columns<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Option<Vec<String>>>>;
+    fn plan_input<'a>(
+        &'a self,
+        context: &'a StepContext,
+        count: u32,
+    ) -> BoxFuture<'a, anyhow::Result<Option<SourcePlan>>>;
     fn reads(&self) -> Vec<String>;
     fn output_columns(&self, input: &[String]) -> Result<Option<Vec<String>>, String>;
 }
@@ -304,6 +326,14 @@ impl<K: Kind> PlannedKind for Planned<K> {
 
     fn columns<'a>(&'a self, context: &'a StepContext) -> BoxFuture<'a, anyhow::Result<Option<Vec<String>>>> {
         K::columns(&self.0, context)
+    }
+
+    fn plan_input<'a>(
+        &'a self,
+        context: &'a StepContext,
+        count: u32,
+    ) -> BoxFuture<'a, anyhow::Result<Option<SourcePlan>>> {
+        K::plan_input(&self.0, context, count)
     }
 
     fn reads(&self) -> Vec<String> {
@@ -379,6 +409,7 @@ mod tests {
             policy: Policy::default(),
             shard: Shard::default(),
             frame: Frame::Csv,
+            input: None,
         }
     }
 

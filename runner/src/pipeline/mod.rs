@@ -38,7 +38,7 @@ use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
 use crate::report::{Counts, PluginLoad, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
-use crate::step::{Frame, Policy, Progress, Shard, ShardPlan, Sink, Source, Transform};
+use crate::step::{Frame, PlanMismatch, Policy, Progress, Shard, ShardPlan, Sink, Source, SourcePlan, Transform};
 use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
@@ -63,6 +63,8 @@ pub struct Options {
     pub shard: Shard,
     /// The built-in kinds (`kind = "..."`) steps may use.
     pub registry: Registry,
+    /// The source's input as a plan file planned it (`--plan`): the run lists and types nothing.
+    pub input: Option<Arc<SourcePlan>>,
 }
 
 /// A checked pipeline, ready to run.
@@ -78,6 +80,8 @@ pub struct Plan {
     started: Instant,
     /// The part of the input this run reads.
     pub shard: Shard,
+    /// The source's input, planned (`--plan`).
+    input: Option<Arc<SourcePlan>>,
 }
 
 impl Plan {
@@ -217,6 +221,7 @@ impl Plan {
             metrics: options.metrics.clone(),
             started,
             shard: options.shard,
+            input: options.input.clone(),
         })
     }
 
@@ -364,6 +369,39 @@ impl Plan {
         })
     }
 
+    /// The source's input planned once for `count` shards, as a plan file holds it (`runner
+    /// plan --out`). A source that cannot be planned (a plugin, which divides its input itself)
+    /// is refused, naming the step.
+    pub async fn plan_input(&self, count: u32) -> anyhow::Result<SourcePlan> {
+        let source = &self.steps[0];
+        if let PlannedImplementation::Builtin(builtin) = &source.implementation {
+            let context = self.context(Arc::default()).step(source, Policy::default());
+            if let Some(input) = builtin.plan_input(&context, count).await? {
+                return Ok(input);
+            }
+        }
+        Err(PlanMismatch(format!(
+            "step `{}` ({}) cannot be planned: a plan file needs a built-in source that divides its input \
+             (csv, parquet)",
+            source.spec.name,
+            source.label()
+        ))
+        .into())
+    }
+
+    /// This plan run from a plan file's input: its source lists and types nothing. The caller
+    /// checks that the file was made from this spec for this number of shards
+    /// ([`crate::step::PlanFile::check`]).
+    pub fn with_input(mut self, input: SourcePlan) -> Plan {
+        self.input = Some(Arc::new(input));
+        self
+    }
+
+    /// The plan file's input this plan runs from, if any.
+    pub fn input(&self) -> Option<&SourcePlan> {
+        self.input.as_deref()
+    }
+
     /// Opens only the source and reads its first batch: how `runner lookup` learns the types.
     pub async fn first_batch(self) -> anyhow::Result<Option<Batch>> {
         let context = self.context(Arc::default());
@@ -380,6 +418,7 @@ impl Plan {
             runtime: self.runtime.clone(),
             shard: self.shard,
             frame: self.frame(),
+            input: self.input.clone(),
             dead_letters: Arc::default(),
         }
     }

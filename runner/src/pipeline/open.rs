@@ -13,7 +13,7 @@ use crate::format::redact_url;
 use crate::object_url::ObjectUrl;
 use crate::plugin::{AssetBytes, PluginRuntime, PluginSink, PluginSource, PluginStep, PluginTransform, Refused};
 use crate::spec::{DeadLetterConfig, S3Options, Spec};
-use crate::step::{DeadLetter, Frame, Policy, Progress, Shard, Sink, Source, StepContext, Transform};
+use crate::step::{DeadLetter, Frame, Policy, Progress, Shard, Sink, Source, SourcePlan, StepContext, Transform};
 
 /// What opening a step needs besides the step itself. Cheap to clone: each step opens in its
 /// own task, with its own copy.
@@ -27,6 +27,8 @@ pub struct OpenContext {
     pub shard: Shard,
     /// How pandas reads the pipeline's source.
     pub frame: Frame,
+    /// The source's input, when the run is one shard of a plan file.
+    pub input: Option<Arc<SourcePlan>>,
     /// The file and object dead letters opened so far, by the place they write: steps that
     /// name one share it (one writer, so their lines never interleave; one object put).
     pub(super) dead_letters: Arc<tokio::sync::Mutex<BTreeMap<String, Arc<dyn DeadLetter>>>>,
@@ -48,6 +50,7 @@ impl OpenContext {
             policy,
             shard: self.shard,
             frame: self.frame,
+            input: self.input.clone(),
         }
     }
 }

@@ -234,6 +234,11 @@ impl Spec {
         Spec::parse(path, &text)
     }
 
+    /// The file's text, as read (before `${...}` interpolation): what a plan file's digest is of.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Checks a spec given as text; `path` is used in messages and to resolve relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
         let doc = Document { path, text };

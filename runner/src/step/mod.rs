@@ -8,7 +8,9 @@
 //! - `policy`: the error policy itself ([`Policy`]) and rejected rows ([`Rejected`]).
 //! - `progress`: the counters steps update as they run ([`Progress`]).
 //! - `shard`: which part of the input a run reads ([`Shard`]).
+//! - `plan`: plan files, a sharded run's input listed and typed once ([`PlanFile`]).
 
+mod plan;
 mod policy;
 mod progress;
 mod shard;
@@ -21,6 +23,9 @@ use async_trait::async_trait;
 use crate::batch::Batch;
 use crate::spec::S3Options;
 
+pub use plan::{
+    PLAN_VERSION, PlanFile, PlanMismatch, PlannedColumn, PlannedObject, PlannedSplit, SourcePlan, spec_digest,
+};
 pub use policy::{DeadLetter, Policy, Rejected, reject_batch, row_json};
 pub use progress::{Counting, Progress};
 pub use shard::{Shard, ShardPlan, SplitInfo};
@@ -57,6 +62,8 @@ pub struct StepContext {
     pub shard: Shard,
     /// How pandas reads the pipeline's source, which the row keys follow.
     pub frame: Frame,
+    /// A source run from a plan file: its input as planned (it lists and types nothing).
+    pub input: Option<Arc<SourcePlan>>,
 }
 
 /// A step failed on one row of its input batch: the rest of the batch can be retried without

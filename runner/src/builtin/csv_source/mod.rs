@@ -48,12 +48,12 @@ use super::{Kind, Opened, PlanContext, Splits};
 use crate::batch::Batch;
 use crate::object_url::{FoundObject, ObjectUrl, Split, first_line};
 use crate::spec::Role;
-use crate::step::{Counting, Policy, Progress, Shard, Source, StepContext};
+use crate::step::{Counting, Policy, Progress, Shard, Source, SourcePlan, StepContext};
 pub use config::{CsvSourceConfig, DEFAULT_SPLIT_BYTES};
 use rows::read_csv;
-use splits::{SplitBounds, SplitReader, shard_plan, shard_splits, split_info};
+use splits::{SplitBounds, SplitReader, plan_splits, planned_splits, shard_plan, shard_splits, split_info};
 pub use typing::KEEP_BYTES;
-use typing::{Kept, types};
+use typing::{Kept, planned_column, planned_columns, types};
 
 /// What the reader needs besides the data: its config, its batch size, its step's policy, and
 /// the shard of the input it reads.
@@ -92,12 +92,36 @@ impl Kind for CsvSource {
             policy: context.policy.clone(),
             shard: context.shard,
         };
-        Ok(Opened::Source(Box::new(CsvSource::open(source, url, context.progress.clone()).await?)))
+        let input = context.input.as_deref();
+        Ok(Opened::Source(Box::new(CsvSource::open(source, url, input, context.progress.clone()).await?)))
     }
 
     async fn splits(config: &CsvSourceConfig, context: &StepContext, count: u32) -> anyhow::Result<Option<Splits>> {
         let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
         Ok(Some(shard_plan(config, &url, count).await?))
+    }
+
+    /// The listing, the splits with their shards, and the typing pass, once.
+    async fn plan_input(
+        config: &CsvSourceConfig,
+        context: &StepContext,
+        count: u32,
+    ) -> anyhow::Result<Option<SourcePlan>> {
+        let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
+        let objects = url.objects().await?;
+        let source = Arc::new(SourceContext {
+            config: config.clone(),
+            batch_rows: context.batch_rows,
+            step: context.step.clone(),
+            policy: context.policy.clone(),
+            shard: Shard::default(),
+        });
+        let (names, readings) = match objects.first() {
+            Some(_) => types(&source, &url, &objects).await?.0,
+            None => (Vec::new(), Vec::new()),
+        };
+        let columns = names.into_iter().zip(readings).map(|(name, reading)| planned_column(name, reading)).collect();
+        Ok(Some(plan_splits(config, &url, &objects, count, &context.step, columns).await?))
     }
 
     /// The first object's header (the first that is not empty): one line read.
@@ -122,16 +146,33 @@ impl Kind for CsvSource {
 impl CsvSource {
     /// Checks that the data is there (so a wrong URL or credentials fail before anything else
     /// starts), then reads it in the background.
-    pub async fn open(source: SourceContext, url: ObjectUrl, progress: Arc<Progress>) -> anyhow::Result<CsvSource> {
+    /// From a plan (`input`), it lists and types nothing: its splits and their columns' types
+    /// are the plan's.
+    pub async fn open(
+        source: SourceContext,
+        url: ObjectUrl,
+        input: Option<&SourcePlan>,
+        progress: Arc<Progress>,
+    ) -> anyhow::Result<CsvSource> {
         let config = &source.config;
         config.check().map_err(anyhow::Error::msg)?;
-        let objects = url.objects().await?;
-        let splits = shard_splits(&objects, config.split_bytes, source.shard);
+        let (objects, splits, planned) = match input {
+            Some(input) => {
+                let (objects, splits) = planned_splits(input, &url, source.shard)?;
+                progress.record_splits(input.splits_of(source.shard).map(|split| input.split_info(split)).collect());
+                (objects, splits, Some(planned_columns(input)?))
+            }
+            None => {
+                let objects = url.objects().await?;
+                let splits = shard_splits(&objects, config.split_bytes, source.shard);
+                progress.record_splits(splits.iter().map(|split| split_info(&url, split, None)).collect());
+                (objects, splits, None)
+            }
+        };
         progress.expect_bytes(splits.iter().map(Split::len).sum());
-        progress.record_splits(splits.iter().map(|split| split_info(&url, split, None)).collect());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::spawn(async move {
-            if let Err(e) = read_objects(source, url, objects, splits, progress, tx.clone()).await {
+            if let Err(e) = read_objects(source, url, objects, splits, planned, progress, tx.clone()).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -146,12 +187,14 @@ impl Source for CsvSource {
     }
 }
 
-/// Reads this shard's splits, in order, one after the other, typed from every object.
+/// Reads this shard's splits, in order, one after the other, typed from every object (or as
+/// `planned`).
 async fn read_objects(
     source: SourceContext,
     url: ObjectUrl,
     objects: Vec<FoundObject>,
     splits: Vec<Split>,
+    planned: Option<typing::Columns>,
     progress: Arc<Progress>,
     tx: mpsc::Sender<anyhow::Result<Batch>>,
 ) -> anyhow::Result<()> {
@@ -161,9 +204,10 @@ async fn read_objects(
     let source = Arc::new(source);
     // Every shard types the columns from the whole input, as one run would: a shard's own
     // rows could type a column otherwise, and key its rows otherwise.
-    let (mut schema, mut kept) = match objects.first() {
-        Some(_) => types(&source, &url, &objects).await.map(|(columns, kept)| (Some(columns), kept))?,
-        None => (None, Kept::new()),
+    let (mut schema, mut kept) = match (planned, objects.first()) {
+        (Some(planned), _) => (Some(planned), Kept::new()),
+        (None, Some(_)) => types(&source, &url, &objects).await.map(|(columns, kept)| (Some(columns), kept))?,
+        (None, None) => (None, Kept::new()),
     };
     // How many of this shard's splits read each kept object: the last takes its chunks, so they
     // are freed as they are parsed.

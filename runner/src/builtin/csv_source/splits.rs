@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::anyhow;
 
-use super::CsvSourceConfig;
+use super::{CsvSource, CsvSourceConfig};
+use crate::builtin::Kind;
 use crate::object_url::{FoundObject, ObjectUrl, Split, splits};
-use crate::step::{Shard, SplitInfo};
+use crate::step::{PlanMismatch, PlannedColumn, PlannedObject, PlannedSplit, Shard, SourcePlan, SplitInfo};
 
 /// How `runner plan` shows a split.
 pub(super) fn split_info(url: &ObjectUrl, split: &Split, bytes_per_row: Option<f64>) -> SplitInfo {
@@ -40,6 +41,65 @@ pub(super) async fn shard_plan(
         shards.push((shard, splits.iter().map(|split| split_info(url, split, bytes_per_row)).collect()));
     }
     Ok(shards)
+}
+
+/// The input planned for `count` shards: `objects` cut into splits as a run of `count` shards
+/// cuts them, each with the shard that reads it and its rows estimated as [`shard_plan`] does.
+pub(super) async fn plan_splits(
+    config: &CsvSourceConfig,
+    url: &ObjectUrl,
+    objects: &[FoundObject],
+    count: u32,
+    step: &str,
+    columns: Vec<PlannedColumn>,
+) -> anyhow::Result<SourcePlan> {
+    let bytes_per_row = match objects.iter().find(|o| o.meta.size > 0) {
+        Some(object) => sample_bytes_per_row(url, object).await?,
+        None => None,
+    };
+    let all = if count == 1 { splits(objects, 0) } else { splits(objects, config.split_bytes) };
+    let sizes: Vec<u64> = all.iter().map(Split::len).collect();
+    let mut owners = vec![0; all.len()];
+    for index in 0..count {
+        let shard = Shard::new(index, count).map_err(anyhow::Error::msg)?;
+        owners[shard.take(&sizes)].fill(index);
+    }
+    let position = |split: &Split| objects.iter().position(|o| o.meta.location == split.object.meta.location);
+    let planned = all.iter().zip(owners).map(|(split, shard)| PlannedSplit {
+        shard,
+        object: position(split).unwrap_or_default(),
+        start: split.range.start,
+        end: split.range.end,
+        row_group: None,
+        estimated_rows: bytes_per_row.map(|b| (split.len() as f64 / b).round() as u64),
+    });
+    Ok(SourcePlan {
+        step: step.to_string(),
+        kind: CsvSource::NAME.to_string(),
+        url: url.to_string(),
+        objects: objects.iter().map(|o| PlannedObject::new(url.name_of(&o.meta.location), &o.meta)).collect(),
+        splits: planned.collect(),
+        columns,
+    })
+}
+
+/// A shard's splits from a plan, and every object of it (as it was when planned: each read
+/// asks for that version), checked to be a CSV source's plan over this source's URL.
+pub(super) fn planned_splits(
+    input: &SourcePlan,
+    url: &ObjectUrl,
+    shard: Shard,
+) -> anyhow::Result<(Vec<FoundObject>, Vec<Split>)> {
+    if input.kind != CsvSource::NAME {
+        return Err(PlanMismatch(format!("the plan is of a `{}` source, not `{}`", input.kind, CsvSource::NAME)).into());
+    }
+    input.check_url(url)?;
+    let objects: Vec<FoundObject> = input.objects.iter().map(|o| FoundObject { meta: o.meta(), first: None }).collect();
+    let splits = input
+        .splits_of(shard)
+        .map(|split| Split { object: objects[split.object].clone(), range: split.start..split.end })
+        .collect();
+    Ok((objects, splits))
 }
 
 /// Bytes per row over the first 64 KiB of an object (its header left out); `None` when that

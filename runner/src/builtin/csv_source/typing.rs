@@ -17,6 +17,7 @@ use super::{CsvSourceConfig, SourceContext};
 use crate::batch::ColumnType;
 use crate::format::{is_na, number_text, parse_bool};
 use crate::object_url::{FoundObject, ObjectUrl};
+use crate::step::{PlanMismatch, PlannedColumn, SourcePlan};
 
 /// The columns of the input and how each is read; every object must have the same header.
 pub(super) type Columns = (Vec<String>, Vec<Reading>);
@@ -46,6 +47,38 @@ impl Reading {
         }
     }
 }
+
+/// How a plan file records a column the typing pass typed.
+pub(super) fn planned_column(name: String, reading: Reading) -> PlannedColumn {
+    let read = match reading {
+        Reading::As(ty) => ty.to_string(),
+        Reading::BoolText => BOOL_TEXT.to_string(),
+    };
+    PlannedColumn { name, ty: reading.column_type(), read, index: None }
+}
+
+/// A plan file's columns, as the typing pass would have typed them.
+pub(super) fn planned_columns(input: &SourcePlan) -> Result<Columns, PlanMismatch> {
+    let mut columns = (Vec::with_capacity(input.columns.len()), Vec::with_capacity(input.columns.len()));
+    for column in &input.columns {
+        let reading = match column.read.as_str() {
+            BOOL_TEXT if column.ty == ColumnType::String => Reading::BoolText,
+            read if read == column.ty.to_string() => Reading::As(column.ty),
+            read => {
+                return Err(PlanMismatch(format!(
+                    "the plan's column `{}` is read as `{read}`, which a csv source does not do",
+                    column.name
+                )));
+            }
+        };
+        columns.0.push(column.name.clone());
+        columns.1.push(reading);
+    }
+    Ok(columns)
+}
+
+/// How a plan file names [`Reading::BoolText`].
+const BOOL_TEXT: &str = "bool-text";
 
 /// What one column held, over the whole input: enough to type it as pandas does.
 #[derive(Debug, Default, Clone, Copy)]

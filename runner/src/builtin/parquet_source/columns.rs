@@ -27,7 +27,8 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
 use super::footers::Footer;
-use crate::batch::{Column, Dictionary, Values};
+use crate::batch::{Column, ColumnType, Dictionary, Values};
+use crate::step::{PlanMismatch, PlannedColumn, SourcePlan};
 
 /// How one column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,61 @@ pub(super) enum Read {
     Dictionary,
     /// A column of nulls only.
     Null,
+}
+
+impl Read {
+    /// Every way, by the name a plan file gives it.
+    const NAMED: [(Read, &'static str); 8] = [
+        (Read::Int { as_float: false }, "int"),
+        (Read::Int { as_float: true }, "int-as-float"),
+        (Read::Float64, "float64"),
+        (Read::Float32, "float32"),
+        (Read::Bool, "bool"),
+        (Read::Text, "text"),
+        (Read::Dictionary, "dictionary"),
+        (Read::Null, "null"),
+    ];
+
+    fn name(self) -> &'static str {
+        Read::NAMED.iter().find(|(read, _)| *read == self).map_or("?", |(_, name)| name)
+    }
+
+    /// The batch type it makes.
+    fn column_type(self) -> ColumnType {
+        match self {
+            Read::Int { as_float: false } => ColumnType::S64,
+            Read::Int { as_float: true } | Read::Float64 | Read::Float32 => ColumnType::F64,
+            Read::Bool => ColumnType::Bool,
+            Read::Text | Read::Dictionary | Read::Null => ColumnType::String,
+        }
+    }
+}
+
+/// How a plan file records a column.
+pub(super) fn planned_column(planned: &Planned) -> PlannedColumn {
+    PlannedColumn {
+        name: planned.name.clone(),
+        ty: planned.read.column_type(),
+        read: planned.read.name().to_string(),
+        index: Some(planned.index),
+    }
+}
+
+/// A plan file's columns, as [`plan`] would have planned them.
+pub(super) fn from_plan(input: &SourcePlan) -> Result<Vec<Planned>, PlanMismatch> {
+    let planned = input.columns.iter().map(|column| {
+        let read = Read::NAMED.iter().find(|(_, name)| *name == column.read).map(|(read, _)| *read);
+        match (read, column.index) {
+            (Some(read), Some(index)) if read.column_type() == column.ty => {
+                Ok(Planned { name: column.name.clone(), index, read })
+            }
+            _ => Err(PlanMismatch(format!(
+                "the plan's column `{}` ({} read as `{}`) is not one a parquet source reads",
+                column.name, column.ty, column.read
+            ))),
+        }
+    });
+    planned.collect()
 }
 
 /// One column the source reads: its name, its index among the file's columns, and how.

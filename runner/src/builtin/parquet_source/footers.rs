@@ -8,13 +8,13 @@ use anyhow::bail;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use crate::object_url::ObjectUrl;
+use crate::object_url::{ObjectUrl, get_version};
 use crate::step::{Progress, Shard, SplitInfo};
 
 /// Bytes asked for at an object's end, where the footer is: most footers fit, so one request
@@ -43,14 +43,7 @@ impl ObjectFile {
     fn fetch(&self, range: Range<u64>) -> BoxFuture<'static, parquet::errors::Result<Bytes>> {
         let (store, meta, progress) = (self.store.clone(), self.meta.clone(), self.progress.clone());
         async move {
-            let options = GetOptions {
-                range: Some(GetRange::Bounded(range)),
-                if_match: meta.e_tag.clone(),
-                version: meta.version.clone(),
-                ..GetOptions::default()
-            };
-            let bytes =
-                store.get_opts(&meta.location, options).await.map_err(external)?.bytes().await.map_err(external)?;
+            let bytes = get_version(&*store, &meta, range).await.map_err(external)?;
             if let Some(progress) = &progress {
                 progress.read_bytes(bytes.len() as u64);
             }
@@ -146,7 +139,23 @@ pub(super) async fn footers(url: &ObjectUrl, progress: Option<Arc<Progress>>) ->
         let file = meta.location.filename().unwrap_or_default();
         !url.is_prefix || !(file.starts_with('_') || file.starts_with('.'))
     });
-    let footers: Vec<Footer> = futures::stream::iter(objects)
+    let footers = footers_of(url, objects.collect(), progress).await?;
+    if let Some(first) = footers.first() {
+        for other in &footers[1..] {
+            same_schema(first, other)?;
+        }
+    }
+    Ok(footers)
+}
+
+/// The footers of `objects` (as listed, or as a plan lists them: each read asks for that
+/// version), in their order, a few at a time.
+pub(super) async fn footers_of(
+    url: &ObjectUrl,
+    objects: Vec<ObjectMeta>,
+    progress: Option<Arc<Progress>>,
+) -> anyhow::Result<Vec<Footer>> {
+    futures::stream::iter(objects)
         .map(|meta| {
             let (url, progress) = (url.clone(), progress.clone());
             async move {
@@ -160,13 +169,7 @@ pub(super) async fn footers(url: &ObjectUrl, progress: Option<Arc<Progress>>) ->
         })
         .buffered(FOOTERS_IN_FLIGHT)
         .try_collect()
-        .await?;
-    if let Some(first) = footers.first() {
-        for other in &footers[1..] {
-            same_schema(first, other)?;
-        }
-    }
-    Ok(footers)
+        .await
 }
 
 /// `other` has the columns of `first`, in the same order and of the same types.

@@ -39,9 +39,9 @@ use super::{Kind, Opened, PlanContext, Splits};
 use crate::batch::Batch;
 use crate::object_url::ObjectUrl;
 use crate::spec::Role;
-use crate::step::{Frame, Progress, Shard, Source, StepContext};
+use crate::step::{Frame, PlanMismatch, PlannedObject, PlannedSplit, Progress, Shard, Source, SourcePlan, StepContext};
 use columns::Planned;
-use footers::{Footer, ObjectFile, RowGroup, footers, shard_row_groups, split_info};
+use footers::{Footer, ObjectFile, RowGroup, footers, footers_of, row_groups, shard_row_groups, split_info};
 
 /// The `config` table of a `parquet` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +80,12 @@ impl Kind for ParquetSource {
 
     async fn open(config: &ParquetSourceConfig, context: &StepContext) -> anyhow::Result<Opened> {
         let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
-        let source = ParquetSource::open(config, url, context.batch_rows, context.shard, context.progress.clone());
-        Ok(Opened::Source(Box::new(source.await?)))
+        let (batch_rows, shard, progress) = (context.batch_rows, context.shard, context.progress.clone());
+        let source = match context.input.as_deref() {
+            Some(input) => ParquetSource::open_planned(input, url, batch_rows, shard, progress).await?,
+            None => ParquetSource::open(config, url, batch_rows, shard, progress).await?,
+        };
+        Ok(Opened::Source(Box::new(source)))
     }
 
     /// The row groups of every object, from the footers.
@@ -95,6 +99,39 @@ impl Kind for ParquetSource {
             shards.push((shard, groups.iter().map(|g| split_info(&footers, g)).collect()));
         }
         Ok(Some(shards))
+    }
+
+    /// The footers, once: the row groups with their shards, and the columns' types.
+    async fn plan_input(
+        config: &ParquetSourceConfig,
+        context: &StepContext,
+        count: u32,
+    ) -> anyhow::Result<Option<SourcePlan>> {
+        let url = ObjectUrl::parse(&config.url, &context.base_dir, &context.s3)?;
+        let footers = footers(&url, None).await?;
+        let planned = columns::plan(&footers, &config.columns)?;
+        let groups = row_groups(&footers);
+        let sizes: Vec<u64> = groups.iter().map(|g| g.range.end - g.range.start).collect();
+        let mut owners = vec![0; groups.len()];
+        for index in 0..count {
+            owners[Shard::new(index, count).map_err(anyhow::Error::msg)?.take(&sizes)].fill(index);
+        }
+        let splits = groups.iter().zip(owners).map(|(group, shard)| PlannedSplit {
+            shard,
+            object: group.object,
+            start: group.range.start,
+            end: group.range.end,
+            row_group: Some(group.index),
+            estimated_rows: Some(group.rows),
+        });
+        Ok(Some(SourcePlan {
+            step: context.step.clone(),
+            kind: ParquetSource::NAME.to_string(),
+            url: url.to_string(),
+            objects: footers.iter().map(|f| PlannedObject::new(f.name.clone(), &f.meta)).collect(),
+            splits: splits.collect(),
+            columns: planned.iter().map(columns::planned_column).collect(),
+        }))
     }
 
     /// The first object's schema (its footer; no rows).
@@ -132,16 +169,53 @@ impl ParquetSource {
         }
         let planned = columns::plan(&footers, &config.columns)?;
         let groups = shard_row_groups(&footers, shard);
+        Ok(ParquetSource::start(Read { url, footers, planned, batch_rows, progress }, groups))
+    }
+
+    /// From a plan: reads the footers of the objects holding this shard's row groups only (each
+    /// request pinned to the version planned) and takes the columns' types from the plan.
+    pub async fn open_planned(
+        input: &SourcePlan,
+        url: ObjectUrl,
+        batch_rows: usize,
+        shard: Shard,
+        progress: Arc<Progress>,
+    ) -> anyhow::Result<ParquetSource> {
+        if input.kind != ParquetSource::NAME {
+            let e = format!("the plan is of a `{}` source, not `{}`", input.kind, ParquetSource::NAME);
+            return Err(PlanMismatch(e).into());
+        }
+        input.check_url(&url)?;
+        let planned = columns::from_plan(input)?;
+        let mut objects: Vec<usize> = input.splits_of(shard).map(|split| split.object).collect();
+        objects.dedup();
+        let metas = objects.iter().map(|&object| input.objects[object].meta()).collect();
+        let footers = footers_of(&url, metas, Some(progress.clone())).await?;
+        let mut groups = Vec::new();
+        for split in input.splits_of(shard) {
+            let object = objects.iter().position(|&o| o == split.object).expect("every split's object is read");
+            let Some(index) = split.row_group.filter(|&g| g < footers[object].row_groups()) else {
+                let name = &input.objects[split.object].name;
+                return Err(PlanMismatch(format!("the plan's split of {name} is not one of its row groups")).into());
+            };
+            let rows = split.estimated_rows.unwrap_or_default();
+            groups.push(RowGroup { object, index, range: split.start..split.end, rows });
+        }
+        Ok(ParquetSource::start(Read { url, footers, planned, batch_rows, progress }, groups))
+    }
+
+    /// Decodes `groups` in the background.
+    fn start(read: Read, groups: Vec<RowGroup>) -> ParquetSource {
+        let progress = &read.progress;
         progress.expect_bytes(groups.iter().map(|g| g.range.end - g.range.start).sum());
-        progress.record_splits(groups.iter().map(|g| split_info(&footers, g)).collect());
+        progress.record_splits(groups.iter().map(|g| split_info(&read.footers, g)).collect());
         let (tx, rx) = mpsc::channel(READ_AHEAD);
-        let read = Read { url, footers, planned, batch_rows, progress };
         tokio::spawn(async move {
             if let Err(e) = read.row_groups(groups, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(ParquetSource { batches: rx })
+        ParquetSource { batches: rx }
     }
 }
 
