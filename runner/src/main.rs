@@ -17,7 +17,7 @@ use runner::plugin::contract::{PACKAGE, spoken_versions};
 use runner::plugin::{ComponentCache, EngineChecks, PluginRuntime};
 use runner::spec::Role;
 use runner::spec::{Spec, SpecError};
-use runner::step::{PLAN_VERSION, PlanFile, PlanMismatch, Shard, ShardPlan, spec_digest};
+use runner::step::{Checkpoints, PLAN_VERSION, PlanFile, PlanMismatch, Shard, ShardPlan, spec_digest};
 use tokio::runtime::Runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -168,6 +168,15 @@ struct RunArgs {
     #[arg(long, value_name = "PLAN")]
     plan: Option<String>,
 
+    /// Where a planned shard records the splits it has done, and a rerun finds them (a folder
+    /// or an s3:// prefix) [default: PLAN.checkpoints/ beside the plan file].
+    #[arg(long, value_name = "URL", requires = "plan")]
+    checkpoint: Option<String>,
+
+    /// Forget the shard's checkpoints and read all of its splits again.
+    #[arg(long, requires = "plan")]
+    restart: bool,
+
     /// When standard output or standard error is not a terminal (no progress line), log a
     /// progress line every this many seconds: rows read, written and rejected, bytes, rate,
     /// ETA (`progress: key=value ...`; see docs/spec.md). 0 or --no-progress: none.
@@ -217,14 +226,26 @@ impl RunArgs {
             let every = Duration::from_secs(self.metrics_seconds.max(1));
             options.metrics = Some(Metrics { pusher: Arc::new(pusher), every });
         }
-        from_plan_file(runtime, Plan::new(spec, &options)?, self.plan.as_deref())
+        let plan = Plan::new(spec, &options)?;
+        let Some(url) = &self.plan else { return Ok(plan) };
+        let file = load_plan_file(runtime, &plan, url)?;
+        let store = self.checkpoint.clone().unwrap_or_else(|| Checkpoints::beside(url));
+        let checkpoints = Checkpoints::new(&store, &file, plan.shard, &plan.s3)
+            .map_err(|e| Invalid(format!("--checkpoint {}: {e:#}", redact_url(&store))))?;
+        Ok(plan.with_input(file.source).with_checkpoints(checkpoints, self.restart))
     }
 }
 
-/// `plan`, run from the plan file at `url` if one is given: checked to be of this spec and this
-/// number of shards (exit status 2 otherwise).
+/// `plan`, run from the plan file at `url` if one is given.
 fn from_plan_file(runtime: &Runtime, plan: Plan, url: Option<&str>) -> anyhow::Result<Plan> {
     let Some(url) = url else { return Ok(plan) };
+    let file = load_plan_file(runtime, &plan, url)?;
+    Ok(plan.with_input(file.source))
+}
+
+/// The plan file at `url`, checked to be of `plan`'s spec and number of shards (exit status 2
+/// otherwise).
+fn load_plan_file(runtime: &Runtime, plan: &Plan, url: &str) -> anyhow::Result<PlanFile> {
     let file = runtime.block_on(PlanFile::load(url, &plan.s3)).map_err(|e| match e.downcast::<PlanMismatch>() {
         Ok(mismatch) => anyhow::Error::from(mismatch),
         // A plan that cannot be read is a command line that cannot be run.
@@ -232,7 +253,7 @@ fn from_plan_file(runtime: &Runtime, plan: Plan, url: Option<&str>) -> anyhow::R
     })?;
     file.check(plan.spec.text(), plan.shard.count)
         .map_err(|PlanMismatch(e)| PlanMismatch(format!("--plan {}: {e}", redact_url(url))))?;
-    Ok(plan.with_input(file.source))
+    Ok(file)
 }
 
 #[derive(Args)]
@@ -431,11 +452,13 @@ fn plan(runtime: &Runtime, args: PlanArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let source = runtime.block_on(plan.plan_input(args.shards))?;
+    let digest = spec_digest(plan.spec.text());
     let file = PlanFile {
         version: PLAN_VERSION,
+        id: PlanFile::fresh_id(&digest),
         made_by: format!("runner {}", env!("CARGO_PKG_VERSION")),
         spec: args.common.spec.display().to_string(),
-        spec_digest: spec_digest(plan.spec.text()),
+        spec_digest: digest,
         shards: args.shards,
         source,
     };

@@ -66,7 +66,20 @@ pub struct RunReport {
     /// The part of the input this run read: shard `i/N`, and the source's splits of it.
     pub shard: Shard,
     pub splits: Vec<SplitInfo>,
+    /// A planned run's checkpoints: where, and how many of the shard's splits were already done.
+    pub resumed: Option<Resumed>,
     pub error: Option<anyhow::Error>,
+}
+
+/// What a planned shard found recorded in its checkpoints when it started.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The shard's checkpoints (a folder or an `s3://` prefix).
+    pub checkpoints: String,
+    /// The shard's splits already done, skipped by this run.
+    pub done: usize,
+    /// The shard's splits in the plan.
+    pub splits: usize,
 }
 
 impl RunReport {
@@ -123,6 +136,11 @@ impl RunReport {
                 }
                 split
             }).collect::<Vec<_>>(),
+            "resumed": self.resumed.as_ref().map(|r| json!({
+                "checkpoints": r.checkpoints,
+                "done": r.done,
+                "splits": r.splits,
+            })),
             "steps": steps,
         })
     }
@@ -146,6 +164,13 @@ impl std::fmt::Display for RunReport {
         if self.shard.count > 1 {
             let bytes: u64 = self.splits.iter().map(|s| s.range.end - s.range.start).sum();
             writeln!(f, "  read {} splits of the input, {bytes} bytes", self.splits.len())?;
+        }
+        if let Some(resumed) = &self.resumed {
+            writeln!(
+                f,
+                "  resumed: {} of {} splits already done (checkpoints: {})",
+                resumed.done, resumed.splits, resumed.checkpoints
+            )?;
         }
         let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         // `plugin x.wasm ×2`: the implementation, and its workers when there are several.

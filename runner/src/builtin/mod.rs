@@ -345,6 +345,38 @@ impl<K: Kind> PlannedKind for Planned<K> {
     }
 }
 
+/// A built-in source's batches as its background task reads them, each with the index of the
+/// split it comes from (among the splits the run reads), for [`Source::split`].
+pub(crate) struct SplitBatches {
+    rx: tokio::sync::mpsc::Receiver<anyhow::Result<(usize, crate::batch::Batch)>>,
+    split: Option<usize>,
+}
+
+/// Where a source's background task sends its batches (and its error, if it fails).
+pub(crate) type SplitSender = tokio::sync::mpsc::Sender<anyhow::Result<(usize, crate::batch::Batch)>>;
+
+impl SplitBatches {
+    /// A channel of `capacity` batches: the sender for the task, the receiver for the source.
+    pub(crate) fn channel(capacity: usize) -> (SplitSender, SplitBatches) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (tx, SplitBatches { rx, split: None })
+    }
+
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<crate::batch::Batch>> {
+        match self.rx.recv().await.transpose()? {
+            Some((split, batch)) => {
+                self.split = Some(split);
+                Ok(Some(batch))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn split(&self) -> Option<usize> {
+        self.split
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -408,6 +408,11 @@ impl Sink for RedisSink {
         Ok(acks)
     }
 
+    /// Every row is written when Redis acknowledges it.
+    fn durable_before_commit(&self) -> bool {
+        true
+    }
+
     /// Nothing left: every row was written when Redis acknowledged it.
     async fn commit(&mut self) -> anyhow::Result<Acks> {
         Ok(Acks::default())

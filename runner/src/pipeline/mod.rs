@@ -36,14 +36,16 @@ use crate::metrics::{Metrics, Sample, StepSample};
 use crate::object_url;
 use crate::plugin::output::OutputBudget;
 use crate::plugin::{ComponentCache, EngineChecks, LoadedPlugin, PluginRuntime};
-use crate::report::{Counts, PluginLoad, RunReport, StepStats};
+use crate::report::{Counts, PluginLoad, Resumed, RunReport, StepStats};
 use crate::spec::{DeadLetterConfig, Implementation, Role, S3Options, Sandbox, Spec, SpecError, StepSpec};
-use crate::step::{Frame, PlanMismatch, Policy, Progress, Shard, ShardPlan, Sink, Source, SourcePlan, Transform};
+use crate::step::{
+    Checkpoints, Frame, PlanMismatch, Policy, Progress, Shard, ShardPlan, Sink, Source, SourcePlan, Transform,
+};
 use open::OpenContext;
 use stages::CHANNEL_BATCHES;
 pub use stages::Interrupted;
-use stages::StepPolicy;
 pub use stages::Stop;
+use stages::{Checkpointing, StepPolicy};
 
 /// Where plugins are found and compiled components cached; from the command line.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +84,8 @@ pub struct Plan {
     pub shard: Shard,
     /// The source's input, planned (`--plan`).
     input: Option<Arc<SourcePlan>>,
+    /// A planned run's checkpoints, and whether to forget what they hold first (`--restart`).
+    checkpoints: Option<(Arc<Checkpoints>, bool)>,
 }
 
 impl Plan {
@@ -222,6 +226,7 @@ impl Plan {
             started,
             shard: options.shard,
             input: options.input.clone(),
+            checkpoints: None,
         })
     }
 
@@ -229,7 +234,7 @@ impl Plan {
     /// The run's time counts from the start of [`Plan::new`]: loading (and compiling) the
     /// plugins is part of it.
     /// `stop` is how the caller asks the run to stop early (the binary: on a signal).
-    pub async fn run(self, stop: Arc<Stop>) -> RunReport {
+    pub async fn run(mut self, stop: Arc<Stop>) -> RunReport {
         let started = self.started;
         let self_shard = self.shard;
         let pipeline = self.spec.name();
@@ -245,14 +250,23 @@ impl Plan {
                 self.steps.iter().map(|s| (s.spec.name.clone(), s.spec.role.to_string())).collect();
             metrics.start(move || running_sample(&names, &progress, policies.get(), started.elapsed()))
         });
-        let error = self.stream(&mut steps, progress.clone(), stop, &policies).await.err();
+        let (resumed, error) = match self.resume().await {
+            Ok(None) => (None, self.stream(&mut steps, progress.clone(), stop, &policies, None).await.err()),
+            // Every split of the shard is done: nothing to open, nothing to write.
+            Ok(Some((resumed, None))) => (Some(resumed), None),
+            Ok(Some((resumed, tracking))) => {
+                (Some(resumed), self.stream(&mut steps, progress.clone(), stop, &policies, tracking).await.err())
+            }
+            Err(e) => (None, Some(e)),
+        };
         // Counted even when the run failed while opening (a plugin that floods in `open`).
         for (stats, step) in steps.iter_mut().zip(&planned) {
             stats.counts.suppressed = step.suppressed_lines();
         }
         let first_rows = progress.first_rows().map(|at| at.duration_since(started));
         let (shard, splits) = (self_shard, progress.splits());
-        let report = RunReport { pipeline, steps, elapsed: started.elapsed(), first_rows, shard, splits, error };
+        let elapsed = started.elapsed();
+        let report = RunReport { pipeline, steps, elapsed, first_rows, shard, splits, resumed, error };
         if let (Some(metrics), Some(pushing)) = (metrics, pushing) {
             pushing.stop().await;
             metrics.pusher.push(&Sample::of_report(&report, &progress)).await;
@@ -397,6 +411,44 @@ impl Plan {
         self
     }
 
+    /// A planned run records its progress in `checkpoints` and skips the splits they say are
+    /// done; with `restart`, it forgets them first.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpoints, restart: bool) -> Plan {
+        self.checkpoints = Some((Arc::new(checkpoints), restart));
+        self
+    }
+
+    /// What the checkpoints say is done: the run reads the rest of the shard's splits, tracked
+    /// (`None` when every split is done); `None` when the run has no checkpoints.
+    async fn resume(&mut self) -> anyhow::Result<Option<(Resumed, Option<Arc<Checkpointing>>)>> {
+        let (Some((checkpoints, restart)), Some(input)) = (&self.checkpoints, &self.input) else { return Ok(None) };
+        if *restart {
+            checkpoints.clear().await?;
+        }
+        let done = checkpoints.done().await?;
+        let mine: Vec<usize> = (0..input.splits.len()).filter(|&i| input.splits[i].shard == self.shard.index).collect();
+        let skipped = |i: &usize| done.complete || done.splits.contains(i);
+        let remaining: Vec<usize> = mine.iter().copied().filter(|i| !skipped(i)).collect();
+        let resumed =
+            Resumed { checkpoints: checkpoints.to_string(), done: mine.len() - remaining.len(), splits: mine.len() };
+        if resumed.done > 0 {
+            tracing::info!("resuming: {} of {} splits already done ({})", resumed.done, resumed.splits, checkpoints);
+        }
+        if remaining.is_empty() && !mine.is_empty() {
+            return Ok(Some((resumed, None)));
+        }
+        if resumed.done > 0 {
+            let mut input = SourcePlan::clone(input);
+            let mut index = 0;
+            input.splits.retain(|_| {
+                index += 1;
+                !mine.contains(&(index - 1)) || remaining.contains(&(index - 1))
+            });
+            self.input = Some(Arc::new(input));
+        }
+        Ok(Some((resumed, Some(Arc::new(Checkpointing::new(checkpoints.clone(), remaining))))))
+    }
+
     /// The plan file's input this plan runs from, if any.
     pub fn input(&self) -> Option<&SourcePlan> {
         self.input.as_deref()
@@ -437,6 +489,7 @@ impl Plan {
         progress: Arc<Progress>,
         stop: Arc<Stop>,
         opened_policies: &OnceLock<Vec<Policy>>,
+        tracking: Option<Arc<Checkpointing>>,
     ) -> anyhow::Result<()> {
         let context = self.context(progress.clone());
         let (last, middle) = self.steps[1..].split_last().expect("a plan has a source and a sink");
@@ -465,7 +518,12 @@ impl Plan {
         // Each channel holds a few batches per worker of the stage that reads it.
         let capacity = |readers: usize| CHANNEL_BATCHES * readers;
         let (tx, mut rx) = mpsc::channel(capacity(middle.first().map_or(1, |s| s.workers)));
-        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone(), progress.clone())));
+        if let Some(tracking) = &tracking {
+            tracking
+                .record_each_split(sink.durable_before_commit() && policies.iter().all(|p| p.dead_letter.is_none()));
+        }
+        let tracked = tracking.clone();
+        tasks.push(tokio::spawn(stages::source(source, tx, failed.clone(), stop.clone(), progress.clone(), tracked)));
         for (i, workers) in transforms.into_iter().enumerate() {
             let (tx, next) = mpsc::channel(capacity(middle.get(i + 1).map_or(1, |s| s.workers)));
             let step = StepPolicy { name: middle[i].spec.name.clone(), policy: policies[i + 1].clone() };
@@ -473,7 +531,8 @@ impl Plan {
             rx = next;
         }
         let step = StepPolicy { name: last.spec.name.clone(), policy: policies[policies.len() - 1].clone() };
-        let sink_task = tokio::spawn(stages::sink(sink, step.clone(), rx, failed, progress.clone()));
+        let tracked = tracking.clone();
+        let sink_task = tokio::spawn(stages::sink(sink, step.clone(), rx, failed, progress.clone(), tracked));
 
         let mut first_error = None;
         for (task, stats) in tasks.into_iter().zip(stats.iter_mut()) {
@@ -489,7 +548,13 @@ impl Plan {
         }
         let dead_letters: Vec<(&str, &Policy)> =
             self.steps.iter().map(|planned| planned.spec.name.as_str()).zip(&policies).collect();
-        let ended = end_sink(&mut *sink, &step, &mut counts, &progress, &dead_letters, &stop, first_error).await;
+        let mut ended = end_sink(&mut *sink, &step, &mut counts, &progress, &dead_letters, &stop, first_error).await;
+        if let (Ok(()), Some(tracking)) = (&ended, &tracking) {
+            // Committed: the whole shard is done.
+            ended = tracking.checkpoints.complete().await.context(
+                "every row is written, but the shard's completion could not be recorded: a rerun writes its rows again",
+            );
+        }
         let sink_stats = stats.last_mut().expect("a plan has a sink");
         sink_stats.counts = counts;
         for (stats, policy) in stats.iter_mut().zip(&policies) {

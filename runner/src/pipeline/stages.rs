@@ -28,7 +28,8 @@ use crate::batch::{Batch, Schema, schema_change};
 use crate::format::cut;
 use crate::report::Counts;
 use crate::step::{
-    Acks, BatchRefused, Policy, Progress, Rejected, RowError, Sink, Source, Transform, reject_batch, row_json,
+    Acks, BatchRefused, Checkpoints, Policy, Progress, Rejected, RowError, Sink, Source, Transform, reject_batch,
+    row_json,
 };
 
 /// Batches buffered between two stages, per worker of the stage that reads them.
@@ -37,7 +38,87 @@ pub const CHANNEL_BATCHES: usize = 2;
 /// A batch and its place in the source's order.
 pub struct Sequenced {
     seq: u64,
+    /// The source's split it came from (its index among the splits this run reads), when the
+    /// source says ([`Source::split`]); none for what transforms return from `finish`.
+    split: Option<usize>,
     batch: Batch,
+}
+
+/// A planned run's progress through its splits, for its checkpoints: which splits the source
+/// has finished (it has gone on to a later one, or ended), how many batches of each it sent,
+/// and how many of those the sink has written. A split is done when the source has finished
+/// it and the sink has written all its batches; with a sink that acknowledges rows as it goes
+/// (Redis), the sink stage then waits for the acknowledgements and records the split.
+pub struct Checkpointing {
+    pub checkpoints: Arc<Checkpoints>,
+    /// The plan's index of each split this run reads, in reading order.
+    pub splits: Vec<usize>,
+    /// Whether splits are recorded one by one as they are acknowledged (the sink acknowledges
+    /// rows as it goes, and no step writes rejected rows to a dead letter, which publishes
+    /// them only when the run commits); otherwise only the whole shard, once committed.
+    each_split: AtomicBool,
+    state: std::sync::Mutex<Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
+    sent: Vec<u64>,
+    written: Vec<u64>,
+    recorded: Vec<bool>,
+    /// Splits before this one are finished by the source.
+    finished: usize,
+}
+
+impl Checkpointing {
+    pub fn new(checkpoints: Arc<Checkpoints>, splits: Vec<usize>) -> Checkpointing {
+        let n = splits.len();
+        let state = Tracked { sent: vec![0; n], written: vec![0; n], recorded: vec![false; n], finished: 0 };
+        Checkpointing { checkpoints, splits, each_split: AtomicBool::new(false), state: std::sync::Mutex::new(state) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Tracked> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn record_each_split(&self, each: bool) {
+        self.each_split.store(each, Ordering::SeqCst);
+    }
+
+    /// The source sent a batch of `split`: the splits before it are finished.
+    fn sent(&self, split: Option<usize>) {
+        let Some(split) = split else { return };
+        let mut state = self.state();
+        if let Some(sent) = state.sent.get_mut(split) {
+            *sent += 1;
+            state.finished = state.finished.max(split);
+        }
+    }
+
+    /// The source read everything: every split is finished.
+    fn source_ended(&self) {
+        let mut state = self.state();
+        state.finished = state.sent.len();
+    }
+
+    /// The sink wrote a batch of `split`; returns the plan's indices of the splits that are now
+    /// done and not yet recorded (marked recorded: the caller records them or fails the run).
+    fn written(&self, split: Option<usize>) -> Vec<usize> {
+        let mut state = self.state();
+        if let Some(written) = split.and_then(|split| state.written.get_mut(split)) {
+            *written += 1;
+        }
+        if !self.each_split.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let mut done = Vec::new();
+        for i in 0..state.finished.min(state.sent.len()) {
+            if !state.recorded[i] && state.written[i] == state.sent[i] {
+                state.recorded[i] = true;
+                done.push(self.splits[i]);
+            }
+        }
+        done
+    }
 }
 
 /// The sequence numbers of what transforms return from `finish`: after everything else.
@@ -137,6 +218,7 @@ pub async fn source(
     failed: Arc<AtomicBool>,
     stop: Arc<Stop>,
     progress: Arc<Progress>,
+    tracking: Option<Arc<Checkpointing>>,
 ) -> StageOutcome {
     let mut counts = Counts::default();
     let result = async {
@@ -147,11 +229,20 @@ pub async fn source(
             let started = Instant::now();
             let batch = source.next_batch().await;
             counts.busy += started.elapsed();
-            let Some(batch) = batch? else { break };
+            let Some(batch) = batch? else {
+                if let Some(tracking) = &tracking {
+                    tracking.source_ended();
+                }
+                break;
+            };
             counts.batches += 1;
             counts.rows_out += batch.rows() as u64;
             progress.rows_read(batch.rows() as u64);
-            if failed.load(Ordering::SeqCst) || tx.send(Sequenced { seq, batch }).await.is_err() {
+            let split = source.split();
+            if let Some(tracking) = &tracking {
+                tracking.sent(split);
+            }
+            if failed.load(Ordering::SeqCst) || tx.send(Sequenced { seq, split, batch }).await.is_err() {
                 break; // downstream stopped; it reports why
             }
         }
@@ -237,7 +328,7 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
         loop {
             // The lock is held only while waiting for the next batch, not while processing it.
             let next = rx.lock().await.recv().await;
-            let Some(Sequenced { seq, batch }) = next else { break };
+            let Some(Sequenced { seq, split, batch }) = next else { break };
             if failed.load(Ordering::SeqCst) {
                 return Ok(()); // another stage (or another worker) failed: stop
             }
@@ -249,7 +340,7 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
             let output = output?;
             shared.check_schema(&output)?;
             counts.rows_out += output.rows() as u64;
-            if tx.send(Sequenced { seq, batch: output }).await.is_err() {
+            if tx.send(Sequenced { seq, split, batch: output }).await.is_err() {
                 return Ok(());
             }
         }
@@ -262,7 +353,7 @@ async fn transform_worker(index: usize, mut worker: Box<dyn Transform>, shared: 
         if let Some(output) = rest? {
             shared.check_schema(&output)?;
             counts.rows_out += output.rows() as u64;
-            let _ = tx.send(Sequenced { seq: FINISH_SEQ + index as u64, batch: output }).await;
+            let _ = tx.send(Sequenced { seq: FINISH_SEQ + index as u64, split: None, batch: output }).await;
         }
         Ok(())
     }
@@ -316,26 +407,28 @@ pub async fn sink(
     mut rx: mpsc::Receiver<Sequenced>,
     failed: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    tracking: Option<Arc<Checkpointing>>,
 ) -> (StageOutcome, Box<dyn Sink>) {
     let mut counts = Counts::default();
     let result = async {
         let ordered = sink.ordered();
         // Batches that arrived before one with a lower sequence number, when order matters.
-        let mut waiting: BTreeMap<u64, Batch> = BTreeMap::new();
+        let mut waiting: BTreeMap<u64, (Option<usize>, Batch)> = BTreeMap::new();
         let mut next = 0;
-        while let Some(Sequenced { seq, batch }) = rx.recv().await {
+        let mut settings = Writing { step: &step, counts: &mut counts, progress: &progress, tracking: &tracking };
+        while let Some(Sequenced { seq, split, batch }) = rx.recv().await {
             if failed.load(Ordering::SeqCst) {
                 return Ok(()); // another stage failed: the run commits nothing, write no more
             }
-            counts.batches += 1;
-            counts.rows_in += batch.rows() as u64;
+            settings.counts.batches += 1;
+            settings.counts.rows_in += batch.rows() as u64;
             if !ordered {
-                write(&mut *sink, batch, &step, &mut counts, &progress).await?;
+                settings.write(&mut *sink, split, batch).await?;
                 continue;
             }
-            waiting.insert(seq, batch);
-            while let Some(batch) = waiting.remove(&next) {
-                write(&mut *sink, batch, &step, &mut counts, &progress).await?;
+            waiting.insert(seq, (split, batch));
+            while let Some((split, batch)) = waiting.remove(&next) {
+                settings.write(&mut *sink, split, batch).await?;
                 next += 1;
             }
         }
@@ -343,13 +436,40 @@ pub async fn sink(
             return Ok(());
         }
         // What transforms returned from `finish`, in order.
-        for (_, batch) in std::mem::take(&mut waiting) {
-            write(&mut *sink, batch, &step, &mut counts, &progress).await?;
+        for (_, (split, batch)) in std::mem::take(&mut waiting) {
+            settings.write(&mut *sink, split, batch).await?;
         }
         Ok(())
     }
     .await;
     (outcome(counts, result, &failed), sink)
+}
+
+/// What the sink stage writes with.
+struct Writing<'a> {
+    step: &'a StepPolicy,
+    counts: &'a mut Counts,
+    progress: &'a Progress,
+    tracking: &'a Option<Arc<Checkpointing>>,
+}
+
+impl Writing<'_> {
+    /// Writes a batch of `split`; when that was a split's last batch and the run records splits
+    /// one by one, waits until the sink has acknowledged everything it took, then records the
+    /// splits that are done (never before their rows are acknowledged).
+    async fn write(&mut self, sink: &mut dyn Sink, split: Option<usize>, batch: Batch) -> anyhow::Result<()> {
+        write(sink, batch, self.step, self.counts, self.progress).await?;
+        let Some(tracking) = self.tracking else { return Ok(()) };
+        let done = tracking.written(split);
+        if done.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let acks = sink.flush().await;
+        self.counts.busy += started.elapsed();
+        settle(acks?, self.step, self.counts, self.progress).await?;
+        tracking.checkpoints.record(&done).await
+    }
 }
 
 /// Writes a batch under the sink's policy (as [`process`] does for transforms): a row the sink

@@ -9,7 +9,9 @@
 //! - `progress`: the counters steps update as they run ([`Progress`]).
 //! - `shard`: which part of the input a run reads ([`Shard`]).
 //! - `plan`: plan files, a sharded run's input listed and typed once ([`PlanFile`]).
+//! - `checkpoint`: the splits of a planned shard that are done, for a rerun to skip ([`Checkpoints`]).
 
+mod checkpoint;
 mod plan;
 mod policy;
 mod progress;
@@ -23,6 +25,7 @@ use async_trait::async_trait;
 use crate::batch::Batch;
 use crate::spec::S3Options;
 
+pub use checkpoint::{Checkpoints, Done};
 pub use plan::{
     PLAN_VERSION, PlanFile, PlanMismatch, PlannedColumn, PlannedObject, PlannedSplit, SourcePlan, spec_digest,
 };
@@ -83,6 +86,14 @@ pub struct RowError {
 pub trait Source: Send {
     /// The next batch, or `None` when there is no more data.
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>>;
+
+    /// Which of this run's splits (its index among them, in reading order) the batch last
+    /// returned comes from; `None` when the source does not say. A source that says keeps
+    /// every batch within one split and reads its splits in order: a planned run's checkpoints
+    /// record a split once the source has gone past it and the sink acknowledged its rows.
+    fn split(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Turns each batch into another.
@@ -170,6 +181,14 @@ pub trait Sink: Send {
     /// holds stays (Redis keys are idempotent: a rerun rewrites them).
     async fn abort(&mut self) -> Acks {
         Acks::default()
+    }
+
+    /// Whether the rows of [`Sink::write`] are durable once [`Sink::flush`] has acknowledged
+    /// them, before any commit (Redis: yes; a file: only once committed). A planned run then
+    /// records each split done as soon as its rows are acknowledged; otherwise only once the
+    /// run committed.
+    fn durable_before_commit(&self) -> bool {
+        false
     }
 
     /// Whether batches must arrive in the source's order. Transforms with several workers

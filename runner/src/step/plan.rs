@@ -29,6 +29,9 @@ pub const PLAN_VERSION: u32 = 1;
 pub struct PlanFile {
     /// [`PLAN_VERSION`].
     pub version: u32,
+    /// Made afresh each time a plan is made ([`PlanFile::fresh_id`]): checkpoints are kept
+    /// under it, so those of an earlier plan never apply to a plan made again.
+    pub id: String,
     /// The runner that made it (`runner --version`), for people.
     pub made_by: String,
     /// The spec's path when the plan was made, for people.
@@ -173,6 +176,16 @@ impl SourcePlan {
             }
         }
         Ok(())
+    }
+}
+
+impl PlanFile {
+    /// A new plan's `id`: 16 hex digits from the time, the process and the spec.
+    pub fn fresh_id(spec_digest: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seed = format!("{}:{}:{spec_digest}", now.as_nanos(), std::process::id());
+        format!("{:x}", Sha256::digest(seed.as_bytes()))[..16].to_string()
     }
 }
 

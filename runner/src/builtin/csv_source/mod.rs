@@ -41,10 +41,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::{Kind, Opened, PlanContext, Splits};
+use super::{Kind, Opened, PlanContext, SplitBatches, SplitSender, Splits};
 use crate::batch::Batch;
 use crate::object_url::{FoundObject, ObjectUrl, Split, first_line};
 use crate::spec::Role;
@@ -69,7 +68,7 @@ pub struct SourceContext {
 const READ_AHEAD: usize = 2;
 
 pub struct CsvSource {
-    batches: mpsc::Receiver<anyhow::Result<Batch>>,
+    batches: SplitBatches,
 }
 
 /// `kind = "csv"` in a source.
@@ -170,20 +169,24 @@ impl CsvSource {
             }
         };
         progress.expect_bytes(splits.iter().map(Split::len).sum());
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (tx, batches) = SplitBatches::channel(READ_AHEAD);
         tokio::spawn(async move {
             if let Err(e) = read_objects(source, url, objects, splits, planned, progress, tx.clone()).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(CsvSource { batches: rx })
+        Ok(CsvSource { batches })
     }
 }
 
 #[async_trait]
 impl Source for CsvSource {
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
-        self.batches.recv().await.transpose()
+        self.batches.next().await
+    }
+
+    fn split(&self) -> Option<usize> {
+        self.batches.split()
     }
 }
 
@@ -196,7 +199,7 @@ async fn read_objects(
     splits: Vec<Split>,
     planned: Option<typing::Columns>,
     progress: Arc<Progress>,
-    tx: mpsc::Sender<anyhow::Result<Batch>>,
+    tx: SplitSender,
 ) -> anyhow::Result<()> {
     if objects.is_empty() {
         tracing::warn!("{url}: no objects under this prefix: no rows read");
@@ -216,7 +219,7 @@ async fn read_objects(
         *readers.entry(split.object.meta.location.clone()).or_default() += 1;
     }
     kept.retain(|location, _| readers.contains_key(location)); // other shards' objects
-    for split in splits {
+    for (index, split) in splits.into_iter().enumerate() {
         let name = url.name_of(&split.object.meta.location);
         let bounds = SplitBounds::new(&split);
         let location = &split.object.meta.location;
@@ -250,7 +253,7 @@ async fn read_objects(
         let bytes = Counting::new(std::io::Cursor::new(header).chain(data), progress.clone());
         let (source, tx) = (source.clone(), tx.clone());
         let expected = schema.take().expect("the schema is known before the first object");
-        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, expected, bounds, &tx));
+        let parsed = tokio::task::spawn_blocking(move || read_csv(bytes, &name, &source, expected, bounds, index, &tx));
         match parsed.await? {
             Ok(Some(read)) => schema = Some(read),
             Ok(None) => return Ok(()), // the pipeline stopped listening

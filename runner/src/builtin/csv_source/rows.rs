@@ -6,12 +6,12 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail};
-use tokio::sync::mpsc;
 
 use super::SourceContext;
 use super::splits::SplitBounds;
 use super::typing::{Columns, Reading, header};
 use crate::batch::{Batch, Column, Values};
+use crate::builtin::SplitSender;
 use crate::format::parse_bool;
 use crate::step::{Policy, Rejected};
 
@@ -114,7 +114,8 @@ pub(super) fn read_csv(
     source: &SourceContext,
     schema: Columns,
     bounds: SplitBounds,
-    tx: &mpsc::Sender<anyhow::Result<Batch>>,
+    split: usize,
+    tx: &SplitSender,
 ) -> anyhow::Result<Option<Columns>> {
     let (config, batch_rows) = (&source.config, source.batch_rows);
     let bytes = QuoteTracker::new(bytes, config.delimiter as u8);
@@ -134,7 +135,7 @@ pub(super) fn read_csv(
             // The row that fills the batch may be one that swallowed the rest of the object in
             // an unclosed quote: the batch goes nowhere then.
             rows.check_quotes(last.as_ref())?;
-            if tx.blocking_send(Ok(builder.finish()?)).is_err() {
+            if tx.blocking_send(Ok((split, builder.finish()?))).is_err() {
                 return Ok(None);
             }
         }
@@ -148,7 +149,7 @@ pub(super) fn read_csv(
     let mut header_at = csv::Position::new();
     header_at.set_line(1);
     rows.check_quotes(Some(last.as_ref().unwrap_or(&header_at)))?;
-    if builder.rows > 0 && tx.blocking_send(Ok(builder.finish()?)).is_err() {
+    if builder.rows > 0 && tx.blocking_send(Ok((split, builder.finish()?))).is_err() {
         return Ok(None);
     }
     Ok(Some(schema))
@@ -379,8 +380,8 @@ mod tests {
         let source = SourceContext { config, batch_rows: 2, step, policy: Policy::default(), shard: Shard::default() };
         let bounds = SplitBounds { part: false, header_len: Arc::default(), data_start: Arc::default() };
         let schema = (Vec::new(), vec![Reading::As(ColumnType::String); 2]);
-        let (tx, mut rx) = mpsc::channel(4);
-        let e = read_csv(text.as_bytes(), "x.csv", &source, schema, bounds, &tx).unwrap_err();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let e = read_csv(text.as_bytes(), "x.csv", &source, schema, bounds, 0, &tx).unwrap_err();
         assert!(format!("{e:#}").contains("x.csv:3: a quoted field starting in this row is never closed"), "{e:#}");
         assert!(rx.try_recv().is_err(), "the batch holding the broken row was sent");
     }

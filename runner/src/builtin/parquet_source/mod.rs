@@ -33,9 +33,8 @@ use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
-use super::{Kind, Opened, PlanContext, Splits};
+use super::{Kind, Opened, PlanContext, SplitBatches, SplitSender, Splits};
 use crate::batch::Batch;
 use crate::object_url::ObjectUrl;
 use crate::spec::Role;
@@ -59,7 +58,7 @@ pub struct ParquetSourceConfig {
 const READ_AHEAD: usize = 2;
 
 pub struct ParquetSource {
-    batches: mpsc::Receiver<anyhow::Result<Batch>>,
+    batches: SplitBatches,
 }
 
 /// `kind = "parquet"` in a source.
@@ -209,20 +208,24 @@ impl ParquetSource {
         let progress = &read.progress;
         progress.expect_bytes(groups.iter().map(|g| g.range.end - g.range.start).sum());
         progress.record_splits(groups.iter().map(|g| split_info(&read.footers, g)).collect());
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (tx, batches) = SplitBatches::channel(READ_AHEAD);
         tokio::spawn(async move {
             if let Err(e) = read.row_groups(groups, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        ParquetSource { batches: rx }
+        ParquetSource { batches }
     }
 }
 
 #[async_trait]
 impl Source for ParquetSource {
     async fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
-        self.batches.recv().await.transpose()
+        self.batches.next().await
+    }
+
+    fn split(&self) -> Option<usize> {
+        self.batches.split()
     }
 }
 
@@ -238,8 +241,8 @@ struct Read {
 impl Read {
     /// Decodes `groups` in order, one row group at a time (so an error names its row group),
     /// into `tx`; stops quietly when the pipeline stops listening.
-    async fn row_groups(&self, groups: Vec<RowGroup>, tx: &mpsc::Sender<anyhow::Result<Batch>>) -> anyhow::Result<()> {
-        for group in groups {
+    async fn row_groups(&self, groups: Vec<RowGroup>, tx: &SplitSender) -> anyhow::Result<()> {
+        for (split, group) in groups.into_iter().enumerate() {
             let footer = &self.footers[group.object];
             let at = format!("{}, row group {}", footer.name, group.index);
             let file = ObjectFile::new(&self.url, footer.meta.clone(), Some(self.progress.clone()));
@@ -263,7 +266,7 @@ impl Read {
                     let index = schema.index_of(&planned.name).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
                     columns.push(columns::column(planned, record.column(index), &footer.name)?);
                 }
-                if tx.send(Ok(Batch::new(columns)?)).await.is_err() {
+                if tx.send(Ok((split, Batch::new(columns)?))).await.is_err() {
                     return Ok(());
                 }
             }
