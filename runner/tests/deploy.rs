@@ -98,6 +98,40 @@ fn job_problems(job: &serde_json::Value) -> Vec<String> {
     if !fails_on_2 {
         problems.push("podFailurePolicy must fail the index at once on exit code 2 (an invalid spec)".into());
     }
+    if !args.contains(&"--plan") {
+        problems.push("the shards must run from the plan plan-job.yaml writes (--plan)".into());
+    }
+    problems
+}
+
+/// What the plan Job must agree on with the Indexed Job: it runs `runner plan` on the same
+/// pipeline for the same number of shards, into the plan file the shards read.
+fn plan_job_problems(plan_job: &serde_json::Value, job: &serde_json::Value) -> Vec<String> {
+    let container = |job: &serde_json::Value| job["spec"]["template"]["spec"]["containers"][0].clone();
+    let args = |job: &serde_json::Value| -> Vec<String> {
+        container(job)["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect()
+    };
+    let after =
+        |args: &[String], flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let env = |job: &serde_json::Value, name: &str| {
+        container(job)["env"].as_array().into_iter().flatten().find(|e| e["name"] == name).map(|e| e["value"].clone())
+    };
+    let (planning, running) = (args(plan_job), args(job));
+    let mut problems = Vec::new();
+    if planning.first().map(String::as_str) != Some("plan") || planning.get(1) != running.get(1) {
+        problems.push(format!("the plan Job must run `runner plan` on the shards' spec: {planning:?}"));
+    }
+    if after(&planning, "--shards") != after(&running, "--shards") {
+        problems.push("the plan Job must plan for the shards' --shards".into());
+    }
+    if after(&planning, "--out").as_deref() != Some("$(PLAN_URL)")
+        || after(&running, "--plan").as_deref() != Some("$(PLAN_URL)")
+    {
+        problems.push("the plan goes to --out $(PLAN_URL) and the shards read --plan $(PLAN_URL)".into());
+    }
+    if env(plan_job, "PLAN_URL").is_none() || env(plan_job, "PLAN_URL") != env(job, "PLAN_URL") {
+        problems.push("PLAN_URL must be the same in both Jobs".into());
+    }
     problems
 }
 
@@ -115,9 +149,11 @@ fn the_kubernetes_manifests_are_valid() {
     };
     let job = root().join("deploy/kubernetes/job.yaml");
     let configmap = root().join("deploy/kubernetes/configmap.yaml");
-    let output = validate(&[&job, &configmap]);
+    let plan_job = root().join("deploy/kubernetes/plan-job.yaml");
+    let output = validate(&[&job, &configmap, &plan_job]);
     assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
     assert_eq!(job_problems(&yaml(&job)), Vec::<String>::new());
+    assert_eq!(plan_job_problems(&yaml(&plan_job), &yaml(&job)), Vec::<String>::new());
 
     let dir = temp();
     let text = std::fs::read_to_string(&job).unwrap();
@@ -131,6 +167,10 @@ fn the_kubernetes_manifests_are_valid() {
     let mismatched = dir.path().join("mismatched.yaml");
     std::fs::write(&mismatched, text.replace("\"--shards\", \"4\"", "\"--shards\", \"3\"")).unwrap();
     assert!(job_problems(&yaml(&mismatched)).iter().any(|p| p.starts_with("--shards Some(3)")));
+    let plan_text = std::fs::read_to_string(&plan_job).unwrap();
+    let other_plan = dir.path().join("other-plan.yaml");
+    std::fs::write(&other_plan, plan_text.replace("\"--shards\", \"4\"", "\"--shards\", \"3\"")).unwrap();
+    assert!(!plan_job_problems(&yaml(&other_plan), &yaml(&job)).is_empty(), "a plan for 3 shards passed");
 
     // The ConfigMap's pipeline validates, with the plugins found where this checkout builds them
     // (the image keeps them under /opt/runner) and its assets in a real bucket.
@@ -192,8 +232,99 @@ fn the_compose_file_is_valid() {
     assert!(config.contains("- mc\n") && config.contains("- ready\n"), "MinIO's health check is `mc ready`: {config}");
 }
 
-/// The Metaflow flow, run locally: four `foreach` branches, each `runner run --shard i/4`, leave
-/// Redis exactly as one run does, and the join adds up the shards' reports.
+/// The flow's setting: the flagship pipeline over 3,000 rows cut into splits (`objects` objects
+/// under `data/rows/`), the S3 server holding them, and the environment a run needs.
+struct FlowJob {
+    s3: S3Server,
+    dir: tempfile::TempDir,
+    spec: PathBuf,
+    /// Each object's key and bytes.
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+impl FlowJob {
+    fn new(objects: usize) -> FlowJob {
+        common::plugins();
+        let s3 = S3Server::start();
+        s3.bucket("batch");
+        s3.put("batch", "artifact/model.json", &root().join("models/iris/model.json"));
+        let dir = temp();
+        let iris = std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap();
+        let header = iris.lines().next().unwrap().to_string() + "\n";
+        let mut texts = vec![header.clone(); objects];
+        for (i, line) in iris.lines().skip(1).cycle().take(3000).enumerate() {
+            let rest = line.split_once(',').unwrap().1;
+            texts[i * objects / 3000].push_str(&format!("{:.4},{rest}\n", 4.0 + i as f64 / 1000.0));
+        }
+        let mut stored = Vec::new();
+        for (k, text) in texts.into_iter().enumerate() {
+            let key = format!("data/rows/part-{k}.csv");
+            let path = dir.path().join(format!("part-{k}.csv"));
+            std::fs::write(&path, &text).unwrap();
+            s3.put("batch", &key, &path);
+            stored.push((key, text.into_bytes()));
+        }
+        let spec_text = std::fs::read_to_string(root().join("pipelines/iris.toml"))
+            .unwrap()
+            .replace("data/iris.csv\" }", "data/rows/\", split_bytes = 8192 }")
+            .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
+        let spec = dir.path().join("rows.toml");
+        std::fs::write(&spec, spec_text).unwrap();
+        FlowJob { s3, dir, spec, objects: stored }
+    }
+
+    fn env(&self, command: &mut Command, redis: &RedisServer) {
+        command
+            .env("S3_ENDPOINT", self.s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("REDIS_URL", redis.url())
+            .env("RUNNER_CACHE_DIR", common::cache_dir())
+            .env_remove("RUST_LOG");
+    }
+
+    /// What one unsharded run leaves in `redis`.
+    fn one_run(&self, redis: &RedisServer) -> Vec<(String, String)> {
+        let mut single = Command::new(env!("CARGO_BIN_EXE_runner"));
+        self.env(&mut single, redis);
+        let output = single.arg("run").arg(&self.spec).output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let contents = redis.contents();
+        assert!(contents.len() > 2000);
+        contents
+    }
+
+    /// `deploy/metaflow/flow.py ARGS` against `redis`, in the job's folder.
+    fn flow(&self, redis: &RedisServer, args: &[&str]) -> Command {
+        let mut flow = Command::new(common::python());
+        self.env(&mut flow, redis);
+        flow.current_dir(self.dir.path())
+            .env("USERNAME", "runner-tests")
+            .env("METAFLOW_DEFAULT_DATASTORE", "local")
+            .env("METAFLOW_DEFAULT_METADATA", "local")
+            .arg(root().join("deploy/metaflow/flow.py"))
+            .arg("--no-pylint")
+            .args(args);
+        flow
+    }
+
+    fn run_args(&self) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["run", "--shards", "4", "--max-workers", "4", "--runner", env!("CARGO_BIN_EXE_runner")]
+                .map(String::from)
+                .to_vec();
+        args.extend(["--spec".to_string(), self.spec.display().to_string()]);
+        args
+    }
+}
+
+fn all_output(output: &std::process::Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
+/// The Metaflow flow, run locally: the start step plans the job, four `foreach` branches, each
+/// `runner run --plan PLAN --shard i/4`, leave Redis exactly as one run does, and the join adds
+/// up the shards' reports.
 #[test]
 fn the_metaflow_flow_runs_four_shards() {
     if !python_has(&["metaflow"], common::PIP_INSTALL) {
@@ -201,65 +332,53 @@ fn the_metaflow_flow_runs_four_shards() {
     }
     let Some(one) = RedisServer::start() else { return };
     let Some(shards) = RedisServer::start() else { return };
-    common::plugins();
-    let s3 = S3Server::start();
-    s3.bucket("batch");
-    s3.put("batch", "artifact/model.json", &root().join("models/iris/model.json"));
-    let dir = temp();
-    let data = dir.path().join("rows.csv");
-    let iris = std::fs::read_to_string(root().join("models/iris/iris.csv")).unwrap();
-    let mut text = iris.lines().next().unwrap().to_string() + "\n";
-    for (i, line) in iris.lines().skip(1).cycle().take(3000).enumerate() {
-        let rest = line.split_once(',').unwrap().1;
-        text.push_str(&format!("{:.4},{rest}\n", 4.0 + i as f64 / 1000.0));
-    }
-    std::fs::write(&data, text).unwrap();
-    s3.put("batch", "data/rows.csv", &data);
-    let spec_text = std::fs::read_to_string(root().join("pipelines/iris.toml"))
-        .unwrap()
-        .replace("data/iris.csv\" }", "data/rows.csv\", split_bytes = 8192 }")
-        .replace("../plugins/target", &format!("{}/plugins/target", root().display()));
-    let spec = dir.path().join("rows.toml");
-    std::fs::write(&spec, spec_text).unwrap();
-    let env = |command: &mut Command, redis: &RedisServer| {
-        command
-            .env("S3_ENDPOINT", s3.endpoint())
-            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-            .env("REDIS_URL", redis.url())
-            .env("RUNNER_CACHE_DIR", common::cache_dir())
-            .env_remove("RUST_LOG");
-    };
-    let mut single = Command::new(env!("CARGO_BIN_EXE_runner"));
-    env(&mut single, &one);
-    let output = single.arg("run").arg(&spec).output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-
-    let mut flow = Command::new(common::python());
-    env(&mut flow, &shards);
-    let output = flow
-        .current_dir(dir.path())
-        .env("USERNAME", "runner-tests")
-        .env("METAFLOW_DEFAULT_DATASTORE", "local")
-        .env("METAFLOW_DEFAULT_METADATA", "local")
-        .arg(root().join("deploy/metaflow/flow.py"))
-        .args([
-            "--no-pylint",
-            "run",
-            "--shards",
-            "4",
-            "--max-workers",
-            "4",
-            "--runner",
-            env!("CARGO_BIN_EXE_runner"),
-            "--spec",
-        ])
-        .arg(&spec)
-        .output()
-        .unwrap();
-    let all = format!("{}{}", stdout(&output), stderr(&output));
+    let job = FlowJob::new(1);
+    let expected = job.one_run(&one);
+    let args = job.run_args();
+    let output = job.flow(&shards, &args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+    let all = all_output(&output);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("4 shards: 3000 rows read, 3000 rows written, 0 rejected"), "{all}");
-    assert!(one.contents().len() > 2000);
-    assert!(shards.contents() == one.contents(), "the flow's four shards left other contents than one run");
+    assert!(all.contains("plan written to"), "the start step plans the job: {all}");
+    assert!(shards.contents() == expected, "the flow's four shards left other contents than one run");
+}
+
+/// A shard of the flow fails (an object it reads was replaced after the start step planned the
+/// job, so the plan refuses it); once the object is back, `flow.py resume` reruns only that
+/// shard, with the start step's plan, and Redis ends as one run leaves it.
+#[test]
+fn a_failed_shard_of_the_metaflow_flow_resumes() {
+    if !python_has(&["metaflow"], common::PIP_INSTALL) {
+        return;
+    }
+    let Some(one) = RedisServer::start() else { return };
+    let Some(shards) = RedisServer::start() else { return };
+    let job = FlowJob::new(4);
+    let expected = job.one_run(&one);
+    let plan = job.dir.path().join("job.plan");
+    let mut args = job.run_args();
+    args.extend(["--plan".to_string(), plan.display().to_string()]);
+    let mut running = job.flow(&shards, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let child = running.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The moment the plan is written (long before the branches start), the last object changes.
+    common::wait_until("the start step's plan", std::time::Duration::from_secs(120), || plan.exists());
+    let (key, bytes) = job.objects.last().unwrap();
+    let changed = job.dir.path().join("changed.csv");
+    let mut other = bytes.clone();
+    let at = other.len() - 3;
+    other[at] = if other[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&changed, other).unwrap();
+    job.s3.put("batch", key, &changed);
+    let output = child.wait_with_output().unwrap();
+    let all = all_output(&output);
+    assert!(!output.status.success(), "a shard fails: {all}");
+    assert!(all.contains("part-3.csv") && all.contains("changed"), "the failed shard names the object: {all}");
+
+    let original = job.dir.path().join("part-3.csv");
+    job.s3.put("batch", key, &original);
+    let output = job.flow(&shards, &["resume"]).output().unwrap();
+    let all = all_output(&output);
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("4 shards: "), "{all}");
+    assert!(shards.contents() == expected, "the resumed flow left other contents than one run");
 }
