@@ -165,12 +165,14 @@ impl std::fmt::Display for RunReport {
             let bytes: u64 = self.splits.iter().map(|s| s.range.end - s.range.start).sum();
             writeln!(f, "  read {} splits of the input, {bytes} bytes", self.splits.len())?;
         }
-        if let Some(resumed) = &self.resumed {
-            writeln!(
+        match &self.resumed {
+            Some(resumed) if resumed.done > 0 => writeln!(
                 f,
                 "  resumed: {} of {} splits already done (checkpoints: {})",
                 resumed.done, resumed.splits, resumed.checkpoints
-            )?;
+            )?,
+            Some(resumed) => writeln!(f, "  checkpoints: {}", resumed.checkpoints)?,
+            None => {}
         }
         let width = self.steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         // `plugin x.wasm ×2`: the implementation, and its workers when there are several.

@@ -426,9 +426,9 @@ impl Plan {
             checkpoints.clear().await?;
         }
         let done = checkpoints.done().await?;
+        let skipped = |i: usize| done.complete || done.splits.contains(&i);
         let mine: Vec<usize> = (0..input.splits.len()).filter(|&i| input.splits[i].shard == self.shard.index).collect();
-        let skipped = |i: &usize| done.complete || done.splits.contains(i);
-        let remaining: Vec<usize> = mine.iter().copied().filter(|i| !skipped(i)).collect();
+        let remaining: Vec<usize> = mine.iter().copied().filter(|&i| !skipped(i)).collect();
         let resumed =
             Resumed { checkpoints: checkpoints.to_string(), done: mine.len() - remaining.len(), splits: mine.len() };
         if resumed.done > 0 {
@@ -438,12 +438,11 @@ impl Plan {
             return Ok(Some((resumed, None)));
         }
         if resumed.done > 0 {
+            // The source reads the plan's splits of this shard that are not done.
             let mut input = SourcePlan::clone(input);
-            let mut index = 0;
-            input.splits.retain(|_| {
-                index += 1;
-                !mine.contains(&(index - 1)) || remaining.contains(&(index - 1))
-            });
+            let shard = self.shard.index;
+            let splits = std::mem::take(&mut input.splits).into_iter().enumerate();
+            input.splits = splits.filter(|(i, split)| split.shard != shard || !skipped(*i)).map(|(_, s)| s).collect();
             self.input = Some(Arc::new(input));
         }
         Ok(Some((resumed, Some(Arc::new(Checkpointing::new(checkpoints.clone(), remaining))))))
