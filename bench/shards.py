@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Sharded runs on one machine: the flagship pipeline as 1, 2 and 4 concurrent shard processes
-into one Redis, against the single process.
+into one Redis, with and without a plan file, against the single process.
 
 On the same generated rows (one object in a local S3-protocol server) and an emptied Redis each
-time, it runs `runner run SPEC --shard i/N` for N in 1, 2, 4 (all N processes at once) and the
-unsharded run, and prints per N: the job's rows/s (rows over the wall time of the slowest
-shard), the CPU-seconds per million rows of each shard process and of redis-server, and the
-time `runner plan` takes to plan (list the input and cut it into splits), the overhead each
-shard pays before reading. A last run of 4 shards declares the column types, so no shard reads
-the whole input to type them.
+time, it runs the unsharded run, `runner run SPEC --shard i/N` for N in 1, 2, 4 (all N processes
+at once), the same from a plan (`runner plan --shards N --out PLAN` first, then every shard
+with `--plan PLAN`), and 4 shards with the column types declared. Per way it prints: the job's
+rows/s (rows over the wall time, planning included, of the slowest shard), the bytes the S3
+server sent (against the input's size), the CPU-seconds per million rows of each process
+(`plan` first where there is one) and all of them together, and redis-server's. Then the cost of
+a rerun after a kill: shard 0 of 4 from a plan (splits of 2 MiB) killed once half its splits
+are recorded, rerun with the same plan, against its uninterrupted run: SETs (Redis's INFO
+commandstats), CPU-seconds and seconds. Last, the time `runner plan` takes to plan.
 
 Usage (from the repository root; builds the release runner):
   python3 bench/shards.py [--rows 4000000] [--runner target/release/runner]
@@ -58,7 +61,8 @@ def main():
         data = os.path.join(work, "rows.csv")
         with open(data, "w") as out:
             subprocess.run([sys.executable, "bench/make_rows.py", "models/iris/iris.csv", str(a.rows), "--seed", "0"], cwd=ROOT, stdout=out, check=True)
-        s3 = subprocess.Popen([os.path.join(ROOT, "target", "debug", "examples", "s3_server"), root, ACCESS, SECRET], stdout=subprocess.PIPE, text=True)
+        s3 = subprocess.Popen([os.path.join(ROOT, "target", "debug", "examples", "s3_server"), root, ACCESS, SECRET],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         servers.append(s3)
         endpoint = s3.stdout.readline().strip().removeprefix("listening on ")
         # Uploaded, so the server keeps each object's ETag as MinIO does (see end_to_end.py).
@@ -109,35 +113,109 @@ def main():
 
         def flush():
             subprocess.run(["redis-cli", "-p", str(redis_port), "FLUSHALL"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["redis-cli", "-p", str(redis_port), "CONFIG", "RESETSTAT"], check=True, stdout=subprocess.DEVNULL)
 
+        def served() -> int:
+            s3.stdin.write("\n")
+            s3.stdin.flush()
+            return int(s3.stdout.readline().split()[1])
+
+        def sets() -> int:
+            info = subprocess.run(["redis-cli", "-p", str(redis_port), "INFO", "commandstats"], check=True,
+                                  capture_output=True, text=True).stdout
+            calls = {line.split(":")[0]: int(line.split("calls=")[1].split(",")[0]) for line in info.splitlines()
+                     if line.startswith("cmdstat_")}
+            return calls.get("cmdstat_set", 0) + calls.get("cmdstat_mset", 0)
+
+        def wait(proc) -> float:
+            """CPU-seconds of a child from the kernel's accounting once it exits (wait4's rusage)."""
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status != 0:
+                sys.exit(f"{proc.args[1]} failed: {proc.stderr.read()[-2000:]}")
+            return usage.ru_utime + usage.ru_stime
+
+        input_bytes = os.path.getsize(data)
         rows = []
-        for count, run_spec in ((None, spec), (1, spec), (2, spec), (4, spec), (4, declared)):
+        ways = [(None, spec, False), (1, spec, False), (2, spec, False), (4, spec, False),
+                (1, spec, True), (2, spec, True), (4, spec, True), (4, declared, False)]
+        for count, run_spec, planned in ways:
             flush()
-            redis_before = cpu_seconds(redis.pid)
-            shards = [[]] if count is None else [["--shard", f"{i}/{count}"] for i in range(count)]
+            redis_before, bytes_before = cpu_seconds(redis.pid), served()
             started = time.perf_counter()
-            procs = [subprocess.Popen([a.runner, "run", "--report", "json", *args, run_spec], env=env, stderr=subprocess.PIPE, text=True)
-                     for args in shards]
             cpus = []
-            for proc in procs:
-                # CPU of the child from the kernel's accounting once it exits (wait4's rusage).
-                _, status, usage = os.wait4(proc.pid, 0)
-                cpus.append(usage.ru_utime + usage.ru_stime)
-                if status != 0:
-                    sys.exit(f"a shard failed: {proc.stderr.read()[-2000:]}")
+            plan_args = []
+            if planned:
+                plan_file = os.path.join(work, f"plan-{count}.json")
+                proc = subprocess.Popen([a.runner, "plan", run_spec, "--shards", str(count), "--out", plan_file], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                cpus.append(wait(proc))
+                plan_args = ["--plan", plan_file]
+            shards = [[]] if count is None else [["--shard", f"{i}/{count}"] for i in range(count)]
+            procs = [subprocess.Popen([a.runner, "run", "--report", "json", *args, *plan_args, run_spec], env=env,
+                                      stderr=subprocess.PIPE, text=True) for args in shards]
+            cpus += [wait(proc) for proc in procs]
             wall = time.perf_counter() - started
             reports = [json.loads(proc.stderr.read().strip().splitlines()[-1]) for proc in procs]
             written = sum(r["rows_written"] for r in reports)
             redis_cpu = cpu_seconds(redis.pid) - redis_before
             label = "one process, unsharded" if count is None else f"{count} shard{'s' if count > 1 else ''}"
+            if planned:
+                label += ", from a plan"
             if run_spec == declared:
                 label += ", types declared"
-            rows.append((label, written, wall, cpus, redis_cpu))
+            rows.append((label, written, wall, served() - bytes_before, cpus, redis_cpu))
 
-        print(f"\n{'run':<24} {'rows/s':>10} {'seconds':>8}  {'CPU-s per M rows, each process':<32} {'redis-server CPU-s/M':>20}")
-        for label, written, wall, cpus, redis_cpu in rows:
+        print(f"\n{'run':<26} {'rows/s':>9} {'seconds':>7} {'S3 bytes':>8}  {'CPU-s per M rows, each process':<30} "
+              f"{'all':>5} {'redis':>6}")
+        for label, written, wall, fetched, cpus, redis_cpu in rows:
             per = " ".join(f"{c * 1e6 / written:.2f}" for c in cpus)
-            print(f"{label:<24} {written / wall:>10.0f} {wall:>8.2f}  {per:<32} {redis_cpu * 1e6 / written:>20.2f}")
+            print(f"{label:<26} {written / wall:>9.0f} {wall:>7.2f} {fetched / input_bytes:>7.2f}x  {per:<30} "
+                  f"{sum(cpus) * 1e6 / written:>5.2f} {redis_cpu * 1e6 / written:>6.2f}")
+
+        # A rerun after a kill at 50%: shard 0 of 4, its splits of 2 MiB.
+        kill_spec = os.path.join(work, "kill.toml")
+        with open(kill_spec, "w") as f:
+            f.write(text.replace(f"split_bytes = {a.split_mb << 20}", f"split_bytes = {2 << 20}"))
+
+        def plan_for_kill(name):
+            plan_file = os.path.join(work, name)
+            subprocess.run([a.runner, "plan", kill_spec, "--shards", "4", "--out", plan_file], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            with open(plan_file) as f:
+                plan = json.load(f)
+            mine = sum(1 for split in plan["source"]["splits"] if split["shard"] == 0)
+            return plan_file, os.path.join(f"{plan_file}.checkpoints", plan["id"], "shard-0-of-4"), mine
+
+        def shard0(plan_file):
+            return subprocess.Popen([a.runner, "run", "--report", "json", "--plan", plan_file, "--shard", "0/4", kill_spec],
+                                    env=env, stderr=subprocess.PIPE, text=True)
+
+        flush()
+        plan_file, _, mine = plan_for_kill("whole.json")
+        started = time.perf_counter()
+        whole_cpu = wait(shard0(plan_file))
+        whole = (sets(), whole_cpu, time.perf_counter() - started)
+        flush()
+        plan_file, folder, mine = plan_for_kill("killed.json")
+        proc = shard0(plan_file)
+        recorded = lambda: len([n for n in os.listdir(folder) if n.startswith("split-")]) if os.path.isdir(folder) else 0  # noqa: E731
+        while recorded() < (mine + 1) // 2 and proc.poll() is None:
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        done = recorded()
+        subprocess.run(["redis-cli", "-p", str(redis_port), "CONFIG", "RESETSTAT"], check=True, stdout=subprocess.DEVNULL)
+        started = time.perf_counter()
+        rerun = shard0(plan_file)
+        rerun_cpu = wait(rerun)
+        again = (sets(), rerun_cpu, time.perf_counter() - started)
+        print(f"\nshard 0 of 4 from a plan ({mine} splits of 2 MiB), killed with {done} splits recorded, rerun:")
+        print(f"{'':<22} {'SET calls':>9} {'CPU-s':>6} {'seconds':>7}")
+        print(f"{'uninterrupted':<22} {whole[0]:>9} {whole[1]:>6.2f} {whole[2]:>7.2f}")
+        print(f"{'rerun after the kill':<22} {again[0]:>9} {again[1]:>6.2f} {again[2]:>7.2f}")
+        print(f"rerun / uninterrupted: SETs {again[0] / whole[0]:.2f}, CPU {again[1] / whole[1]:.2f}, "
+              f"seconds {again[2] / whole[2]:.2f}")
+
         median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
         print(f"\nplanning, `runner plan --shards 4` (no plugin), medians of 7 processes: the object on the local S3 "
               f"server {median(plans) * 1e3:.0f} ms (min {min(plans) * 1e3:.0f}), the same file read locally "

@@ -5,7 +5,8 @@
 //! cargo run -p runner --example s3_server -- ROOT ACCESS_KEY SECRET_KEY
 //! ```
 //! Listens on a free port of 127.0.0.1 and prints `listening on http://127.0.0.1:PORT` once it
-//! serves; runs until killed.
+//! serves; runs until killed. Each line read from standard input makes it print `served N`: the
+//! bytes of object bodies sent so far (what the benchmarks count).
 
 #[path = "../tests/common/s3_fs.rs"]
 mod s3_fs;
@@ -18,9 +19,14 @@ fn main() -> std::io::Result<()> {
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let (_stop, thread) =
-        s3_fs::serve(std::path::Path::new(root), listener, access_key, secret_key, Default::default())?;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (_stop, thread) = s3_fs::serve(std::path::Path::new(root), listener, access_key, secret_key, served.clone())?;
     println!("listening on http://127.0.0.1:{port}");
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            println!("served {}", served.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    });
     let _ = thread.join();
     Ok(())
 }

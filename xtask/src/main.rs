@@ -355,6 +355,7 @@ impl Servers {
         let mut s3 = Command::new(target_dir().join("debug/examples/s3_server"))
             .arg(&servers.dir)
             .args([S3_USER, S3_PASSWORD])
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start the local S3 server: {e}"))?;
