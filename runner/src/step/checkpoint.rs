@@ -13,7 +13,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use super::{PlanFile, Shard};
 use crate::object_url::ObjectUrl;
@@ -62,17 +62,20 @@ impl Checkpoints {
         anyhow::anyhow!("checkpoints {}: {doing}: {}", self.shown, self.place.describe(e))
     }
 
-    /// What is recorded.
-    pub async fn done(&self) -> anyhow::Result<Done> {
-        let listed: Vec<_> = self
-            .place
+    /// The objects of the shard's folder.
+    async fn listed(&self) -> anyhow::Result<Vec<ObjectMeta>> {
+        self.place
             .store
             .list(Some(&self.place.path))
             .try_collect()
             .await
-            .map_err(|e| self.failed("cannot list them", &e))?;
+            .map_err(|e| self.failed("cannot list them", &e))
+    }
+
+    /// What is recorded.
+    pub async fn done(&self) -> anyhow::Result<Done> {
         let mut done = Done::default();
-        for meta in listed {
+        for meta in self.listed().await? {
             let Some(name) = meta.location.filename() else { continue };
             if name == COMPLETE {
                 done.complete = true;
@@ -109,14 +112,7 @@ impl Checkpoints {
 
     /// Forgets everything recorded (`--restart`).
     pub async fn clear(&self) -> anyhow::Result<()> {
-        let listed: Vec<_> = self
-            .place
-            .store
-            .list(Some(&self.place.path))
-            .try_collect()
-            .await
-            .map_err(|e| self.failed("cannot list them", &e))?;
-        for meta in listed {
+        for meta in self.listed().await? {
             match self.place.store.delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.failed("cannot remove them", &e)),
