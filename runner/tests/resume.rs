@@ -2,7 +2,8 @@
 //! the splits whose rows the sink acknowledged and leaves what an uninterrupted run leaves;
 //! no split is recorded before its rows are acknowledged (a shard killed while Redis holds its
 //! replies, or one that dies between the acknowledgement and the record, loses nothing); a
-//! file sink's part is written whole by the rerun; `--restart` reads everything again.
+//! file sink's part is written whole by the rerun; `--restart` reads everything again; a plan
+//! in a bucket keeps its checkpoints in the bucket.
 //! SETs are counted by Redis (INFO commandstats), not by the runner.
 
 mod common;
@@ -334,4 +335,36 @@ fn checkpoints_go_where_they_are_told() {
 
     let output = runner().arg("run").arg(&job.spec).arg("--restart").output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+/// A plan in a bucket keeps its checkpoints beside it, in the bucket: a shard records its
+/// splits and its completion there (with the spec's `[s3]` credentials), and a rerun finds them.
+#[test]
+fn checkpoints_beside_a_plan_in_a_bucket() {
+    let dir = temp();
+    let s3 = common::services::S3Server::start();
+    s3.bucket("batch");
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, csv_rows(50_000)).unwrap();
+    s3.put("batch", "in/rows.csv", &rows);
+    let spec = dir.path().join("spec.toml");
+    let text = format!(
+        "{}\n[source]\nkind = \"csv\"\nconfig = {{ url = \"s3://batch/in/rows.csv\", split_bytes = 131072 }}\n\n\
+         [sink]\nkind = \"discard\"\n",
+        s3.spec_table()
+    );
+    std::fs::write(&spec, text).unwrap();
+    let plan = "s3://batch/plans/job.plan";
+    let made = runner().arg("plan").arg(&spec).args(["--shards", "2", "--out", plan]).output().unwrap();
+    assert!(made.status.success(), "runner plan: {}", stderr(&made));
+    let run =
+        || runner().args(["run", "--report", "json"]).arg(&spec).args(["--plan", plan, "--shard", "1/2"]).output();
+    let first = ok(run().unwrap(), "shard 1/2");
+    let at = report(&first)["resumed"]["checkpoints"].as_str().unwrap().to_string();
+    assert!(at.starts_with("s3://batch/plans/job.plan.checkpoints/"), "{at}");
+    let keys = s3.keys("batch", "plans/job.plan.checkpoints/");
+    assert!(keys.iter().any(|k| k.ends_with("/shard-1-of-2/complete")), "{keys:?}");
+    let again = ok(run().unwrap(), "shard 1/2 again");
+    let resumed = &report(&again)["resumed"];
+    assert!(resumed["done"].as_u64().unwrap() > 0 && resumed["done"] == resumed["splits"], "{resumed}");
 }
