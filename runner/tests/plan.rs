@@ -287,3 +287,59 @@ fn lookup_from_a_plan_reads_no_rows() {
     assert_eq!(found, fields[1]);
     assert!(served > 0, "without a plan the source's first rows are read");
 }
+
+/// A large object (over 16 MiB, locally or, over 32 MiB, in a bucket) is typed in parts read
+/// at once, one per core: the types are the whole object's, whichever part holds the value that
+/// decides them (a float on the last line, a gap in the middle, a missing boolean near the
+/// start). With a quoted field past the start, the object is typed in one pass, and the types
+/// are the same.
+#[test]
+fn a_large_object_is_typed_in_parts_as_one_pass_types_it() {
+    let dir = temp();
+    let s3 = S3Server::start();
+    s3.bucket("batch");
+    for (quoted, remote) in [(false, false), (true, false), (false, true)] {
+        let rows = if remote { 2_000_000 } else { 1_200_000 };
+        let mut text = String::with_capacity(rows * 20);
+        text.push_str("id,x,y,b,w\n");
+        for i in 0..rows {
+            let x = if i == rows - 1 { "0.5".to_string() } else { (i % 1000).to_string() };
+            let y = if i == rows * 3 / 5 { String::new() } else { (i % 77).to_string() };
+            let b = if i == rows / 10 {
+                ""
+            } else if i % 2 == 0 {
+                "True"
+            } else {
+                "False"
+            };
+            let w = if quoted && i == rows * 4 / 5 { "\"two\nlines\"" } else { "w" };
+            text.push_str(&format!("{i},{x},{y},{b},{w}\n"));
+        }
+        let data = dir.path().join("large.csv");
+        std::fs::write(&data, &text).unwrap();
+        assert!(text.len() > if remote { 32 << 20 } else { 16 << 20 }, "{} bytes", text.len());
+        let spec = dir.path().join("large.toml");
+        let (url, table) = match remote {
+            true => {
+                s3.put("batch", "large.csv", &data);
+                ("s3://batch/large.csv", s3.spec_table())
+            }
+            false => ("large.csv", String::new()),
+        };
+        let config = format!("{{ url = \"{url}\", split_bytes = 0 }}");
+        let source = format!("[source]\nkind = \"csv\"\nconfig = {config}\n\n[sink]\nkind = \"discard\"\n");
+        std::fs::write(&spec, format!("{table}\n{source}")).unwrap();
+        let plan = dir.path().join("large.plan");
+        make_plan(&spec, 2, &plan);
+        let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+        let types: Vec<(String, String)> = file["source"]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c["read"].as_str().unwrap().to_string()))
+            .collect();
+        let expected = [("id", "s64"), ("x", "f64"), ("y", "f64"), ("b", "bool-text"), ("w", "string")];
+        let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(types, expected, "quoted: {quoted}, in a bucket: {remote}");
+    }
+}

@@ -94,6 +94,15 @@ struct Seen {
 }
 
 impl Seen {
+    /// Adds what another part of the input held (each flag only ever turns on).
+    fn merge(&mut self, other: Seen) {
+        self.na |= other.na;
+        self.int |= other.int;
+        self.float |= other.float;
+        self.boolean |= other.boolean;
+        self.text |= other.text;
+    }
+
     /// Counts one field (the number rules of `Values::push_text`).
     fn add(&mut self, field: &[u8]) {
         if self.text {
@@ -196,8 +205,20 @@ pub(super) async fn types(
     let mut kept = Kept::new();
     for found in objects {
         let name = url.name_of(&found.meta.location);
-        let reader = url.clone();
         let size = found.meta.size;
+        if !keep
+            && size >= PARTS_FROM_BYTES
+            && let Some((header, scanned)) = scan_parts(source, url, found, &name, names.clone(), &seen).await?
+        {
+            seen = scanned;
+            let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
+            names.get_or_insert(header);
+            if declared_all {
+                break;
+            }
+            continue;
+        }
+        let reader = url.clone();
         let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
         let tee = read.clone();
         let chunks = url
@@ -240,6 +261,94 @@ pub(super) async fn types(
         })
         .collect();
     Ok(((names, readings), kept))
+}
+
+/// Objects of at least this size are typed in parts at once, one per core (when not kept).
+const PARTS_FROM_BYTES: u64 = 16 << 20;
+
+/// Types one large object in parts read at once, one per core, each part a byte range under
+/// the splits' line rule (a line belongs to the part it starts in) with the object's header in
+/// front: the counts of every part together are the counts of the whole, whatever the order.
+/// A part past the start cannot tell whether it starts inside a quoted field, so when any of
+/// them meets a quote character the result is dropped (`None`) and the object is typed in one
+/// pass from its start.
+async fn scan_parts(
+    source: &Arc<SourceContext>,
+    url: &ObjectUrl,
+    found: &FoundObject,
+    name: &str,
+    known: Option<Vec<String>>,
+    seen: &[Seen],
+) -> anyhow::Result<Option<(Vec<String>, Vec<Seen>)>> {
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    if parts < 2 {
+        return Ok(None);
+    }
+    let size = found.meta.size;
+    let header = url.read_first_line(found).await?;
+    let config = &source.config;
+    let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(&header[..]);
+    let names = self::header(&mut csv, name, config, known.as_deref())?;
+    if names.is_empty() || names.iter().all(|column| config.columns.contains_key(column)) {
+        return Ok(None); // nothing to type: the header is all one pass reads
+    }
+    let mut tasks = Vec::new();
+    for part in 0..parts {
+        let range = size * part / parts..size * (part + 1) / parts;
+        let reader = url.clone();
+        let chunks =
+            url.read_range(found.clone(), range.clone()).map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let data =
+            super::splits::SplitReader::new(SyncIoBridge::new(StreamReader::new(chunks)), &range, Arc::default());
+        let quoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let data = Quotes { inner: data, seen: quoted.clone(), watch: part > 0 };
+        let front = if part == 0 { Bytes::new() } else { header.clone() };
+        let (context, known, name) = (source.clone(), known.clone(), name.to_string());
+        let mut so_far = seen.to_vec();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let bytes = std::io::Cursor::new(front).chain(data);
+            let header = scan(bytes, &name, &context.config, known.as_deref(), &mut so_far)?;
+            anyhow::Ok((header, so_far, quoted.load(std::sync::atomic::Ordering::Relaxed)))
+        }));
+    }
+    let mut merged: Option<(Vec<String>, Vec<Seen>)> = None;
+    let mut quoted = false;
+    for task in tasks {
+        let (header, part, saw_quote) = task.await??;
+        quoted |= saw_quote;
+        merged = Some(match merged {
+            None => (header, part),
+            Some((header, mut all)) => {
+                all.resize(all.len().max(part.len()), Seen::default());
+                for (all, part) in all.iter_mut().zip(part) {
+                    all.merge(part);
+                }
+                (header, all)
+            }
+        });
+    }
+    if quoted {
+        tracing::debug!("{name}: a quote character past the object's start: typed in one pass");
+        return Ok(None);
+    }
+    Ok(merged)
+}
+
+/// A reader that notes whether a quote character went through it (when `watch`).
+struct Quotes<R> {
+    inner: R,
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    watch: bool,
+}
+
+impl<R: Read> Read for Quotes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.watch && memchr::memchr(b'"', &buf[..n]).is_some() {
+            self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 /// Reads one object's header and, unless every column is declared, counts every field of its
