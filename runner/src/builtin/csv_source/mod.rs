@@ -266,7 +266,10 @@ async fn read_objects(
 /// An object's bytes from `start` to its end, out of the chunks the typing pass kept: what
 /// [`ObjectUrl::read_range`] would fetch for a split starting there (a split's reader reads
 /// past its end to finish its last line).
-fn from_memory(chunks: Vec<Bytes>, start: u64) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+pub(super) fn from_memory(
+    chunks: Vec<Bytes>,
+    start: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
     let mut offset = 0u64;
     let rest = chunks.into_iter().filter_map(move |chunk| {
         let begin = offset;

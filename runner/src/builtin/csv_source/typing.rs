@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use std::ops::Range;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -16,7 +19,7 @@ use super::rows::csv_error;
 use super::{CsvSourceConfig, SourceContext};
 use crate::batch::ColumnType;
 use crate::format::{is_na, number_text, parse_bool};
-use crate::object_url::{FoundObject, ObjectUrl};
+use crate::object_url::{FoundObject, ObjectUrl, first_line};
 use crate::step::{PlanMismatch, PlannedColumn, SourcePlan};
 
 /// The columns of the input and how each is read; every object must have the same header.
@@ -218,6 +221,25 @@ pub(super) async fn types(
             }
             continue;
         }
+        if keep && size >= PARTS_FROM_BYTES && worth_parts(source, url, found, &name, &names).await? {
+            // Fetched whole first, then typed in parts from memory (a quote past the start
+            // sends it to the one pass below, which fetches it again).
+            let chunks: Vec<Bytes> = url
+                .read_range(found.clone(), 0..size)
+                .try_collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {}", url.describe(&e)))?;
+            if let Some((header, scanned)) = scan_kept_parts(source, &chunks, &name, names.clone(), &seen).await? {
+                kept.insert(found.meta.location.clone(), chunks);
+                seen = scanned;
+                let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
+                names.get_or_insert(header);
+                if declared_all {
+                    break;
+                }
+                continue;
+            }
+        }
         let reader = url.clone();
         let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
         let tee = read.clone();
@@ -280,12 +302,62 @@ async fn scan_parts(
     known: Option<Vec<String>>,
     seen: &[Seen],
 ) -> anyhow::Result<Option<(Vec<String>, Vec<Seen>)>> {
+    let header = url.read_first_line(found).await?;
+    let open = |range: Range<u64>| {
+        let reader = url.clone();
+        url.read_range(found.clone(), range).map_err(move |e| std::io::Error::other(reader.describe(&e))).boxed()
+    };
+    scan_parts_of(source, found.meta.size, header, open, name, known, seen).await
+}
+
+/// Whether typing `found` in parts can pay: several cores, and a column to type (its header,
+/// the first line, names one not declared).
+async fn worth_parts(
+    source: &Arc<SourceContext>,
+    url: &ObjectUrl,
+    found: &FoundObject,
+    name: &str,
+    known: &Option<Vec<String>>,
+) -> anyhow::Result<bool> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Ok(false);
+    }
+    let header = url.read_first_line(found).await?;
+    let config = &source.config;
+    let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(&header[..]);
+    let names = self::header(&mut csv, name, config, known.as_deref())?;
+    Ok(!names.is_empty() && !names.iter().all(|column| config.columns.contains_key(column)))
+}
+
+/// [`scan_parts`] of an object held in memory (`chunks`, as the typing pass kept them).
+async fn scan_kept_parts(
+    source: &Arc<SourceContext>,
+    chunks: &[Bytes],
+    name: &str,
+    known: Option<Vec<String>>,
+    seen: &[Seen],
+) -> anyhow::Result<Option<(Vec<String>, Vec<Seen>)>> {
+    let size = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+    let header = Bytes::from(first_line(super::from_memory(chunks.to_vec(), 0)).await?);
+    let open = |range: Range<u64>| super::from_memory(chunks.to_vec(), range.start).boxed();
+    scan_parts_of(source, size, header, open, name, known, seen).await
+}
+
+/// The parts of an object of `size` bytes with the first line `header`, each read from what
+/// `open` gives for its range (the bytes from the range's start on).
+async fn scan_parts_of(
+    source: &Arc<SourceContext>,
+    size: u64,
+    header: Bytes,
+    open: impl Fn(Range<u64>) -> BoxStream<'static, std::io::Result<Bytes>>,
+    name: &str,
+    known: Option<Vec<String>>,
+    seen: &[Seen],
+) -> anyhow::Result<Option<(Vec<String>, Vec<Seen>)>> {
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     if parts < 2 {
         return Ok(None);
     }
-    let size = found.meta.size;
-    let header = url.read_first_line(found).await?;
     let config = &source.config;
     let mut csv = csv::ReaderBuilder::new().delimiter(config.delimiter as u8).from_reader(&header[..]);
     let names = self::header(&mut csv, name, config, known.as_deref())?;
@@ -295,9 +367,7 @@ async fn scan_parts(
     let mut tasks = Vec::new();
     for part in 0..parts {
         let range = size * part / parts..size * (part + 1) / parts;
-        let reader = url.clone();
-        let chunks =
-            url.read_range(found.clone(), range.clone()).map_err(move |e| std::io::Error::other(reader.describe(&e)));
+        let chunks = open(range.clone());
         let data =
             super::splits::SplitReader::new(SyncIoBridge::new(StreamReader::new(chunks)), &range, Arc::default());
         let quoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
