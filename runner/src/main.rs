@@ -164,7 +164,8 @@ struct RunArgs {
 
     /// Run from this plan file (`runner plan --out`; a path or s3://): the shard lists and
     /// types nothing, and reads its own splits as the plan found them (an object changed since
-    /// fails the run). The plan must be of this spec and this number of shards.
+    /// fails the run). The plan must be of this spec and this number of shards. The shard
+    /// records the splits it has done (see --checkpoint), and a rerun skips them.
     #[arg(long, value_name = "PLAN")]
     plan: Option<String>,
 
