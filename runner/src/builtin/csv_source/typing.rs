@@ -209,61 +209,62 @@ pub(super) async fn types(
     for found in objects {
         let name = url.name_of(&found.meta.location);
         let size = found.meta.size;
-        if !keep
-            && size >= PARTS_FROM_BYTES
-            && let Some((header, scanned)) = scan_parts(source, url, found, &name, names.clone(), &seen).await?
+        // A large object kept for the rows pass is fetched whole first, then typed from memory.
+        let in_memory = match keep && size >= PARTS_FROM_BYTES && worth_parts(source, url, found, &name, &names).await?
         {
-            seen = scanned;
-            let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
-            names.get_or_insert(header);
-            if declared_all {
-                break;
+            true => Some(
+                url.read_range(found.clone(), 0..size)
+                    .try_collect::<Vec<Bytes>>()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{name}: {}", url.describe(&e)))?,
+            ),
+            false => None,
+        };
+        let parts = match &in_memory {
+            Some(chunks) => scan_kept_parts(source, chunks, &name, names.clone(), &seen).await?,
+            None if !keep && size >= PARTS_FROM_BYTES => {
+                scan_parts(source, url, found, &name, names.clone(), &seen).await?
             }
-            continue;
-        }
-        if keep && size >= PARTS_FROM_BYTES && worth_parts(source, url, found, &name, &names).await? {
-            // Fetched whole first, then typed in parts from memory (a quote past the start
-            // sends it to the one pass below, which fetches it again).
-            let chunks: Vec<Bytes> = url
-                .read_range(found.clone(), 0..size)
-                .try_collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("{name}: {}", url.describe(&e)))?;
-            if let Some((header, scanned)) = scan_kept_parts(source, &chunks, &name, names.clone(), &seen).await? {
-                kept.insert(found.meta.location.clone(), chunks);
-                seen = scanned;
-                let declared_all = header.iter().all(|column| source.config.columns.contains_key(column));
-                names.get_or_insert(header);
-                if declared_all {
-                    break;
+            None => None,
+        };
+        let (header, scanned) = match parts {
+            Some(typed) => typed,
+            None => {
+                // One pass from the start: from memory, or fetched (and kept when read whole).
+                let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+                let chunks = match &in_memory {
+                    Some(chunks) => super::from_memory(chunks.clone(), 0).boxed(),
+                    None => {
+                        let (reader, tee) = (url.clone(), read.clone());
+                        url.read_range(found.clone(), 0..size)
+                            .inspect_ok(move |chunk| {
+                                if keep {
+                                    tee.lock().unwrap_or_else(|e| e.into_inner()).push(chunk.clone());
+                                }
+                            })
+                            .map_err(move |e| std::io::Error::other(reader.describe(&e)))
+                            .boxed()
+                    }
+                };
+                let bytes = SyncIoBridge::new(StreamReader::new(chunks));
+                let (context, known, name) = (source.clone(), names.clone(), name.clone());
+                let mut so_far = std::mem::take(&mut seen);
+                let scanned = tokio::task::spawn_blocking(move || {
+                    scan(bytes, &name, &context.config, known.as_deref(), &mut so_far).map(|header| (header, so_far))
+                });
+                let typed = scanned.await??;
+                let read = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
+                // Kept only when read whole: a pass that stopped after the header read only a part.
+                if keep && in_memory.is_none() && read.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size {
+                    kept.insert(found.meta.location.clone(), read);
                 }
-                continue;
+                typed
             }
+        };
+        if let Some(chunks) = in_memory {
+            kept.insert(found.meta.location.clone(), chunks);
         }
-        let reader = url.clone();
-        let read: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-        let tee = read.clone();
-        let chunks = url
-            .read_range(found.clone(), 0..size)
-            .inspect_ok(move |chunk| {
-                if keep {
-                    tee.lock().unwrap_or_else(|e| e.into_inner()).push(chunk.clone());
-                }
-            })
-            .map_err(move |e| std::io::Error::other(reader.describe(&e)));
-        let bytes = SyncIoBridge::new(StreamReader::new(chunks));
-        let (context, known) = (source.clone(), names.clone());
-        let mut so_far = std::mem::take(&mut seen);
-        let scanned = tokio::task::spawn_blocking(move || {
-            scan(bytes, &name, &context.config, known.as_deref(), &mut so_far).map(|header| (header, so_far))
-        });
-        let (header, scanned) = scanned.await??;
         seen = scanned;
-        let read = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
-        // Kept only when read whole: a pass that stopped after the header read only a part.
-        if keep && read.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size {
-            kept.insert(found.meta.location.clone(), read);
-        }
         if header.is_empty() {
             continue; // an empty object: no header, no rows
         }
